@@ -1,0 +1,318 @@
+//! The validated internal configuration: plain data the engine is built from.
+//!
+//! Nothing here knows about KDL. Every value has already been checked (addresses parse,
+//! names resolve, limits are in range), so the binary can build the engine without
+//! re-validating. Defaults live in the `Default` impls and are documented in
+//! `docs/config.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Process-wide settings (`server { ... }`).
+    pub server: ServerSettings,
+    /// Listening sockets, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Upstream groups, in file order.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Sites (virtual hosts), in file order.
+    pub sites: Vec<SiteConfig>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Worker threads of the runtime; `None` means one per available core.
+    pub worker_threads: Option<usize>,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before the process exits.
+    pub shutdown_grace: Duration,
+    /// Where and how the access log is written.
+    pub access_log: AccessLogConfig,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            worker_threads: None,
+            shutdown_grace: Duration::from_secs(30),
+            access_log: AccessLogConfig::default(),
+        }
+    }
+}
+
+/// Access log destination and format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// Destination.
+    pub target: LogTarget,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            target: LogTarget::Stdout,
+            format: LogFormat::Json,
+        }
+    }
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// No access log.
+    Off,
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// Appended to a file (created if missing).
+    File(PathBuf),
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// nginx-style "combined"-like text line with upstream and timing fields appended.
+    Text,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// Name sites use to refer to this listener (defaults to the address as written).
+    pub name: String,
+    /// Socket address to bind.
+    pub address: SocketAddr,
+    /// Maximum simultaneously open client connections; accepting pauses at the limit.
+    pub max_connections: usize,
+    /// Maximum size of a request head (request line + headers) in bytes; larger gets 431.
+    pub max_header_size: usize,
+    /// Time allowed to receive a complete request head once its first byte arrived.
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open between requests.
+    pub keepalive_timeout: Duration,
+    /// Whether HTTP/2 with prior knowledge (h2c) is accepted beside HTTP/1.1.
+    pub h2c: bool,
+}
+
+impl ListenerConfig {
+    /// A listener with default limits, named after its address.
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            name: address.to_string(),
+            address,
+            max_connections: 10_000,
+            max_header_size: 64 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(75),
+            h2c: true,
+        }
+    }
+}
+
+/// A named group of origin servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Group name, referenced by `proxy` route actions.
+    pub name: String,
+    /// Servers in file order (at least one).
+    pub servers: Vec<UpstreamServer>,
+    /// Protocol spoken to the servers.
+    pub protocol: UpstreamProtocol,
+    /// Keep-alive connection pool settings.
+    pub pool: PoolConfig,
+    /// Timeouts towards the servers.
+    pub timeouts: UpstreamTimeouts,
+}
+
+impl UpstreamConfig {
+    /// A group with default settings.
+    pub fn new(name: impl Into<String>, servers: Vec<UpstreamServer>) -> Self {
+        Self {
+            name: name.into(),
+            servers,
+            protocol: UpstreamProtocol::Http1,
+            pool: PoolConfig::default(),
+            timeouts: UpstreamTimeouts::default(),
+        }
+    }
+}
+
+/// One origin server of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServer {
+    /// `host:port` as written (host may be a name, resolved at startup).
+    pub address: String,
+    /// Relative weight (>= 1).
+    pub weight: u32,
+}
+
+/// Protocol spoken to an upstream group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (multiplexed).
+    H2c,
+}
+
+/// Keep-alive pool settings of an upstream group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Maximum idle connections kept per server.
+    pub max_idle_per_server: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_idle_per_server: 128,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Timeouts towards an upstream group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// From the request being sent until the response head arrives.
+    pub first_byte: Duration,
+    /// Longest gap between two reads of the response body.
+    pub read_idle: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            read_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A virtual host: requests whose Host matches one of `hosts` on one of `listeners`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteConfig {
+    /// Host patterns (at least one).
+    pub hosts: Vec<HostPattern>,
+    /// Names of the listeners serving this site; empty means all listeners.
+    pub listeners: Vec<String>,
+    /// Request header edits applied to every request of the site (before the route's).
+    pub request_headers: HeaderEdits,
+    /// Response header edits applied to every response of the site (after the route's).
+    pub response_headers: HeaderEdits,
+    /// Routes; the longest matching path wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// How a site matches the request's host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// Exact name, lower-cased, without port.
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (stored as `.example.com`).
+    Wildcard(String),
+    /// `*`: the default site of its listeners.
+    Any,
+}
+
+/// Ordered header edits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeaderEdits {
+    /// Edits applied in order.
+    pub edits: Vec<HeaderEdit>,
+}
+
+impl HeaderEdits {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+}
+
+/// One header edit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderEdit {
+    /// Replace every value of the header with this one.
+    Set(HeaderName, HeaderValue),
+    /// Append a value, keeping existing ones.
+    Add(HeaderName, HeaderValue),
+    /// Remove the header.
+    Remove(HeaderName),
+}
+
+/// One route of a site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Path match.
+    pub path: PathMatch,
+    /// Methods this route answers; empty means any method.
+    pub methods: Vec<Method>,
+    /// What to do with a matching request.
+    pub action: RouteAction,
+    /// Request header edits for this route (after the site's).
+    pub request_headers: HeaderEdits,
+    /// Response header edits for this route (before the site's).
+    pub response_headers: HeaderEdits,
+}
+
+/// Path matching rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The path equals this string.
+    Exact(String),
+    /// Segment-aware prefix: `/api` matches `/api` and `/api/...` but not `/apix`;
+    /// a prefix ending in `/` matches everything below it.
+    Prefix(String),
+}
+
+/// What a route does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAction {
+    /// Forward to an upstream group.
+    Proxy(ProxyAction),
+    /// Answer directly.
+    Respond {
+        /// Status code.
+        status: StatusCode,
+        /// Body (may be empty).
+        body: Bytes,
+        /// Extra response headers.
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// Redirect the client.
+    Redirect {
+        /// A 3xx status (301, 302, 303, 307, 308).
+        status: StatusCode,
+        /// Location template; `{scheme}`, `{host}`, `{path}`, `{query}` and `{uri}` are substituted.
+        location: String,
+    },
+}
+
+/// Forwarding options of a `proxy` route action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyAction {
+    /// Name of the upstream group (validated to exist).
+    pub upstream: String,
+    /// Remove the route's matched prefix from the path before forwarding.
+    pub strip_prefix: bool,
+    /// Replace the route's matched prefix with this string before forwarding.
+    pub rewrite_prefix: Option<String>,
+    /// Host header sent upstream instead of the client's.
+    pub host: Option<String>,
+}

@@ -1,0 +1,335 @@
+//! `route "/path" exact=#true { methods ...; proxy|respond|redirect ...; header edits }`.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use kdl::{KdlEntry, KdlNode};
+use miette::SourceSpan;
+
+use crate::diagnostic::Diagnostics;
+use crate::model::{HeaderEdits, PathMatch, ProxyAction, RouteAction, RouteConfig};
+use crate::reader::{
+    children, leaf, name, name_span, take_args, take_props, unknown_node, Arity, Once,
+};
+use crate::sections::headers::{header_name, header_value, read_edits};
+use crate::sections::RawRoute;
+use crate::value::{boolean, integer, non_empty_string, string};
+
+const NODES: &[&str] = &[
+    "methods",
+    "proxy",
+    "respond",
+    "redirect",
+    "request-headers",
+    "response-headers",
+];
+const ACTIONS: &[&str] = &["proxy", "respond", "redirect"];
+const USAGE: &str = "route \"/api\" { proxy \"origins\" }";
+const PROXY_USAGE: &str = "proxy \"origins\" strip-prefix=#true host=\"api.internal\"";
+const RESPOND_USAGE: &str = "respond 200 \"ok\\n\" { header \"content-type\" \"text/plain\" }";
+const REDIRECT_USAGE: &str = "redirect 301 \"https://{host}{uri}\"";
+const REDIRECT_STATUSES: &[u16] = &[301, 302, 303, 307, 308];
+const PLACEHOLDERS: &[&str] = &["scheme", "host", "path", "query", "uri"];
+
+/// Reads a `route` node; `None` when its path or action is missing or invalid (reported).
+pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> {
+    let args = take_args(d, node, Arity::Exactly(1), USAGE);
+    let props = take_props(d, node, &["exact"], USAGE);
+    let exact = props
+        .get("exact")
+        .map_or(Some(false), |entry| boolean(d, entry));
+    let path = args
+        .first()
+        .and_then(|entry| Some((path(d, entry, "route path")?, entry.span())));
+
+    let mut methods = Vec::new();
+    let mut action: Option<(RouteAction, Option<SourceSpan>)> = None;
+    let mut action_node: Option<(&str, SourceSpan)> = None;
+    let mut request_headers = HeaderEdits::default();
+    let mut response_headers = HeaderEdits::default();
+    let mut once = Once::default();
+    for child in children(node) {
+        let child_name = name(child);
+        if ACTIONS.contains(&child_name) {
+            if let Some((first, first_span)) = action_node {
+                let line = d.line_of(first_span);
+                d.error(name_span(child), format!("route has a second action `{child_name}`"))
+                    .label("second action")
+                    .also(first_span, "first action")
+                    .help(format!(
+                        "a route has exactly one action (proxy, respond or redirect); it already has `{first}` at line {line}"
+                    ));
+                continue;
+            }
+            action_node = Some((child_name, name_span(child)));
+        } else if NODES.contains(&child_name) && !once.first(d, child, "in `route`") {
+            continue;
+        }
+        match child_name {
+            "methods" => methods = read_methods(d, child),
+            "proxy" => {
+                action = read_proxy(d, child).map(|(a, span)| (RouteAction::Proxy(a), Some(span)))
+            }
+            "respond" => action = read_respond(d, child).map(|a| (a, None)),
+            "redirect" => action = read_redirect(d, child).map(|a| (a, None)),
+            "request-headers" => request_headers = read_edits(d, child),
+            "response-headers" => response_headers = read_edits(d, child),
+            _ => unknown_node(d, child, Some("route"), NODES),
+        }
+    }
+
+    if action_node.is_none() {
+        d.error(name_span(node), "route has no action")
+            .label("no proxy, respond or redirect inside")
+            .help("add one of: `proxy \"upstream-name\"`, `respond 200 \"body\"`, `redirect 301 \"https://{host}{uri}\"`");
+    }
+    // A failed action was reported where it failed; the route is just left out.
+    let ((path, path_span), exact, (action, upstream_span)) = (path?, exact?, action?);
+    let path = if exact {
+        PathMatch::Exact(path)
+    } else {
+        PathMatch::Prefix(path)
+    };
+    let config = RouteConfig {
+        path,
+        methods,
+        action,
+        request_headers,
+        response_headers,
+    };
+    Some(RawRoute {
+        config,
+        path_span,
+        upstream_span,
+    })
+}
+
+/// A request path: starts with `/`, no whitespace, query or fragment.
+fn path(d: &mut Diagnostics<'_>, entry: &KdlEntry, what: &str) -> Option<String> {
+    let text = string(d, entry, "\"/api\"")?;
+    let problem = if !text.starts_with('/') {
+        Some(format!("{what} must start with `/`"))
+    } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some(format!("{what} must not contain whitespace"))
+    } else if text.contains(['?', '#']) {
+        Some(format!(
+            "{what} must not contain a query (`?`) or fragment (`#`)"
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        d.error(entry.span(), format!("invalid {what} `{text}`: {message}"))
+            .label("invalid path")
+            .help(format!(
+                "write an absolute path like \"/\" or \"/api\" (found {text:?})"
+            ));
+        return None;
+    }
+    Some(text.to_owned())
+}
+
+fn read_methods(d: &mut Diagnostics<'_>, node: &KdlNode) -> Vec<Method> {
+    let usage = "methods \"GET\" \"POST\"";
+    let (args, _) = leaf(d, node, Arity::AtLeast(1), &[], usage);
+    let mut methods = Vec::new();
+    for entry in args {
+        let Some(text) = string(d, entry, usage) else {
+            continue;
+        };
+        match Method::from_bytes(text.to_ascii_uppercase().as_bytes()) {
+            Ok(method) if !methods.contains(&method) => methods.push(method),
+            Ok(_) => {}
+            Err(_) => {
+                d.error(entry.span(), format!("invalid HTTP method `{text}`"))
+                    .label("not a method")
+                    .help("methods are tokens like GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS");
+            }
+        }
+    }
+    methods
+}
+
+/// Reads `proxy`; returns the action and the span of the upstream name.
+fn read_proxy(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<(ProxyAction, SourceSpan)> {
+    let (args, props) = leaf(
+        d,
+        node,
+        Arity::Exactly(1),
+        &["strip-prefix", "rewrite-prefix", "host"],
+        PROXY_USAGE,
+    );
+    let upstream = args
+        .first()
+        .and_then(|entry| Some((non_empty_string(d, entry, PROXY_USAGE)?, entry.span())));
+    let mut ok = true;
+    let strip_prefix = match props.get("strip-prefix") {
+        Some(entry) => boolean(d, entry).unwrap_or_else(|| {
+            ok = false;
+            false
+        }),
+        None => false,
+    };
+    let rewrite_prefix = match props.get("rewrite-prefix") {
+        Some(entry) => {
+            let rewrite = path(d, entry, "rewrite-prefix");
+            ok &= rewrite.is_some();
+            rewrite
+        }
+        None => None,
+    };
+    if let (Some(strip), Some(rewrite)) = (props.get("strip-prefix"), props.get("rewrite-prefix")) {
+        d.error(rewrite.span(), "`strip-prefix` and `rewrite-prefix` cannot be used together")
+            .label("conflicts with strip-prefix")
+            .also(strip.span(), "strip-prefix given here")
+            .help("strip-prefix removes the matched prefix, rewrite-prefix replaces it; keep only one of them");
+        ok = false;
+    }
+    let host = match props.get("host") {
+        Some(entry) => {
+            let host = host_override(d, entry);
+            ok &= host.is_some();
+            host
+        }
+        None => None,
+    };
+    let (upstream, span) = upstream?;
+    ok.then(|| {
+        (
+            ProxyAction {
+                upstream: upstream.to_owned(),
+                strip_prefix,
+                rewrite_prefix,
+                host,
+            },
+            span,
+        )
+    })
+}
+
+/// The `host=` of `proxy`: an authority (`name` or `name:port`) sent as the Host header.
+fn host_override(d: &mut Diagnostics<'_>, entry: &KdlEntry) -> Option<String> {
+    let text = non_empty_string(d, entry, "host=\"api.internal\"")?;
+    let valid = text
+        .parse::<http::uri::Authority>()
+        .is_ok_and(|a| a.as_str() == text && !text.contains('@'));
+    if !valid {
+        d.error(entry.span(), format!("invalid host `{text}`"))
+            .label("not a host name")
+            .help("write a host name, optionally with a port, like \"api.internal\" or \"api.internal:8080\"");
+        return None;
+    }
+    Some(text.to_owned())
+}
+
+fn read_respond(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RouteAction> {
+    let args = take_args(d, node, Arity::Between(1, 2), RESPOND_USAGE);
+    take_props(d, node, &[], RESPOND_USAGE);
+    let status = args.first().and_then(|entry| {
+        let code = integer(d, entry, 0, i128::from(u16::MAX))?;
+        if !(200..=599).contains(&code) {
+            d.error(entry.span(), format!("invalid status code {code} for `respond`"))
+                .label("not between 200 and 599")
+                .help("`respond` answers with a status from 200 to 599; use `redirect` for 3xx redirects with a location");
+            return None;
+        }
+        StatusCode::from_u16(u16::try_from(code).ok()?).ok()
+    });
+    let body = match args.get(1) {
+        Some(entry) => {
+            string(d, entry, RESPOND_USAGE).map(|s| Bytes::copy_from_slice(s.as_bytes()))
+        }
+        None => Some(Bytes::new()),
+    };
+    let mut headers = Vec::new();
+    let mut ok = true;
+    for child in children(node) {
+        if name(child) != "header" {
+            unknown_node(d, child, Some("respond"), &["header"]);
+            continue;
+        }
+        let usage = "header \"content-type\" \"text/plain\"";
+        let (args, _) = leaf(d, child, Arity::Exactly(2), &[], usage);
+        let [name_entry, value_entry] = args.as_slice() else {
+            ok = false;
+            continue;
+        };
+        match (
+            header_name(d, name_entry, usage),
+            header_value(d, value_entry, usage),
+        ) {
+            (Some(header), Some(value)) => headers.push((header, value)),
+            _ => ok = false,
+        }
+    }
+    let (status, body) = (status?, body?);
+    ok.then_some(RouteAction::Respond {
+        status,
+        body,
+        headers,
+    })
+}
+
+fn read_redirect(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RouteAction> {
+    let (args, _) = leaf(d, node, Arity::Exactly(2), &[], REDIRECT_USAGE);
+    let status = args.first().and_then(|entry| {
+        let code = integer(d, entry, 0, i128::from(u16::MAX))?;
+        let code = u16::try_from(code).ok()?;
+        if !REDIRECT_STATUSES.contains(&code) {
+            d.error(entry.span(), format!("{code} is not a redirect status"))
+                .label("not 301, 302, 303, 307 or 308")
+                .help("use 301 or 308 (permanent) or 302, 303 or 307 (temporary)");
+            return None;
+        }
+        StatusCode::from_u16(code).ok()
+    });
+    let location = args.get(1).and_then(|entry| location(d, entry));
+    Some(RouteAction::Redirect {
+        status: status?,
+        location: location?,
+    })
+}
+
+/// The redirect target: known `{placeholders}` only, and valid as a header value.
+fn location(d: &mut Diagnostics<'_>, entry: &KdlEntry) -> Option<String> {
+    let text = non_empty_string(d, entry, REDIRECT_USAGE)?;
+    let placeholders_help = "placeholders are {scheme}, {host}, {path}, {query} and {uri}";
+    let mut rest = text;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            d.error(
+                entry.span(),
+                format!("unmatched `}}` in redirect location {text:?}"),
+            )
+            .label("invalid location")
+            .help(placeholders_help);
+            return None;
+        }
+        let Some(close) = rest[open..].find('}') else {
+            d.error(
+                entry.span(),
+                format!("unclosed `{{` in redirect location {text:?}"),
+            )
+            .label("invalid location")
+            .help(placeholders_help);
+            return None;
+        };
+        let placeholder = &rest[open + 1..open + close];
+        if !PLACEHOLDERS.contains(&placeholder) {
+            d.error(
+                entry.span(),
+                format!("unknown placeholder `{{{placeholder}}}` in redirect location"),
+            )
+            .label("unknown placeholder")
+            .help(placeholders_help);
+            return None;
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if !text.is_ascii() || http::HeaderValue::from_str(text).is_err() {
+        d.error(entry.span(), format!("invalid redirect location {text:?}"))
+            .label("not a valid Location header")
+            .help("use visible ASCII only; percent-encode anything else");
+        return None;
+    }
+    Some(text.to_owned())
+}

@@ -1,0 +1,68 @@
+//! `server { ... }`: process-wide settings.
+
+use std::path::PathBuf;
+
+use kdl::KdlNode;
+
+use crate::diagnostic::Diagnostics;
+use crate::model::{LogFormat, LogTarget, ServerSettings};
+use crate::reader::{
+    children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once,
+};
+use crate::value::{choice, duration, integer, non_empty_string};
+
+const NODES: &[&str] = &["worker-threads", "shutdown-grace", "access-log"];
+
+/// Reads a `server` block into `settings` (which holds the defaults).
+pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut ServerSettings) {
+    take_args(d, node, Arity::Exactly(0), "server { worker-threads 4 }");
+    take_props(d, node, &[], "server { worker-threads 4 }");
+    let mut once = Once::default();
+    for child in children(node) {
+        let known = NODES.contains(&name(child));
+        if known && !once.first(d, child, "in `server`") {
+            continue;
+        }
+        match name(child) {
+            "worker-threads" => {
+                if let Some(entry) = single(d, child, "worker-threads 4") {
+                    if let Some(n) = integer(d, entry, 1, 1024) {
+                        settings.worker_threads = usize::try_from(n).ok();
+                    }
+                }
+            }
+            "shutdown-grace" => {
+                if let Some(entry) = single(d, child, "shutdown-grace \"30s\"") {
+                    if let Some(grace) = duration(d, entry, true) {
+                        settings.shutdown_grace = grace;
+                    }
+                }
+            }
+            "access-log" => read_access_log(d, child, settings),
+            _ => unknown_node(d, child, Some("server"), NODES),
+        }
+    }
+}
+
+fn read_access_log(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut ServerSettings) {
+    const USAGE: &str = "access-log \"stdout\" format=\"json\"";
+    let (args, props) = leaf(d, node, Arity::Exactly(1), &["format"], USAGE);
+    if let Some(target) = args
+        .first()
+        .and_then(|entry| non_empty_string(d, entry, USAGE))
+    {
+        settings.access_log.target = match target {
+            "off" => LogTarget::Off,
+            "stdout" => LogTarget::Stdout,
+            "stderr" => LogTarget::Stderr,
+            path => LogTarget::File(PathBuf::from(path)),
+        };
+    }
+    if let Some(entry) = props.get("format") {
+        match choice(d, entry, "access log format", &["json", "text"]) {
+            Some("json") => settings.access_log.format = LogFormat::Json,
+            Some(_) => settings.access_log.format = LogFormat::Text,
+            None => {}
+        }
+    }
+}

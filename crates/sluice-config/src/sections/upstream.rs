@@ -1,0 +1,265 @@
+//! `upstream "name" { server ...; protocol ...; pool ...; timeouts ... }`: an origin group.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use kdl::KdlNode;
+
+use crate::diagnostic::Diagnostics;
+use crate::model::{UpstreamConfig, UpstreamProtocol, UpstreamServer};
+use crate::reader::{
+    children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once,
+};
+use crate::sections::RawUpstream;
+use crate::value::{choice, duration, integer, non_empty_string};
+
+const NODES: &[&str] = &["server", "protocol", "pool", "timeouts"];
+const USAGE: &str = "upstream \"origins\" { server \"127.0.0.1:8081\" }";
+const SERVER_USAGE: &str = "server \"127.0.0.1:8081\" weight=2";
+
+/// Reads an `upstream` node; `None` when it has no usable name.
+pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstream> {
+    let args = take_args(d, node, Arity::Exactly(1), USAGE);
+    take_props(d, node, &[], USAGE);
+    let name_entry = args.first();
+    let group_name = name_entry.and_then(|entry| non_empty_string(d, entry, USAGE));
+
+    let mut config = UpstreamConfig::new(group_name.unwrap_or_default(), Vec::new());
+    let mut any_server_node = false;
+    let mut once = Once::default();
+    for child in children(node) {
+        let child_name = name(child);
+        if child_name != "server"
+            && NODES.contains(&child_name)
+            && !once.first(d, child, "in `upstream`")
+        {
+            continue;
+        }
+        match child_name {
+            "server" => {
+                any_server_node = true;
+                config.servers.extend(read_server(d, child));
+            }
+            "protocol" => {
+                if let Some(entry) = single(d, child, "protocol \"http1\"") {
+                    match choice(d, entry, "protocol", &["http1", "h2c"]) {
+                        Some("h2c") => config.protocol = UpstreamProtocol::H2c,
+                        Some(_) => config.protocol = UpstreamProtocol::Http1,
+                        None => {}
+                    }
+                }
+            }
+            "pool" => {
+                let (_, props) = leaf(
+                    d,
+                    child,
+                    Arity::Exactly(0),
+                    &["max-idle", "idle-timeout"],
+                    "pool max-idle=128 idle-timeout=\"60s\"",
+                );
+                if let Some(entry) = props.get("max-idle") {
+                    if let Some(n) = integer(d, entry, 0, i128::from(u32::MAX)) {
+                        config.pool.max_idle_per_server = usize::try_from(n).unwrap_or(usize::MAX);
+                    }
+                }
+                if let Some(timeout) = props
+                    .get("idle-timeout")
+                    .and_then(|entry| duration(d, entry, false))
+                {
+                    config.pool.idle_timeout = timeout;
+                }
+            }
+            "timeouts" => {
+                let (_, props) = leaf(
+                    d,
+                    child,
+                    Arity::Exactly(0),
+                    &["connect", "first-byte", "read-idle"],
+                    "timeouts connect=\"5s\" first-byte=\"60s\" read-idle=\"60s\"",
+                );
+                if let Some(timeout) = props
+                    .get("connect")
+                    .and_then(|entry| duration(d, entry, false))
+                {
+                    config.timeouts.connect = timeout;
+                }
+                if let Some(timeout) = props
+                    .get("first-byte")
+                    .and_then(|entry| duration(d, entry, false))
+                {
+                    config.timeouts.first_byte = timeout;
+                }
+                if let Some(timeout) = props
+                    .get("read-idle")
+                    .and_then(|entry| duration(d, entry, false))
+                {
+                    config.timeouts.read_idle = timeout;
+                }
+            }
+            _ => unknown_node(d, child, Some("upstream"), NODES),
+        }
+    }
+
+    let group_name = group_name?;
+    if !any_server_node {
+        d.error(
+            name_span(node),
+            format!("upstream `{group_name}` has no servers"),
+        )
+        .label("no `server` inside")
+        .help(format!(
+            "add at least one, like: upstream {group_name:?} {{ {SERVER_USAGE} }}"
+        ));
+    }
+    let name_span = name_entry.map_or_else(|| name_span(node), |entry| entry.span());
+    Some(RawUpstream { config, name_span })
+}
+
+fn read_server(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<UpstreamServer> {
+    let (args, props) = leaf(d, node, Arity::Exactly(1), &["weight"], SERVER_USAGE);
+    // Both parts are checked before giving up, so both can be reported.
+    let weight = match props.get("weight") {
+        Some(entry) => {
+            integer(d, entry, 1, i128::from(u32::MAX)).and_then(|n| u32::try_from(n).ok())
+        }
+        None => Some(1),
+    };
+    let entry = args.first()?;
+    let address = non_empty_string(d, entry, SERVER_USAGE)?;
+    if let Err((message, help)) = check_server_address(address) {
+        d.error(entry.span(), message)
+            .label("not a host:port address")
+            .help(help);
+        return None;
+    }
+    Some(UpstreamServer {
+        address: address.to_owned(),
+        weight: weight?,
+    })
+}
+
+/// Checks `host:port` where host is an IPv4 address, a bracketed IPv6 address or a DNS name.
+fn check_server_address(text: &str) -> Result<(), (String, String)> {
+    let example = "write it like \"127.0.0.1:8081\", \"[::1]:8081\" or \"origin.internal:80\"";
+    let invalid = |why: String| {
+        Err((
+            format!("invalid server address `{text}`: {why}"),
+            example.to_owned(),
+        ))
+    };
+    if let Some((scheme, _)) = text.split_once("://") {
+        return Err((
+            format!("invalid server address `{text}`: no scheme allowed"),
+            format!("remove `{scheme}://`; the protocol is set with `protocol` (http1 or h2c)"),
+        ));
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return invalid("missing `]` after the IPv6 address".to_owned());
+        };
+        if ip.parse::<Ipv6Addr>().is_err() {
+            return invalid(format!("`{ip}` is not an IPv6 address"));
+        }
+        let Some(port) = after.strip_prefix(':') else {
+            return invalid("the port is missing".to_owned());
+        };
+        (None, port)
+    } else {
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err((
+                format!("invalid server address `{text}`: the port is missing"),
+                format!("add the port, like \"{text}:80\""),
+            ));
+        };
+        if host.contains(':') {
+            return Err((
+                format!("invalid server address `{text}`"),
+                "write IPv6 addresses in brackets, like \"[::1]:8081\"".to_owned(),
+            ));
+        }
+        (Some(host), port)
+    };
+    match port.parse::<u16>() {
+        Ok(0) => return invalid("port 0 cannot be connected to".to_owned()),
+        Ok(_) => {}
+        Err(_) => return invalid(format!("`{port}` is not a port number (1 to 65535)")),
+    }
+    match host {
+        Some(host) => check_host_name(host).or_else(invalid),
+        None => Ok(()),
+    }
+}
+
+/// Checks an IPv4 address or a DNS name (letters, digits, `-`, `_`, dot-separated labels).
+pub(super) fn check_host_name(host: &str) -> Result<(), String> {
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    if host.is_empty() {
+        return Err("the host is missing".to_owned());
+    }
+    if host.len() > 253 {
+        return Err("the host name is longer than 253 characters".to_owned());
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Err(format!(
+                "`{host}` has an empty label (two dots in a row, or a leading or trailing dot)"
+            ));
+        }
+        if label.len() > 63 {
+            return Err(format!("the label `{label}` is longer than 63 characters"));
+        }
+        if let Some(bad) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!("`{host}` contains the invalid character {bad:?}"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("the label `{label}` starts or ends with `-`"));
+        }
+    }
+    if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(format!("`{host}` is not a valid IPv4 address"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses() {
+        for good in [
+            "127.0.0.1:8081",
+            "[::1]:80",
+            "origin.internal:80",
+            "a_b.local:65535",
+            "localhost:1",
+        ] {
+            assert!(check_server_address(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "::1:80",
+            "[::1]",
+            "[::1:80",
+            "host:0",
+            "host:65536",
+            "host:http",
+            "http://host:80",
+            ":80",
+            "300.1.1.1:80",
+            "bad host:80",
+            "-bad.example:80",
+            "a..b:80",
+        ] {
+            assert!(check_server_address(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The second layer: checks that need the whole file, then assembles the [`Config`].
+//!
+//! Names must resolve (listeners, upstreams) and must not clash (listener names and
+//! addresses, upstream names, host patterns per listener, routes per site). Things that
+//! already failed in the first layer were left out of the raw config, so they cause no
+//! follow-up errors here.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use miette::SourceSpan;
+
+use crate::diagnostic::Diagnostics;
+use crate::model::{Config, HostPattern, PathMatch, RouteAction, SiteConfig};
+use crate::reader::valid_list;
+use crate::sections::{RawConfig, RawListener, RawRoute, RawSite, RawUpstream};
+
+/// Runs the cross-reference checks and builds the config (meaningful only without errors).
+pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
+    if !raw.any_listener_node {
+        d.error_unlocated("no listener defined")
+            .help("add at least one, like: listener \"127.0.0.1:8080\"");
+    }
+    let refs = listener_refs(d, &raw.listeners);
+    check_upstream_names(d, &raw.upstreams);
+    let upstream_names: Vec<&str> = raw
+        .upstreams
+        .iter()
+        .map(|u| u.config.name.as_str())
+        .collect();
+
+    let mut claims: HashMap<(usize, &HostPattern), SourceSpan> = HashMap::new();
+    let mut sites = Vec::with_capacity(raw.sites.len());
+    for site in &raw.sites {
+        let listen = resolve_listen(d, site, &raw.listeners, &refs);
+        let serving: Vec<usize> = if site.listen.is_empty() {
+            (0..raw.listeners.len()).collect()
+        } else {
+            listen.clone()
+        };
+        check_hosts(d, site, &serving, &raw.listeners, &mut claims);
+        check_routes(d, &site.routes, &upstream_names);
+        let mut listeners: Vec<String> = Vec::new();
+        for index in listen {
+            let name = &raw.listeners[index].name;
+            if !listeners.contains(name) {
+                listeners.push(name.clone());
+            }
+        }
+        sites.push(SiteConfig {
+            hosts: site
+                .hosts
+                .iter()
+                .map(|(pattern, _)| pattern.clone())
+                .collect(),
+            listeners,
+            request_headers: site.request_headers.clone(),
+            response_headers: site.response_headers.clone(),
+            routes: site
+                .routes
+                .iter()
+                .map(|route| route.config.clone())
+                .collect(),
+        });
+    }
+
+    Config {
+        server: raw.server,
+        listeners: raw.listeners.into_iter().filter_map(|l| l.config).collect(),
+        upstreams: raw.upstreams.into_iter().map(|u| u.config).collect(),
+        sites,
+    }
+}
+
+/// Maps every way of naming a listener (its name and its address as written) to its index,
+/// reporting duplicate addresses and names that would be ambiguous.
+fn listener_refs<'r>(
+    d: &mut Diagnostics<'_>,
+    listeners: &'r [RawListener],
+) -> HashMap<&'r str, usize> {
+    let mut refs: HashMap<&str, usize> = HashMap::new();
+    let mut addresses: Vec<(SocketAddr, usize)> = Vec::new();
+    for (index, listener) in listeners.iter().enumerate() {
+        if let Some(config) = &listener.config {
+            if let Some(&(_, first)) = addresses
+                .iter()
+                .find(|(address, _)| *address == config.address)
+            {
+                let line = d.line_of(listeners[first].address_span);
+                d.error(listener.address_span, format!("duplicate listener address `{}`", listener.address_text))
+                    .label("already used")
+                    .also(listeners[first].address_span, "first used here")
+                    .help(format!(
+                        "each listener needs its own address; remove this one or the one at line {line}, or change the port"
+                    ));
+                continue;
+            }
+            addresses.push((config.address, index));
+        }
+        let mut keys = vec![(listener.name.as_str(), listener.name_span)];
+        if listener.address_text != listener.name {
+            keys.push((listener.address_text.as_str(), listener.address_span));
+        }
+        for (key, span) in keys {
+            match refs.get(key) {
+                Some(&other) if other != index => {
+                    let first_span = listeners[other].name_span;
+                    let line = d.line_of(first_span);
+                    d.error(span, format!("duplicate listener name `{key}`"))
+                        .label("already names another listener")
+                        .also(first_span, "first used here")
+                        .help(format!(
+                            "the listener at line {line} is already called `{key}` (a listener is named by both its name and its address); set a different name=\"...\""
+                        ));
+                }
+                _ => {
+                    refs.insert(key, index);
+                }
+            }
+        }
+    }
+    refs
+}
+
+fn check_upstream_names(d: &mut Diagnostics<'_>, upstreams: &[RawUpstream]) {
+    for (index, upstream) in upstreams.iter().enumerate() {
+        let name = &upstream.config.name;
+        if let Some(first) = upstreams[..index].iter().find(|u| &u.config.name == name) {
+            let line = d.line_of(first.name_span);
+            d.error(upstream.name_span, format!("duplicate upstream name `{name}`"))
+                .label("already defined")
+                .also(first.name_span, "first defined here")
+                .help(format!("upstream names must be unique; rename this one or merge it with the one at line {line}"));
+        }
+    }
+}
+
+/// Indexes of the listeners a site's `listen` nodes name (unknown names are reported).
+fn resolve_listen(
+    d: &mut Diagnostics<'_>,
+    site: &RawSite,
+    listeners: &[RawListener],
+    refs: &HashMap<&str, usize>,
+) -> Vec<usize> {
+    let mut resolved = Vec::new();
+    for (name, span) in &site.listen {
+        let by_address = || {
+            let address = name.parse::<SocketAddr>().ok()?;
+            listeners
+                .iter()
+                .position(|l| l.config.as_ref().is_some_and(|c| c.address == address))
+        };
+        match refs.get(name.as_str()).copied().or_else(by_address) {
+            Some(index) => resolved.push(index),
+            None => {
+                let known: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+                let help = if known.is_empty() {
+                    "no listener is defined; add one like: listener \"127.0.0.1:8080\" name=\"public\"".to_owned()
+                } else {
+                    valid_list("defined listeners", name, &known)
+                };
+                d.error(*span, format!("unknown listener `{name}`"))
+                    .label("no listener with this name or address")
+                    .help(help);
+            }
+        }
+    }
+    resolved
+}
+
+/// Reports host patterns another site (or this one) already serves on the same listener.
+fn check_hosts<'s>(
+    d: &mut Diagnostics<'_>,
+    site: &'s RawSite,
+    serving: &[usize],
+    listeners: &[RawListener],
+    claims: &mut HashMap<(usize, &'s HostPattern), SourceSpan>,
+) {
+    for (pattern, span) in &site.hosts {
+        for &listener in serving {
+            if let Some(&first) = claims.get(&(listener, pattern)) {
+                let listener_name = &listeners[listener].name;
+                let message = match pattern {
+                    HostPattern::Any => {
+                        format!("duplicate default site (`*`) on listener `{listener_name}`")
+                    }
+                    HostPattern::Exact(host) => {
+                        format!("host `{host}` is already served on listener `{listener_name}`")
+                    }
+                    HostPattern::Wildcard(suffix) => {
+                        format!("host pattern `*{suffix}` is already served on listener `{listener_name}`")
+                    }
+                };
+                let line = d.line_of(first);
+                d.error(*span, message).label("claimed twice").also(first, "first claimed here").help(format!(
+                    "a host pattern can belong to one site per listener; merge this site with the one at line {line} or give them different `listen` lists"
+                ));
+                break;
+            }
+            claims.insert((listener, pattern), *span);
+        }
+    }
+}
+
+/// Reports duplicate routes and `proxy` actions naming undefined upstreams.
+fn check_routes(d: &mut Diagnostics<'_>, routes: &[RawRoute], upstreams: &[&str]) {
+    for (index, route) in routes.iter().enumerate() {
+        let clash = routes[..index].iter().find(|earlier| {
+            earlier.config.path == route.config.path
+                && (earlier.config.methods.is_empty()
+                    || route.config.methods.is_empty()
+                    || earlier
+                        .config
+                        .methods
+                        .iter()
+                        .any(|m| route.config.methods.contains(m)))
+        });
+        if let Some(earlier) = clash {
+            let (kind, path) = match &route.config.path {
+                PathMatch::Exact(path) => ("exact", path),
+                PathMatch::Prefix(path) => ("prefix", path),
+            };
+            let line = d.line_of(earlier.path_span);
+            d.error(route.path_span, format!("duplicate route: `{path}` ({kind} match) is already routed in this site"))
+                .label("same path and match kind")
+                .also(earlier.path_span, "first route")
+                .help(format!(
+                    "the route at line {line} matches the same requests; remove one, or give them methods that do not overlap"
+                ));
+        }
+        if let (RouteAction::Proxy(proxy), Some(span)) = (&route.config.action, route.upstream_span)
+        {
+            if !upstreams.contains(&proxy.upstream.as_str()) {
+                let help = if upstreams.is_empty() {
+                    format!(
+                        "no upstream is defined; add one like: upstream {:?} {{ server \"127.0.0.1:8081\" }}",
+                        proxy.upstream
+                    )
+                } else {
+                    valid_list("defined upstreams", &proxy.upstream, upstreams)
+                };
+                d.error(span, format!("unknown upstream `{}`", proxy.upstream))
+                    .label("not defined")
+                    .help(help);
+            }
+        }
+    }
+}

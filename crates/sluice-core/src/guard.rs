@@ -1,0 +1,602 @@
+//! The HTTP/1 request framing guard and the downstream read timeouts.
+//!
+//! hyper's parser is lenient where RFC 9112 allows a recipient to be: it accepts a bare LF
+//! as a line terminator, a `Content-Length` next to `Transfer-Encoding` (the length is
+//! ignored), and repeated identical `Content-Length` headers. A proxy must not be lenient
+//! there: a front end and a back end that frame one message differently is how requests
+//! are smuggled. [`ServerIo`] sits between the socket and hyper, follows the request
+//! framing byte by byte (heads, `Content-Length` bodies, chunked bodies) and, when a head
+//! is ambiguous, makes hyper reject it: it corrupts the head's final line feed, so hyper's
+//! parser fails and answers `400 Bad Request` before any handler (or origin) sees the
+//! request, and closes the connection.
+//!
+//! The same wrapper enforces the header-read timeout (slowloris: a head must arrive in
+//! full within the limit once it started, and the first one within the limit of the
+//! connection opening) and the keep-alive idle timeout (no request in flight and nothing
+//! received), by ending the stream, which makes hyper close the connection.
+//!
+//! For HTTP/2 and after an upgrade the wrapper is a pass-through, which also replays the
+//! bytes read to detect the protocol.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::ConnectionInfo;
+
+/// Limits and timeouts of the guard.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardConfig {
+    /// Longest request head accepted; past it, scanning stops and hyper answers 431.
+    pub max_header_size: usize,
+    /// Time to receive a complete head once it started (and the first head of a connection).
+    pub header_read_timeout: Duration,
+    /// Time a connection may stay idle between requests.
+    pub keepalive_timeout: Duration,
+}
+
+/// Why a request head was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// A line ended with LF alone.
+    BareLf,
+    /// A CR not followed by LF.
+    BareCr,
+    /// A header line starting with whitespace (obsolete line folding).
+    ObsFold,
+    /// Whitespace between a header name and the colon.
+    SpaceBeforeColon,
+    /// `Content-Length` and `Transfer-Encoding` together.
+    ContentLengthWithTransferEncoding,
+    /// More than one `Content-Length` header, or a list of values.
+    RepeatedContentLength,
+    /// A `Content-Length` that is not a plain decimal number.
+    InvalidContentLength,
+}
+
+impl Violation {
+    /// A short description for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Violation::BareLf => "bare LF line terminator",
+            Violation::BareCr => "bare CR in head",
+            Violation::ObsFold => "obsolete line folding",
+            Violation::SpaceBeforeColon => "whitespace before header colon",
+            Violation::ContentLengthWithTransferEncoding => "Content-Length with Transfer-Encoding",
+            Violation::RepeatedContentLength => "repeated Content-Length",
+            Violation::InvalidContentLength => "invalid Content-Length",
+        }
+    }
+}
+
+/// What follows a valid head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Opaque,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size { value: u64, digits: u32 },
+    Ext { value: u64 },
+    SizeLf { value: u64 },
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for (or inside) a request head.
+    Head,
+    /// Skipping a body of known length.
+    Length(u64),
+    /// Following a chunked body.
+    Chunked(Chunk),
+    /// Not following framing any more (HTTP/2, upgrade, or a problem hyper will report).
+    Passthrough,
+    /// A violation was found; the stream reads as ended.
+    Poisoned,
+}
+
+/// Outcome of scanning freshly read bytes.
+enum Scan {
+    Ok,
+    /// Keep only this many bytes of the read and end the stream after them.
+    Poison {
+        keep: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Scanner {
+    state: State,
+    /// A head that spans several reads (empty when a head fits in one read).
+    head: Vec<u8>,
+    max_head: usize,
+    heads_seen: u64,
+    head_started: Option<Instant>,
+}
+
+impl Scanner {
+    fn new(max_head: usize) -> Self {
+        Self {
+            state: State::Head,
+            head: Vec::new(),
+            max_head,
+            heads_seen: 0,
+            head_started: None,
+        }
+    }
+
+    fn scan(&mut self, buf: &mut [u8]) -> Scan {
+        let mut i = 0;
+        while i < buf.len() {
+            match self.state {
+                State::Passthrough | State::Poisoned => return Scan::Ok,
+                State::Head => {
+                    if self.head.is_empty() {
+                        // Empty lines before a request line are ignored (RFC 9112 section 2.2).
+                        while i < buf.len() && (buf[i] == b'\r' || buf[i] == b'\n') {
+                            i += 1;
+                        }
+                        if i == buf.len() {
+                            return Scan::Ok;
+                        }
+                        if self.head_started.is_none() {
+                            self.head_started = Some(Instant::now());
+                        }
+                        match find_head_end(&buf[i..], 0) {
+                            Some(len) => {
+                                let end = i + len;
+                                match self.head_done(&buf[i..end]) {
+                                    Ok(()) => i = end,
+                                    Err(v) => return self.poison(buf, end, v),
+                                }
+                            }
+                            None => {
+                                if buf.len() - i > self.max_head {
+                                    self.state = State::Passthrough;
+                                    return Scan::Ok;
+                                }
+                                self.head.extend_from_slice(&buf[i..]);
+                                return Scan::Ok;
+                            }
+                        }
+                    } else {
+                        let old = self.head.len();
+                        let take = (buf.len() - i).min(self.max_head.saturating_sub(old) + 4);
+                        self.head.extend_from_slice(&buf[i..i + take]);
+                        match find_head_end(&self.head, old.saturating_sub(3)) {
+                            Some(len) => {
+                                let end = i + (len - old);
+                                let head = std::mem::take(&mut self.head);
+                                let result = self.head_done(&head[..len]);
+                                self.head = head;
+                                self.head.clear();
+                                match result {
+                                    Ok(()) => i = end,
+                                    Err(v) => return self.poison(buf, end, v),
+                                }
+                            }
+                            None => {
+                                if self.head.len() > self.max_head {
+                                    self.head = Vec::new();
+                                    self.state = State::Passthrough;
+                                }
+                                return Scan::Ok;
+                            }
+                        }
+                    }
+                }
+                State::Length(remaining) => {
+                    let n = remaining.min((buf.len() - i) as u64);
+                    i += n as usize;
+                    self.state = if remaining == n {
+                        State::Head
+                    } else {
+                        State::Length(remaining - n)
+                    };
+                }
+                State::Chunked(chunk) => {
+                    if let Chunk::Data(remaining) = chunk {
+                        let n = remaining.min((buf.len() - i) as u64);
+                        i += n as usize;
+                        self.state = State::Chunked(if remaining == n {
+                            Chunk::DataCr
+                        } else {
+                            Chunk::Data(remaining - n)
+                        });
+                    } else {
+                        self.state = step_chunk(chunk, buf[i]);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        Scan::Ok
+    }
+
+    fn head_done(&mut self, head: &[u8]) -> Result<(), Violation> {
+        self.heads_seen += 1;
+        self.head_started = None;
+        let framing = validate_head(head)?;
+        self.state = match framing {
+            Framing::None | Framing::Length(0) => State::Head,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunk::Size {
+                value: 0,
+                digits: 0,
+            }),
+            Framing::Opaque => State::Passthrough,
+        };
+        Ok(())
+    }
+
+    fn poison(&mut self, buf: &mut [u8], end: usize, violation: Violation) -> Scan {
+        tracing::debug!(violation = violation.as_str(), "rejecting request head");
+        // The head's last byte is its final LF; hyper's parser fails on a NUL there.
+        buf[end - 1] = 0;
+        self.state = State::Poisoned;
+        self.head = Vec::new();
+        Scan::Poison { keep: end }
+    }
+}
+
+/// Finds the end of a head (just past its empty line), searching LFs from `from`.
+fn find_head_end(data: &[u8], from: usize) -> Option<usize> {
+    for p in memchr::memchr_iter(b'\n', data.get(from..)?) {
+        let p = from + p;
+        match data.get(p + 1) {
+            Some(b'\n') => return Some(p + 2),
+            Some(b'\r') if data.get(p + 2) == Some(&b'\n') => return Some(p + 3),
+            Some(b'\r') if data.get(p + 2).is_none() => return None,
+            None => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Checks what hyper's parser lets through, and says how the body is framed.
+fn validate_head(head: &[u8]) -> Result<Framing, Violation> {
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut opaque = false;
+    let mut first = true;
+    for line in head.split(|&b| b == b'\n') {
+        let Some(line) = line.strip_suffix(b"\r") else {
+            if line.is_empty() {
+                // The terminator after the final LF; a bare LF before it is caught below.
+                continue;
+            }
+            return Err(Violation::BareLf);
+        };
+        if line.contains(&b'\r') {
+            return Err(Violation::BareCr);
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if first {
+            first = false;
+            if line.starts_with(b"CONNECT ") {
+                opaque = true;
+            }
+            continue;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(Violation::ObsFold);
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = &line[..colon];
+        if name.last().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            return Err(Violation::SpaceBeforeColon);
+        }
+        let value = trim(&line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.is_some() {
+                return Err(Violation::RepeatedContentLength);
+            }
+            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(if value.contains(&b',') {
+                    Violation::RepeatedContentLength
+                } else {
+                    Violation::InvalidContentLength
+                });
+            }
+            content_length = Some(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            opaque = true;
+        }
+    }
+    // The final line must be an empty CRLF line, not a bare LF.
+    if head.len() >= 2 && head[head.len() - 2] != b'\r' {
+        return Err(Violation::BareLf);
+    }
+    if transfer_encoding && content_length.is_some() {
+        return Err(Violation::ContentLengthWithTransferEncoding);
+    }
+    Ok(if opaque {
+        Framing::Opaque
+    } else if transfer_encoding {
+        Framing::Chunked
+    } else {
+        content_length.map_or(Framing::None, Framing::Length)
+    })
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// One byte of chunked framing outside chunk data. Anything unexpected stops the guard:
+/// hyper's own decoder rejects it and closes the connection.
+fn step_chunk(chunk: Chunk, b: u8) -> State {
+    let next = match chunk {
+        Chunk::Size { value, digits } => match b {
+            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' if digits < 16 => {
+                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                Chunk::Size {
+                    value: value * 16 + d,
+                    digits: digits + 1,
+                }
+            }
+            // Extensions (and whitespace before them) run to the CR.
+            b';' | b' ' | b'\t' if digits > 0 => Chunk::Ext { value },
+            b'\r' if digits > 0 => Chunk::SizeLf { value },
+            _ => return State::Passthrough,
+        },
+        Chunk::Ext { value } => match b {
+            b'\r' => Chunk::SizeLf { value },
+            b'\n' => return State::Passthrough,
+            _ => Chunk::Ext { value },
+        },
+        Chunk::SizeLf { value } => match b {
+            b'\n' if value == 0 => Chunk::TrailerStart,
+            b'\n' => Chunk::Data(value),
+            _ => return State::Passthrough,
+        },
+        Chunk::Data(_) => return State::Passthrough,
+        Chunk::DataCr => match b {
+            b'\r' => Chunk::DataLf,
+            _ => return State::Passthrough,
+        },
+        Chunk::DataLf => match b {
+            b'\n' => Chunk::Size {
+                value: 0,
+                digits: 0,
+            },
+            _ => return State::Passthrough,
+        },
+        Chunk::TrailerStart => match b {
+            b'\r' => Chunk::EndLf,
+            b'\n' => return State::Passthrough,
+            _ => Chunk::TrailerLine,
+        },
+        Chunk::TrailerLine => match b {
+            b'\r' => Chunk::TrailerLf,
+            b'\n' => return State::Passthrough,
+            _ => Chunk::TrailerLine,
+        },
+        Chunk::TrailerLf => match b {
+            b'\n' => Chunk::TrailerStart,
+            _ => return State::Passthrough,
+        },
+        Chunk::EndLf => match b {
+            b'\n' => return State::Head,
+            _ => return State::Passthrough,
+        },
+    };
+    State::Chunked(next)
+}
+
+/// Which deadline the timer is armed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    None,
+    /// Waiting for the first head, or inside a head (by head count).
+    Head(u64),
+    /// Idle between requests (by head count and finished-request count).
+    Idle(u64, u64),
+}
+
+pin_project! {
+    /// The stream hyper reads from and writes to on the server side: replays pre-read
+    /// bytes, guards HTTP/1 framing, and applies the header-read and keep-alive timeouts.
+    pub struct ServerIo<IO> {
+        #[pin]
+        io: IO,
+        prefix: Bytes,
+        scanner: Option<Box<Scanner>>,
+        conn: Arc<ConnectionInfo>,
+        config: GuardConfig,
+        opened: Instant,
+        timer: Option<Pin<Box<Sleep>>>,
+        armed: Arm,
+        ended: bool,
+    }
+}
+
+impl<IO> ServerIo<IO> {
+    /// Guards an HTTP/1 connection; `prefix` holds bytes already read from `io`.
+    pub fn http1(io: IO, prefix: Bytes, conn: Arc<ConnectionInfo>, config: GuardConfig) -> Self {
+        Self::new(
+            io,
+            prefix,
+            Some(Box::new(Scanner::new(config.max_header_size))),
+            conn,
+            config,
+        )
+    }
+
+    /// A pass-through (HTTP/2) that only replays `prefix`.
+    pub fn passthrough(
+        io: IO,
+        prefix: Bytes,
+        conn: Arc<ConnectionInfo>,
+        config: GuardConfig,
+    ) -> Self {
+        Self::new(io, prefix, None, conn, config)
+    }
+
+    fn new(
+        io: IO,
+        prefix: Bytes,
+        scanner: Option<Box<Scanner>>,
+        conn: Arc<ConnectionInfo>,
+        config: GuardConfig,
+    ) -> Self {
+        Self {
+            io,
+            prefix,
+            scanner,
+            conn,
+            config,
+            opened: Instant::now(),
+            timer: None,
+            armed: Arm::None,
+            ended: false,
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+}
+
+impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if *this.ended {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+        } else {
+            match this.io.poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    let Some(scanner) = this.scanner.as_deref() else {
+                        return Poll::Pending;
+                    };
+                    let (arm, deadline) = match (scanner.state, scanner.head_started) {
+                        (State::Head, Some(started)) => (
+                            Arm::Head(scanner.heads_seen),
+                            started + this.config.header_read_timeout,
+                        ),
+                        (State::Head, None) if scanner.heads_seen == 0 => {
+                            (Arm::Head(0), *this.opened + this.config.header_read_timeout)
+                        }
+                        (State::Head, None) if this.conn.in_flight() == 0 => (
+                            Arm::Idle(scanner.heads_seen, this.conn.finished()),
+                            Instant::now() + this.config.keepalive_timeout,
+                        ),
+                        _ => {
+                            *this.armed = Arm::None;
+                            return Poll::Pending;
+                        }
+                    };
+                    if *this.armed != arm {
+                        *this.armed = arm;
+                        match this.timer {
+                            Some(timer) => timer.as_mut().reset(deadline),
+                            None => {
+                                *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline)))
+                            }
+                        }
+                    }
+                    if let Some(timer) = this.timer {
+                        ready!(timer.as_mut().poll(cx));
+                        tracing::debug!(client = %this.conn.client_addr, idle = matches!(arm, Arm::Idle(..)),
+                            "closing connection: read timeout");
+                        *this.ended = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        let read = buf.filled().len() - before;
+        if read == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(scanner) = this.scanner {
+            *this.armed = Arm::None;
+            if let Scan::Poison { keep } = scanner.scan(&mut buf.filled_mut()[before..]) {
+                buf.set_filled(before + keep);
+                *this.ended = true;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+use std::future::Future as _;
+
+#[cfg(test)]
+#[path = "guard_tests.rs"]
+mod tests;

@@ -1,0 +1,111 @@
+//! The Sluice runtime: everything between a listening socket and a request handler.
+//!
+//! - [`listener`]: binding sockets and the accept loop (connection limits, shutdown);
+//! - [`server`]: one client connection, HTTP/1.1 or HTTP/2 (detected from the preface or
+//!   chosen by the transport, e.g. ALPN later), graceful shutdown, keep-alive;
+//! - [`guard`]: the byte-level HTTP/1 request framing guard in front of hyper's parser
+//!   (rejects smuggling-prone framing) and the header/keep-alive timeouts;
+//! - [`body`]: the one body type used for requests sent upstream and responses sent down;
+//! - [`shutdown`]: the process-wide shutdown signal and connection drain tracking.
+//!
+//! The request path itself (phases, forwarding) lives in `sluice-proxy`; this crate only
+//! calls an [`HttpService`].
+
+pub mod body;
+pub mod guard;
+pub mod listener;
+pub mod server;
+pub mod shutdown;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub use body::Body;
+pub use hyper::body::Incoming;
+
+/// An error type erased for bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The HTTP version a downstream connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpProtocol {
+    /// HTTP/1.0 or HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// What the proxy knows about one client connection; shared by all its requests.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// The local address the client connected to.
+    pub local_addr: SocketAddr,
+    /// Index of the listener in the configuration (routing tables are per listener).
+    pub listener_id: usize,
+    /// Whether the connection is encrypted (always false until TLS lands).
+    pub tls: bool,
+    /// The protocol spoken on this connection.
+    pub protocol: HttpProtocol,
+    in_flight: AtomicUsize,
+    finished: AtomicU64,
+}
+
+impl ConnectionInfo {
+    /// Describes a new connection.
+    pub fn new(
+        client_addr: SocketAddr,
+        local_addr: SocketAddr,
+        listener_id: usize,
+        protocol: HttpProtocol,
+    ) -> Self {
+        Self {
+            client_addr,
+            local_addr,
+            listener_id,
+            tls: false,
+            protocol,
+            in_flight: AtomicUsize::new(0),
+            finished: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests currently being served on this connection (response not finished).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Requests finished on this connection so far.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn request_finished(&self) {
+        self.finished.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The request handler a listener serves: one call per request, always answering.
+///
+/// The handler never fails: errors become responses inside it (in `sluice-proxy`, in one
+/// place). Connection-level problems (malformed framing, timeouts) are handled by the
+/// server before the handler is called.
+pub trait HttpService: Send + Sync + 'static {
+    /// The response body type.
+    type Body: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static;
+
+    /// Serves one request.
+    fn call(
+        &self,
+        request: http::Request<Incoming>,
+        conn: &Arc<ConnectionInfo>,
+    ) -> impl Future<Output = http::Response<Self::Body>> + Send;
+}

@@ -1,0 +1,103 @@
+//! Listening sockets and the accept loop.
+//!
+//! A listener binds a TCP socket (`SO_REUSEADDR`, a deep backlog, `TCP_NODELAY` on every
+//! accepted connection), caps simultaneous connections by pausing `accept` at the limit
+//! (the kernel backlog absorbs bursts, like nginx's `worker_connections`), and hands each
+//! connection to [`crate::server::serve_connection`]. TLS and QUIC acceptors will sit beside
+//! the TCP one and produce the same kind of stream for the server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::guard::GuardConfig;
+use crate::server::{serve_connection, ProtocolHint};
+use crate::shutdown::Shutdown;
+use crate::HttpService;
+
+/// Per-listener settings the runtime needs.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// Index of the listener (routing tables are per listener).
+    pub id: usize,
+    /// Name for logs.
+    pub name: String,
+    /// Maximum simultaneous connections.
+    pub max_connections: usize,
+    /// Framing guard limits and read timeouts.
+    pub guard: GuardConfig,
+    /// Accept HTTP/2 with prior knowledge beside HTTP/1.1.
+    pub h2c: bool,
+}
+
+/// Binds a TCP listening socket, ready for [`serve`].
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// Accepts connections until shutdown, serving each on its own task.
+pub async fn serve<S: HttpService>(
+    listener: std::net::TcpListener,
+    settings: Arc<ListenerSettings>,
+    service: Arc<S>,
+    mut shutdown: Shutdown,
+) -> io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let local = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    tracing::info!(listener = %settings.name, address = %local, "listening");
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.triggered() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.triggered() => break,
+        };
+        let (stream, client) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the backlog holds clients.
+                tracing::warn!(listener = %settings.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let settings = settings.clone();
+        let service = service.clone();
+        let watcher = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(
+                stream,
+                client,
+                local,
+                &settings,
+                service,
+                watcher,
+                ProtocolHint::Detect,
+            )
+            .await;
+        });
+    }
+    tracing::info!(listener = %settings.name, address = %local, "stopped accepting");
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! One client connection: protocol detection, the hyper HTTP/1.1 or HTTP/2 server
+//! session, request accounting and graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::Frame;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use crate::guard::ServerIo;
+use crate::listener::ListenerSettings;
+use crate::shutdown::Shutdown;
+use crate::{BoxError, ConnectionInfo, HttpProtocol, HttpService};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How to choose the protocol of a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolHint {
+    /// Look for the HTTP/2 preface (cleartext with prior knowledge), else HTTP/1.1.
+    Detect,
+    /// The transport decided HTTP/1.1 (e.g. ALPN `http/1.1`).
+    Http1,
+    /// The transport decided HTTP/2 (e.g. ALPN `h2`).
+    Http2,
+}
+
+/// Serves one connection until it closes, the keep-alive timeout ends it, or shutdown
+/// has drained it.
+pub async fn serve_connection<IO, S>(
+    mut io: IO,
+    client: SocketAddr,
+    local: SocketAddr,
+    settings: &ListenerSettings,
+    service: Arc<S>,
+    mut shutdown: Shutdown,
+    hint: ProtocolHint,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService,
+{
+    let guard = settings.guard;
+    let (protocol, prefix) = match hint {
+        ProtocolHint::Http1 => (HttpProtocol::Http1, Bytes::new()),
+        ProtocolHint::Http2 => (HttpProtocol::Http2, Bytes::new()),
+        ProtocolHint::Detect if !settings.h2c => (HttpProtocol::Http1, Bytes::new()),
+        ProtocolHint::Detect => {
+            match tokio::time::timeout(guard.header_read_timeout, detect(&mut io)).await {
+                Ok(Ok(Some(found))) => found,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(%client, error = %e, "connection failed before a request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%client, "closing connection: nothing received in time");
+                    return;
+                }
+            }
+        }
+    };
+    let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol));
+    let svc = {
+        let info = info.clone();
+        service_fn(move |req| {
+            let service = service.clone();
+            let info = info.clone();
+            async move {
+                let in_flight = InFlight::start(info.clone());
+                let response = service.call(req, &info).await;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
+        })
+    };
+    match protocol {
+        HttpProtocol::Http1 => {
+            let io = TokioIo::new(ServerIo::http1(io, prefix, info.clone(), guard));
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .keep_alive(true)
+                .half_close(false)
+                .max_buf_size(guard.max_header_size.max(8192))
+                .header_read_timeout(None);
+            let mut conn = pin!(builder.serve_connection(io, svc).with_upgrades());
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.triggered() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%client, error = %e, "http/1 connection ended with an error");
+            }
+        }
+        HttpProtocol::Http2 => {
+            let io = TokioIo::new(ServerIo::passthrough(io, prefix, info.clone(), guard));
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .max_header_list_size(u32::try_from(guard.max_header_size).unwrap_or(u32::MAX))
+                .initial_stream_window_size(1 << 20)
+                .initial_connection_window_size(2 << 20);
+            let mut conn = pin!(builder.serve_connection(io, svc));
+            let mut idle_check = tokio::time::interval(guard.keepalive_timeout);
+            idle_check.tick().await;
+            let mut last_finished = u64::MAX;
+            let result = loop {
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    _ = shutdown.triggered() => {
+                        conn.as_mut().graceful_shutdown();
+                        break conn.await;
+                    }
+                    _ = idle_check.tick() => {
+                        let finished = info.finished();
+                        if info.in_flight() == 0 && finished == last_finished {
+                            tracing::debug!(%client, "closing idle http/2 connection");
+                            conn.as_mut().graceful_shutdown();
+                            break conn.await;
+                        }
+                        last_finished = finished;
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%client, error = %e, "http/2 connection ended with an error");
+            }
+        }
+    }
+}
+
+/// Reads until the HTTP/2 preface is seen or ruled out; returns what was read.
+async fn detect<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+) -> std::io::Result<Option<(HttpProtocol, Bytes)>> {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if io.read_buf(&mut buf).await? == 0 {
+            return Ok(None);
+        }
+        let n = buf.len().min(H2_PREFACE.len());
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some((HttpProtocol::Http1, buf.freeze())));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some((HttpProtocol::Http2, buf.freeze())));
+        }
+    }
+}
+
+/// Counts a request as in flight from the handler call until its response body is done.
+struct InFlight(Arc<ConnectionInfo>);
+
+impl InFlight {
+    fn start(info: Arc<ConnectionInfo>) -> Self {
+        info.request_started();
+        Self(info)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its request counted as in flight until it is dropped.
+    struct TrackedBody<B> {
+        #[pin]
+        body: B,
+        _in_flight: InFlight,
+    }
+}
+
+impl<B> http_body::Body for TrackedBody<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

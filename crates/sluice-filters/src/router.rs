@@ -1,0 +1,327 @@
+//! Sites matched by host, routes matched by path and method.
+//!
+//! Each listener has its own host table: exact names (hash lookup), `*.suffix` wildcards
+//! (longest suffix wins) and a default site (`*`). Within a site, an exact path match wins
+//! over prefixes, and the longest matching prefix wins; prefixes are segment-aware
+//! (`/api` matches `/api` and `/api/x`, not `/apix`). A route restricted to some methods is
+//! skipped for other methods, so the next best route can answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::Method;
+use sluice_upstream::Upstream;
+
+use crate::headers::HeaderRules;
+use crate::{RequestFilter, ResponseFilter};
+
+/// How a route matches the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The whole path.
+    Exact(String),
+    /// A segment-aware prefix.
+    Prefix(String),
+}
+
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => {
+                path.starts_with(p.as_str())
+                    && (path.len() == p.len()
+                        || p.ends_with('/')
+                        || path.as_bytes()[p.len()] == b'/')
+            }
+        }
+    }
+}
+
+/// Where a `proxy` route sends requests, and how it rewrites them.
+#[derive(Debug, Clone)]
+pub struct ProxyTarget {
+    /// The upstream group.
+    pub upstream: Arc<Upstream>,
+    /// Remove the matched prefix from the path.
+    pub strip_prefix: bool,
+    /// Replace the matched prefix with this.
+    pub rewrite_prefix: Option<String>,
+    /// Host header to send instead of the client's.
+    pub host: Option<http::HeaderValue>,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path match.
+    pub path: PathMatch,
+    /// Allowed methods (empty: any).
+    pub methods: Vec<Method>,
+    /// Request filters in order (header edits, then the respond/redirect action if any).
+    pub request_filters: Vec<Arc<dyn RequestFilter>>,
+    /// Response filters in order.
+    pub response_filters: Vec<Arc<dyn ResponseFilter>>,
+    /// The upstream of a `proxy` route.
+    pub proxy: Option<ProxyTarget>,
+}
+
+impl Route {
+    /// The path sent upstream after prefix stripping or rewriting.
+    pub fn rewrite_path<'a>(&self, path_and_query: &'a str) -> std::borrow::Cow<'a, str> {
+        let (Some(target), PathMatch::Prefix(prefix)) = (&self.proxy, &self.path) else {
+            return path_and_query.into();
+        };
+        let replacement = match (&target.rewrite_prefix, target.strip_prefix) {
+            (Some(r), _) => r.as_str(),
+            (None, true) => "",
+            (None, false) => return path_and_query.into(),
+        };
+        let Some(rest) = path_and_query.strip_prefix(prefix.trim_end_matches('/')) else {
+            return path_and_query.into();
+        };
+        let mut out = String::with_capacity(replacement.len() + rest.len() + 1);
+        out.push_str(replacement.trim_end_matches('/'));
+        if !rest.starts_with('/') {
+            out.push('/');
+        }
+        out.push_str(rest);
+        if out.starts_with('?') || out.is_empty() {
+            out.insert(0, '/');
+        }
+        out.into()
+    }
+}
+
+/// A site: routes plus site-wide header edits.
+#[derive(Debug, Clone, Default)]
+pub struct Site {
+    /// Site-wide request header edits (run before the route's filters).
+    pub request_headers: HeaderRules,
+    /// Site-wide response header edits (run after the route's filters).
+    pub response_headers: HeaderRules,
+    /// Routes.
+    pub routes: Vec<Route>,
+}
+
+/// A host pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// Exact name (lower case).
+    Exact(String),
+    /// Suffix including the leading dot: `.example.com`.
+    Wildcard(String),
+    /// Default site.
+    Any,
+}
+
+#[derive(Debug, Default, Clone)]
+struct HostTable {
+    exact: HashMap<String, usize>,
+    wildcards: Vec<(String, usize)>,
+    default: Option<usize>,
+}
+
+/// Sites per listener.
+#[derive(Debug, Default)]
+pub struct Router {
+    tables: Vec<HostTable>,
+    sites: Vec<Site>,
+}
+
+/// The outcome of routing: indices into the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    /// Site index.
+    pub site: usize,
+    /// Route index within the site.
+    pub route: usize,
+}
+
+impl Router {
+    /// An empty router for `listeners` listeners.
+    pub fn new(listeners: usize) -> Self {
+        Self {
+            tables: vec![HostTable::default(); listeners],
+            sites: Vec::new(),
+        }
+    }
+
+    /// Adds a site answering `hosts` on the given listeners. Later duplicates of a host
+    /// on a listener are ignored (configuration validation rejects them first).
+    pub fn add_site(&mut self, hosts: &[Host], listeners: &[usize], site: Site) -> usize {
+        let id = self.sites.len();
+        self.sites.push(site);
+        for &l in listeners {
+            let Some(table) = self.tables.get_mut(l) else {
+                continue;
+            };
+            for host in hosts {
+                match host {
+                    Host::Exact(h) => {
+                        table.exact.entry(h.to_ascii_lowercase()).or_insert(id);
+                    }
+                    Host::Wildcard(s) => table.wildcards.push((s.to_ascii_lowercase(), id)),
+                    Host::Any => {
+                        table.default.get_or_insert(id);
+                    }
+                }
+            }
+            table.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        }
+        id
+    }
+
+    /// A site by index.
+    pub fn site(&self, id: usize) -> &Site {
+        &self.sites[id]
+    }
+
+    /// The route of a match.
+    pub fn route(&self, m: Matched) -> &Route {
+        &self.sites[m.site].routes[m.route]
+    }
+
+    /// Finds the site for `host` on `listener`.
+    pub fn find_site(&self, listener: usize, host: Option<&str>) -> Option<usize> {
+        let table = self.tables.get(listener)?;
+        if let Some(host) = host {
+            let host = host.trim_end_matches('.');
+            let lowered;
+            let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                lowered = host.to_ascii_lowercase();
+                lowered.as_str()
+            } else {
+                host
+            };
+            if let Some(&id) = table.exact.get(host) {
+                return Some(id);
+            }
+            if let Some((_, id)) = table
+                .wildcards
+                .iter()
+                .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            {
+                return Some(*id);
+            }
+        }
+        table.default
+    }
+
+    /// Routes a request.
+    pub fn find(
+        &self,
+        listener: usize,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+    ) -> Option<Matched> {
+        let site = self.find_site(listener, host)?;
+        let routes = &self.sites[site].routes;
+        let method_ok = |r: &Route| r.methods.is_empty() || r.methods.contains(method);
+        let mut best: Option<(usize, usize)> = None; // (score, index)
+        for (i, r) in routes.iter().enumerate() {
+            if !method_ok(r) || !r.path.matches(path) {
+                continue;
+            }
+            let score = match &r.path {
+                PathMatch::Exact(_) => usize::MAX,
+                PathMatch::Prefix(p) => p.len(),
+            };
+            if best.is_none_or(|(s, _)| score > s) {
+                best = Some((score, i));
+            }
+        }
+        best.map(|(_, route)| Matched { site, route })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: PathMatch, methods: Vec<Method>) -> Route {
+        Route {
+            path,
+            methods,
+            request_filters: vec![],
+            response_filters: vec![],
+            proxy: None,
+        }
+    }
+
+    fn router() -> Router {
+        let mut r = Router::new(2);
+        let site = Site {
+            routes: vec![
+                route(PathMatch::Prefix("/".into()), vec![]),
+                route(PathMatch::Prefix("/api".into()), vec![]),
+                route(PathMatch::Prefix("/api/v2".into()), vec![Method::POST]),
+                route(PathMatch::Exact("/api/exact".into()), vec![]),
+            ],
+            ..Site::default()
+        };
+        r.add_site(
+            &[
+                Host::Exact("example.com".into()),
+                Host::Wildcard(".example.com".into()),
+            ],
+            &[0],
+            site,
+        );
+        r.add_site(
+            &[Host::Any],
+            &[0, 1],
+            Site {
+                routes: vec![route(PathMatch::Prefix("/".into()), vec![])],
+                ..Site::default()
+            },
+        );
+        r
+    }
+
+    #[test]
+    fn hosts_match_exact_wildcard_then_default() {
+        let r = router();
+        assert_eq!(r.find_site(0, Some("example.com")), Some(0));
+        assert_eq!(r.find_site(0, Some("EXAMPLE.com.")), Some(0));
+        assert_eq!(r.find_site(0, Some("a.b.example.com")), Some(0));
+        assert_eq!(r.find_site(0, Some("badexample.com")), Some(1));
+        assert_eq!(r.find_site(1, Some("example.com")), Some(1));
+        assert_eq!(r.find_site(0, None), Some(1));
+    }
+
+    #[test]
+    fn longest_segment_prefix_wins_and_exact_beats_prefix() {
+        let r = router();
+        let m =
+            |p: &str, method: Method| r.find(0, Some("example.com"), p, &method).map(|m| m.route);
+        assert_eq!(m("/api", Method::GET), Some(1));
+        assert_eq!(m("/api/x", Method::GET), Some(1));
+        assert_eq!(m("/apix", Method::GET), Some(0));
+        assert_eq!(m("/api/v2/x", Method::POST), Some(2));
+        assert_eq!(m("/api/v2/x", Method::GET), Some(1));
+        assert_eq!(m("/api/exact", Method::GET), Some(3));
+    }
+
+    #[test]
+    fn prefixes_are_stripped_or_rewritten() {
+        let upstream = Arc::new(Upstream::new("u", vec![]));
+        let target = |strip, rewrite: Option<&str>| ProxyTarget {
+            upstream: upstream.clone(),
+            strip_prefix: strip,
+            rewrite_prefix: rewrite.map(String::from),
+            host: None,
+        };
+        let mut r = route(PathMatch::Prefix("/api".into()), vec![]);
+        r.proxy = Some(target(true, None));
+        assert_eq!(r.rewrite_path("/api/users?x=1"), "/users?x=1");
+        assert_eq!(r.rewrite_path("/api"), "/");
+        assert_eq!(r.rewrite_path("/api?x"), "/?x");
+        r.proxy = Some(target(false, Some("/v2")));
+        assert_eq!(r.rewrite_path("/api/users"), "/v2/users");
+        r.path = PathMatch::Prefix("/api/".into());
+        r.proxy = Some(target(false, Some("/v2/")));
+        assert_eq!(r.rewrite_path("/api/users"), "/v2/users");
+    }
+}

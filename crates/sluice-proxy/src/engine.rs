@@ -1,0 +1,221 @@
+//! The engine: runs the phases of a [`Proxy`] for each request, in a straight line with
+//! one error exit.
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CONNECTION};
+use http::{Method, Request, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use sluice_core::{Body, ConnectionInfo, HttpProtocol, HttpService, Incoming};
+use sluice_error::{Error, ErrorKind, Result};
+use sluice_upstream::UpstreamBody;
+use tokio::time::Instant;
+
+use crate::body::{Finish, ProxyBody};
+use crate::forwarding;
+use crate::{Flow, Proxy, Session};
+
+/// Turns a [`Proxy`] into a service the listeners can serve.
+#[derive(Debug)]
+pub struct HttpProxy<P> {
+    proxy: Arc<P>,
+    max_retries: u32,
+}
+
+impl<P: Proxy> HttpProxy<P> {
+    /// Wraps `proxy`; a failed connect is retried once on another server by default.
+    pub fn new(proxy: P) -> Self {
+        Self {
+            proxy: Arc::new(proxy),
+            max_retries: 1,
+        }
+    }
+
+    /// Sets how many times a request whose connection attempt failed is retried.
+    pub fn with_max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// The wrapped proxy.
+    pub fn proxy(&self) -> &Arc<P> {
+        &self.proxy
+    }
+
+    async fn run(&self, session: &mut Session, ctx: &mut P::Ctx) -> Result<Outcome> {
+        if session.req.method == Method::CONNECT {
+            return Err(Error::explain(
+                ErrorKind::Custom(405),
+                "CONNECT is not supported",
+            ));
+        }
+        match self.proxy.request_filter(session, ctx).await? {
+            Flow::Continue => {}
+            Flow::Respond(response) => {
+                let (mut parts, body) = response.into_parts();
+                session.status = Some(parts.status);
+                self.proxy.response_filter(session, &mut parts, ctx).await?;
+                session.status = Some(parts.status);
+                return Ok(Outcome::Local(Response::from_parts(parts, body)));
+            }
+        }
+        let upgrade = session.protocol() == HttpProtocol::Http1
+            && forwarding::is_upgrade_request(&session.req);
+        loop {
+            let backend = self.proxy.upstream_peer(session, ctx).await?;
+            session.upstream_addr = Some(backend.addr());
+            let attempt = Instant::now();
+            let checkout = if upgrade {
+                backend.connect_for_upgrade().await
+            } else {
+                backend.checkout().await
+            };
+            let conn = match checkout {
+                Ok(conn) => conn,
+                Err(e) if e.retryable() && session.retries < self.max_retries => {
+                    tracing::info!(upstream = %backend.addr(), error = %e, "connect failed, retrying on another server");
+                    session.retries += 1;
+                    session.failed_peer = Some(backend);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            session.upstream_reused = conn.reused();
+            let mut parts = forwarding::upstream_request(session, conn.protocol(), upgrade);
+            self.proxy
+                .upstream_request_filter(session, &mut parts, ctx)
+                .await?;
+            let replayable = !session.has_body() && forwarding::is_idempotent(&parts.method);
+            let body = session.take_body();
+            let response = match conn
+                .send(Request::from_parts(parts, body), replayable)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if e.retryable() && session.retries < self.max_retries => {
+                    tracing::debug!(upstream = %backend.addr(), error = %e, "pooled connection failed, retrying");
+                    session.retries += 1;
+                    continue;
+                }
+                Err(e) if session.body_errored() => {
+                    return Err(Error::explain(
+                        ErrorKind::InvalidRequest,
+                        format!("request body: {e}"),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            session.upstream_time = Some(attempt.elapsed());
+            let (mut parts, body) = response.into_parts();
+            if upgrade {
+                if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                    tunnel(session, &mut parts);
+                } else {
+                    // The client's connection is no longer followed by the framing guard.
+                    parts
+                        .headers
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+            forwarding::downstream_response(session, &mut parts);
+            if upgrade && parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                parts
+                    .headers
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            session.status = Some(parts.status);
+            self.proxy
+                .upstream_response_filter(session, &mut parts, ctx)?;
+            self.proxy.response_filter(session, &mut parts, ctx).await?;
+            session.status = Some(parts.status);
+            return Ok(Outcome::Upstream(Response::from_parts(parts, body)));
+        }
+    }
+}
+
+enum Outcome {
+    Upstream(Response<UpstreamBody>),
+    Local(Response<Body>),
+}
+
+/// Joins the client's and the origin's upgraded connections once both switch protocols.
+fn tunnel(session: &mut Session, upstream: &mut http::response::Parts) {
+    let client = session.client_addr();
+    let (Some(down_on), Some(up_on)) = (
+        session.req.extensions.remove::<OnUpgrade>(),
+        upstream.extensions.remove::<OnUpgrade>(),
+    ) else {
+        tracing::warn!(%client, "upgrade accepted by the origin but a side cannot be upgraded");
+        return;
+    };
+    tokio::spawn(async move {
+        let (down, up) = match tokio::try_join!(down_on, up_on) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+        match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            Ok((to_up, to_down)) => tracing::debug!(%client, to_up, to_down, "tunnel closed"),
+            Err(e) => tracing::debug!(%client, error = %e, "tunnel ended with an error"),
+        }
+    });
+}
+
+impl<P: Proxy> HttpService for HttpProxy<P> {
+    type Body = ProxyBody<P>;
+
+    async fn call(
+        &self,
+        request: Request<Incoming>,
+        conn: &Arc<ConnectionInfo>,
+    ) -> Response<ProxyBody<P>> {
+        let (parts, body) = request.into_parts();
+        let mut session = Session::new(parts, body, conn.clone());
+        let mut ctx = self.proxy.new_ctx();
+        let outcome = self.run(&mut session, &mut ctx).await;
+        let proxy = self.proxy.clone();
+        match outcome {
+            Ok(Outcome::Upstream(response)) => {
+                let (parts, body) = response.into_parts();
+                let finish = Box::new(Finish {
+                    proxy,
+                    session,
+                    ctx,
+                    error: None,
+                });
+                Response::from_parts(parts, ProxyBody::upstream(body, finish))
+            }
+            Ok(Outcome::Local(response)) => {
+                let (parts, body) = response.into_parts();
+                let finish = Box::new(Finish {
+                    proxy,
+                    session,
+                    ctx,
+                    error: None,
+                });
+                Response::from_parts(parts, ProxyBody::local(body, finish))
+            }
+            Err(error) => {
+                if error.side() == sluice_error::Side::Upstream {
+                    tracing::warn!(client = %session.client_addr(), path = session.path(), error = %error, "proxying failed");
+                } else {
+                    tracing::debug!(client = %session.client_addr(), path = session.path(), error = %error, "request failed");
+                }
+                let response = self.proxy.error_response(&session, &error, &mut ctx);
+                session.status = Some(response.status());
+                let (parts, body) = response.into_parts();
+                let finish = Box::new(Finish {
+                    proxy,
+                    session,
+                    ctx,
+                    error: Some(error),
+                });
+                Response::from_parts(parts, ProxyBody::local(body, finish))
+            }
+        }
+    }
+}

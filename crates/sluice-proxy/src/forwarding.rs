@@ -1,0 +1,186 @@
+//! Header hygiene: what changes between the downstream and the upstream message.
+//!
+//! Towards the origin: hop-by-hop headers are removed (the fixed list and every header
+//! named in `Connection`), `Expect` is answered by the proxy itself, `X-Forwarded-For` gets
+//! the client address appended, `X-Forwarded-Proto`/`-Host` are set to what this proxy saw
+//! (a client cannot choose them), `Via` is appended, `X-Request-Id` is propagated, and the
+//! client's Host is kept. Towards the client: hop-by-hop headers are removed and `Via`
+//! appended.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, response, Method, Request, StatusCode, Uri, Version};
+use sluice_core::HttpProtocol;
+use sluice_upstream::UpstreamProtocol;
+
+use crate::Session;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether the request asks for a protocol upgrade (WebSocket and others).
+pub fn is_upgrade_request(req: &request::Parts) -> bool {
+    req.version == Version::HTTP_11
+        && req.headers.contains_key(header::UPGRADE)
+        && connection_has(&req.headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers; keeps `Upgrade`/`Connection: upgrade` when `keep_upgrade`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if keep_upgrade && name == header::UPGRADE {
+                continue;
+            }
+            // Never let `Connection` strip the forwarding headers this proxy is about to set.
+            if name != X_FORWARDED_FOR && name != X_REQUEST_ID {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    } else {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Builds the request head sent upstream from the session's downstream head.
+pub fn upstream_request(
+    session: &Session,
+    protocol: UpstreamProtocol,
+    upgrade: bool,
+) -> request::Parts {
+    let down = &session.req;
+    let (mut up, ()) = Request::new(()).into_parts();
+    up.method = down.method.clone();
+    up.headers = down.headers.clone();
+    let headers = &mut up.headers;
+
+    // TE is hop-by-hop, but `TE: trailers` must reach gRPC origins.
+    let wants_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    remove_hop_by_hop(headers, upgrade);
+    headers.remove(header::TE);
+    if wants_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    headers.remove(header::EXPECT);
+
+    // X-Forwarded-For: append the client address to any list already there.
+    let client_ip = session.client_addr().ip().to_string();
+    let xff = match headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+    {
+        prior if prior.is_empty() => client_ip,
+        prior => format!("{}, {client_ip}", prior.join(", ")),
+    };
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    headers.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(session.scheme()),
+    );
+    let host_value = down.headers.get(header::HOST).cloned().or_else(|| {
+        down.uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    if let Some(host) = &host_value {
+        headers.insert(&X_FORWARDED_HOST, host.clone());
+    }
+    let via = match session.protocol() {
+        HttpProtocol::Http1 if down.version == Version::HTTP_10 => "1.0 sluice",
+        HttpProtocol::Http1 => "1.1 sluice",
+        HttpProtocol::Http2 => "2 sluice",
+    };
+    headers.append(header::VIA, HeaderValue::from_static(via));
+    headers.insert(&X_REQUEST_ID, session.request_id().clone());
+
+    let path = down.uri.path_and_query().map_or("/", |p| p.as_str());
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            up.version = Version::HTTP_11;
+            up.uri = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            if !headers.contains_key(header::HOST) {
+                if let Some(host) = host_value {
+                    headers.insert(header::HOST, host);
+                }
+            }
+        }
+        UpstreamProtocol::H2c => {
+            up.version = Version::HTTP_2;
+            let authority = host_value
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            up.uri = Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+                .unwrap_or_else(|_| Uri::from_static("/"));
+            headers.remove(header::HOST);
+        }
+    }
+    up
+}
+
+/// Cleans a response head from upstream before it goes downstream.
+pub fn downstream_response(session: &Session, response: &mut response::Parts) {
+    let upgraded = response.status == StatusCode::SWITCHING_PROTOCOLS;
+    remove_hop_by_hop(&mut response.headers, upgraded);
+    let via = match response.version {
+        Version::HTTP_2 => "2 sluice",
+        Version::HTTP_10 => "1.0 sluice",
+        _ => "1.1 sluice",
+    };
+    response
+        .headers
+        .append(header::VIA, HeaderValue::from_static(via));
+    if !response.headers.contains_key(&X_REQUEST_ID) {
+        response
+            .headers
+            .insert(&X_REQUEST_ID, session.request_id().clone());
+    }
+    response.version = Version::default();
+}
+
+/// Methods that may be replayed on another connection (RFC 9110 section 9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}

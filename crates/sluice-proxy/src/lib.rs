@@ -1,0 +1,30 @@
+//! The Sluice request path: the framework part of Sluice.
+//!
+//! Implement [`Proxy`] (only [`Proxy::upstream_peer`] is required), wrap it in
+//! [`HttpProxy`], and serve it with `sluice_core::listener::serve`. The engine runs the
+//! phases for each request:
+//!
+//! ```text
+//! request_filter -> upstream_peer -> (connect; retry on failure) -> upstream_request_filter
+//!   -> [send] -> upstream_response_filter -> response_filter -> response_body_filter* -> logging
+//! ```
+//!
+//! Failures at any point leave the line through [`Proxy::error_response`] (by default
+//! [`error_response`], the one place errors become statuses) and still reach
+//! [`Proxy::logging`]. Header hygiene (hop-by-hop removal, `X-Forwarded-*`, `Via`,
+//! `X-Request-Id`) is applied by the engine in [`forwarding`], before the user's filters.
+
+mod body;
+mod engine;
+mod error_response;
+pub mod forwarding;
+mod phase;
+mod session;
+
+pub use body::ProxyBody;
+pub use engine::HttpProxy;
+pub use error_response::{error_response, status_for};
+pub use phase::{Flow, Proxy};
+pub use session::Session;
+pub use sluice_error::{Error, ErrorKind, Result};
+pub use sluice_upstream::Backend;

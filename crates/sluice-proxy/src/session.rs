@@ -1,0 +1,218 @@
+//! The per-request state the engine hands to every phase.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{request, HeaderValue, StatusCode};
+use sluice_core::body::BodyStats;
+use sluice_core::{Body, ConnectionInfo, HttpProtocol, Incoming};
+use sluice_upstream::Backend;
+use tokio::time::Instant;
+
+/// One request going through the proxy.
+///
+/// `req` is the downstream request head as received (phases may change it before it is
+/// forwarded; the upstream request is built from it). The rest records what happened, for
+/// later phases and the access log.
+#[derive(Debug)]
+pub struct Session {
+    /// The downstream request head.
+    pub req: request::Parts,
+    body: Option<Incoming>,
+    body_stats: Option<Arc<BodyStats>>,
+    conn: Arc<ConnectionInfo>,
+    started: Instant,
+    request_id: HeaderValue,
+    pub(crate) retries: u32,
+    pub(crate) failed_peer: Option<Arc<Backend>>,
+    pub(crate) upstream_addr: Option<SocketAddr>,
+    pub(crate) upstream_reused: bool,
+    pub(crate) upstream_time: Option<Duration>,
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) bytes_out: u64,
+}
+
+impl Session {
+    pub(crate) fn new(req: request::Parts, body: Incoming, conn: Arc<ConnectionInfo>) -> Self {
+        let request_id = match req.headers.get("x-request-id") {
+            Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
+            _ => new_request_id(),
+        };
+        Self {
+            req,
+            body: Some(body),
+            body_stats: None,
+            conn,
+            started: Instant::now(),
+            request_id,
+            retries: 0,
+            failed_peer: None,
+            upstream_addr: None,
+            upstream_reused: false,
+            upstream_time: None,
+            status: None,
+            bytes_out: 0,
+        }
+    }
+
+    /// The client connection.
+    pub fn connection(&self) -> &Arc<ConnectionInfo> {
+        &self.conn
+    }
+
+    /// The client's address.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.conn.client_addr
+    }
+
+    /// The downstream protocol.
+    pub fn protocol(&self) -> HttpProtocol {
+        self.conn.protocol
+    }
+
+    /// `https` on TLS connections, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.conn.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The host the client asked for (Host header, or the HTTP/2 authority), without the
+    /// port. Not lower-cased.
+    pub fn host(&self) -> Option<&str> {
+        let raw = match self.req.headers.get(http::header::HOST) {
+            Some(h) => h.to_str().ok()?,
+            None => self.req.uri.authority()?.as_str(),
+        };
+        Some(strip_port(raw))
+    }
+
+    /// The request path.
+    pub fn path(&self) -> &str {
+        self.req.uri.path()
+    }
+
+    /// The request id: the client's `X-Request-Id` if it sent a sane one, else a new
+    /// random one. Sent upstream and echoed in the response.
+    pub fn request_id(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
+    /// How many times the request was retried on another server so far.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The server whose connect attempt failed just before this retry.
+    pub fn failed_peer(&self) -> Option<&Arc<Backend>> {
+        self.failed_peer.as_ref()
+    }
+
+    /// Time since the request head was received.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The upstream server the request was last sent to.
+    pub fn upstream_addr(&self) -> Option<SocketAddr> {
+        self.upstream_addr
+    }
+
+    /// Whether the last upstream connection was reused from the pool.
+    pub fn upstream_reused(&self) -> bool {
+        self.upstream_reused
+    }
+
+    /// Time from starting the upstream attempt to receiving the response head.
+    pub fn upstream_time(&self) -> Option<Duration> {
+        self.upstream_time
+    }
+
+    /// The status sent downstream (once known).
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+
+    /// Request body bytes received from the client.
+    pub fn bytes_in(&self) -> u64 {
+        self.body_stats.as_ref().map_or(0, |s| s.bytes())
+    }
+
+    /// Response body bytes sent to the client.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+
+    /// Whether reading the request body failed.
+    pub(crate) fn body_errored(&self) -> bool {
+        self.body_stats.as_ref().is_some_and(|s| s.errored())
+    }
+
+    /// Whether the request has a body that is still to be forwarded.
+    pub fn has_body(&self) -> bool {
+        use http_body::Body as _;
+        self.body.as_ref().is_some_and(|b| !b.is_end_stream())
+    }
+
+    /// Takes the request body for forwarding (empty if there is none or it was taken).
+    pub fn take_body(&mut self) -> Body {
+        use http_body::Body as _;
+        match self.body.take() {
+            Some(b) if !b.is_end_stream() => {
+                let stats = Arc::new(BodyStats::default());
+                self.body_stats = Some(stats.clone());
+                Body::incoming(b).with_stats(stats)
+            }
+            _ => Body::empty(),
+        }
+    }
+}
+
+/// Removes a `:port` suffix (keeping IPv6 brackets intact).
+pub(crate) fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.find(']') {
+            Some(end) => &host[..end + 2],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
+}
+
+/// 32 lowercase hex digits from a fast thread-local generator.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = fastrand::u128(..);
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((n >> (i * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+    }
+}

@@ -1,0 +1,466 @@
+//! Backends and their share of the connection pool.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sluice_core::Body;
+use sluice_error::{Error, ErrorKind, Result};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::body::{H1Driver, UpstreamBody};
+use crate::connect;
+
+pub(crate) type H1Sender = http1::SendRequest<Body>;
+pub(crate) type H1Connection = http1::Connection<TokioIo<TcpStream>, Body>;
+
+/// Protocol spoken to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive; one request at a time per connection.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge; one multiplexed connection.
+    H2c,
+}
+
+/// Keep-alive pool limits.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Idle connections kept per backend.
+    pub max_idle: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+}
+
+/// Timeouts towards a backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// Request sent until response head received.
+    pub first_byte: Duration,
+    /// Longest pause between two reads of the response body.
+    pub read_idle: Duration,
+}
+
+/// Everything about how to talk to a backend.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendSettings {
+    /// Protocol.
+    pub protocol: UpstreamProtocol,
+    /// Pool limits.
+    pub pool: PoolSettings,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        Self {
+            protocol: UpstreamProtocol::Http1,
+            pool: PoolSettings {
+                max_idle: 128,
+                idle_timeout: Duration::from_secs(60),
+            },
+            timeouts: Timeouts {
+                connect: Duration::from_secs(5),
+                first_byte: Duration::from_secs(60),
+                read_idle: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+/// Connection counters of a backend.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Connections opened.
+    pub connects: AtomicU64,
+    /// Requests sent on a pooled (reused) connection.
+    pub reused: AtomicU64,
+    /// Requests sent.
+    pub requests: AtomicU64,
+}
+
+struct IdleH1 {
+    sender: H1Sender,
+    conn: H1Connection,
+    since: Instant,
+}
+
+/// One origin server and its idle connections.
+pub struct Backend {
+    name: String,
+    addr: SocketAddr,
+    weight: u32,
+    settings: BackendSettings,
+    idle: Mutex<Vec<IdleH1>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    stats: BackendStats,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+impl Backend {
+    /// A backend at `addr`; `name` is how it was written (for logs).
+    pub fn new(
+        name: impl Into<String>,
+        addr: SocketAddr,
+        weight: u32,
+        settings: BackendSettings,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            addr,
+            weight: weight.max(1),
+            settings,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            stats: BackendStats::default(),
+        }
+    }
+
+    /// The address as configured (`host:port`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The resolved socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Relative weight.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Protocol, pool and timeouts.
+    pub fn settings(&self) -> &BackendSettings {
+        &self.settings
+    }
+
+    /// Connection counters.
+    pub fn stats(&self) -> &BackendStats {
+        &self.stats
+    }
+
+    /// Idle HTTP/1 connections currently pooled.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// A connection ready for one request: a pooled one if any is still usable, else a new
+    /// one. Connect failures are retryable errors.
+    pub async fn checkout(self: &Arc<Self>) -> Result<UpstreamConn> {
+        match self.settings.protocol {
+            UpstreamProtocol::Http1 => {
+                while let Some(mut idle) = self.take_idle() {
+                    // Let the connection notice a close from the origin, then ask if it is ready.
+                    let ready = poll_fn(|cx| {
+                        if Pin::new(&mut idle.conn).poll(cx).is_ready() {
+                            return Poll::Ready(false);
+                        }
+                        Poll::Ready(matches!(idle.sender.poll_ready(cx), Poll::Ready(Ok(()))))
+                    })
+                    .await;
+                    if ready {
+                        return Ok(self.h1_conn(idle.sender, idle.conn, true));
+                    }
+                }
+                let (sender, conn) = self.connect_h1().await?;
+                Ok(self.h1_conn(sender, conn, false))
+            }
+            UpstreamProtocol::H2c => {
+                let existing = self.h2.lock().ok().and_then(|g| g.clone());
+                if let Some(sender) = existing.filter(|s| !s.is_closed()) {
+                    return Ok(UpstreamConn {
+                        backend: self.clone(),
+                        kind: Kind::H2(sender),
+                        reused: true,
+                    });
+                }
+                let sender = self.connect_h2().await?;
+                if let Ok(mut slot) = self.h2.lock() {
+                    *slot = Some(sender.clone());
+                }
+                Ok(UpstreamConn {
+                    backend: self.clone(),
+                    kind: Kind::H2(sender),
+                    reused: false,
+                })
+            }
+        }
+    }
+
+    /// A new HTTP/1 connection that is never pooled, for protocol upgrades (WebSocket).
+    pub async fn connect_for_upgrade(self: &Arc<Self>) -> Result<UpstreamConn> {
+        let (sender, conn) = self.connect_h1().await?;
+        Ok(UpstreamConn {
+            backend: self.clone(),
+            kind: Kind::Upgrade(sender, conn),
+            reused: false,
+        })
+    }
+
+    /// Closes idle connections past the idle timeout; returns how many were closed.
+    pub fn evict_expired(&self) -> usize {
+        let timeout = self.settings.pool.idle_timeout;
+        let expired: Vec<IdleH1> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let now = Instant::now();
+                let (keep, old): (Vec<_>, Vec<_>) =
+                    idle.drain(..).partition(|c| now - c.since < timeout);
+                *idle = keep;
+                old
+            }
+            Err(_) => Vec::new(),
+        };
+        expired.len()
+    }
+
+    fn h1_conn(
+        self: &Arc<Self>,
+        sender: H1Sender,
+        conn: H1Connection,
+        reused: bool,
+    ) -> UpstreamConn {
+        UpstreamConn {
+            backend: self.clone(),
+            kind: Kind::H1(sender, conn),
+            reused,
+        }
+    }
+
+    fn take_idle(&self) -> Option<IdleH1> {
+        let timeout = self.settings.pool.idle_timeout;
+        let now = Instant::now();
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(c) = idle.pop() {
+            if now - c.since < timeout {
+                return Some(c);
+            }
+            // Most recently used is on top: everything below is older, so expired too.
+            idle.clear();
+        }
+        None
+    }
+
+    pub(crate) fn put_idle(&self, sender: H1Sender, conn: H1Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.settings.pool.max_idle {
+                idle.push(IdleH1 {
+                    sender,
+                    conn,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    async fn connect_h1(&self) -> Result<(H1Sender, H1Connection)> {
+        let stream = connect::tcp(self.addr, self.settings.timeouts.connect).await?;
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| {
+                Error::because(
+                    ErrorKind::ConnectFailed,
+                    format!("handshake with {}", self.addr),
+                    e,
+                )
+            })
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<Body>> {
+        let stream = connect::tcp(self.addr, self.settings.timeouts.connect).await?;
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(2 << 20)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| {
+                Error::because(
+                    ErrorKind::ConnectFailed,
+                    format!("h2c handshake with {}", self.addr),
+                    e,
+                )
+            })?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %addr, error = %e, "h2c connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+enum Kind {
+    H1(H1Sender, H1Connection),
+    H2(http2::SendRequest<Body>),
+    Upgrade(H1Sender, H1Connection),
+}
+
+/// A connection checked out of a backend for one request.
+pub struct UpstreamConn {
+    backend: Arc<Backend>,
+    kind: Kind,
+    reused: bool,
+}
+
+impl std::fmt::Debug for UpstreamConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConn")
+            .field("backend", &self.backend)
+            .field("reused", &self.reused)
+            .finish()
+    }
+}
+
+impl UpstreamConn {
+    /// Whether this connection served requests before.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// The backend it belongs to.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// The protocol of the connection.
+    pub fn protocol(&self) -> UpstreamProtocol {
+        match self.kind {
+            Kind::H2(_) => UpstreamProtocol::H2c,
+            _ => UpstreamProtocol::Http1,
+        }
+    }
+
+    /// Sends `request` and waits (at most the first-byte timeout) for the response head.
+    ///
+    /// The response body streams from the origin; for HTTP/1 it also drives the
+    /// connection and puts it back in the pool when it ends. An error on a reused
+    /// connection before any response is marked retryable when `replayable` (the request
+    /// had no body), since the origin most likely closed the idle connection first.
+    pub async fn send(
+        self,
+        request: Request<Body>,
+        replayable: bool,
+    ) -> Result<Response<UpstreamBody>> {
+        let UpstreamConn {
+            backend,
+            kind,
+            reused,
+        } = self;
+        backend.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if reused {
+            backend.stats.reused.fetch_add(1, Ordering::Relaxed);
+        }
+        let timeouts = backend.settings.timeouts;
+        let classify = |e: hyper::Error| upstream_error(e, &backend, reused && replayable);
+        match kind {
+            Kind::H1(mut sender, conn) => {
+                let mut conn = Some(conn);
+                let fut = sender.send_request(request);
+                let mut fut = std::pin::pin!(fut);
+                let waited = tokio::time::timeout(
+                    timeouts.first_byte,
+                    poll_fn(|cx| {
+                        if let Some(c) = conn.as_mut() {
+                            if Pin::new(c).poll(cx).is_ready() {
+                                conn = None;
+                            }
+                        }
+                        fut.as_mut().poll(cx)
+                    }),
+                )
+                .await;
+                let response = match waited {
+                    Ok(r) => r.map_err(classify)?,
+                    Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
+                };
+                let driver = conn.map(|conn| H1Driver {
+                    sender,
+                    conn,
+                    backend: backend.clone(),
+                });
+                Ok(
+                    response
+                        .map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr)),
+                )
+            }
+            Kind::H2(mut sender) => {
+                let waited =
+                    tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
+                let response = match waited {
+                    Ok(r) => r.map_err(classify)?,
+                    Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
+                };
+                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr)))
+            }
+            Kind::Upgrade(mut sender, conn) => {
+                let addr = backend.addr;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.with_upgrades().await {
+                        tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");
+                    }
+                });
+                let waited =
+                    tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
+                let response = match waited {
+                    Ok(r) => r.map_err(classify)?,
+                    Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
+                };
+                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr)))
+            }
+        }
+    }
+}
+
+fn first_byte_timeout(backend: &Backend, after: Duration) -> Box<Error> {
+    Error::explain(
+        ErrorKind::UpstreamFirstByteTimeout,
+        format!("no response head from {} within {after:?}", backend.addr),
+    )
+}
+
+/// Sorts a hyper client error into Sluice's kinds.
+pub(crate) fn upstream_error(
+    e: hyper::Error,
+    backend: &Backend,
+    stale_retry_ok: bool,
+) -> Box<Error> {
+    let kind = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        ErrorKind::UpstreamProtocol
+    } else if e.is_timeout() {
+        ErrorKind::UpstreamReadTimeout
+    } else {
+        ErrorKind::UpstreamReset
+    };
+    let closed_early = e.is_canceled() || e.is_incomplete_message() || e.is_closed();
+    let mut err = Error::because(kind, format!("request to {}", backend.addr), e);
+    if stale_retry_ok && closed_early {
+        err.set_retryable(true);
+    }
+    err
+}

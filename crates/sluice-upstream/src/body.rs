@@ -1,0 +1,206 @@
+//! Response bodies streamed from an origin.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use sluice_core::BoxError;
+use sluice_error::{Error, ErrorKind};
+use tokio::time::{Instant, Sleep};
+
+use crate::backend::{H1Connection, H1Sender};
+use crate::Backend;
+
+/// An HTTP/1 connection being driven by the body that reads from it.
+pub(crate) struct H1Driver {
+    pub(crate) sender: H1Sender,
+    pub(crate) conn: H1Connection,
+    pub(crate) backend: Arc<Backend>,
+}
+
+/// A response body from an origin.
+///
+/// For HTTP/1 it drives the connection it comes from (reading the socket happens while
+/// this body is polled, on the task that sends the bytes downstream), and returns the
+/// connection to its backend's pool once the body has ended cleanly. Dropping it early
+/// closes the connection. A pause longer than the read-idle timeout ends the body with an
+/// `UpstreamReadTimeout` error.
+pub struct UpstreamBody {
+    incoming: Incoming,
+    driver: Option<H1Driver>,
+    read_idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_armed: bool,
+    addr: SocketAddr,
+    done: bool,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("addr", &self.addr)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(
+        incoming: Incoming,
+        driver: Option<H1Driver>,
+        read_idle: Duration,
+        addr: SocketAddr,
+    ) -> Self {
+        let mut body = Self {
+            incoming,
+            driver,
+            read_idle,
+            timer: None,
+            timer_armed: false,
+            addr,
+            done: false,
+        };
+        if body.incoming.is_end_stream() {
+            body.finish(None);
+        }
+        body
+    }
+
+    /// The origin's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Gives the hyper body back (for protocol upgrades, where the connection is not pooled).
+    pub fn into_incoming(self) -> Incoming {
+        self.incoming
+    }
+
+    fn finish(&mut self, cx: Option<&mut Context<'_>>) {
+        self.done = true;
+        let Some(mut d) = self.driver.take() else {
+            return;
+        };
+        // One more turn lets the connection settle into "idle, ready for the next request".
+        let ready = match cx {
+            Some(cx) => {
+                if Pin::new(&mut d.conn).poll(cx).is_ready() {
+                    return;
+                }
+                matches!(d.sender.poll_ready(cx), Poll::Ready(Ok(())))
+            }
+            None => d.sender.is_ready(),
+        };
+        if ready {
+            d.backend.put_idle(d.sender, d.conn);
+        } else if !d.sender.is_closed() {
+            // Not ready yet (e.g. the request body is still being written): let it finish on
+            // its own task and pool it afterwards.
+            tokio::spawn(async move {
+                let H1Driver {
+                    mut sender,
+                    mut conn,
+                    backend,
+                } = d;
+                let settled = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    std::future::poll_fn(|cx| {
+                        if Pin::new(&mut conn).poll(cx).is_ready() {
+                            return Poll::Ready(false);
+                        }
+                        sender.poll_ready(cx).map(|r| r.is_ok())
+                    }),
+                )
+                .await;
+                if settled == Ok(true) {
+                    backend.put_idle(sender, conn);
+                }
+            });
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(d) = this.driver.as_mut() {
+            if Pin::new(&mut d.conn).poll(cx).is_ready() {
+                this.driver = None;
+            }
+        }
+        match Pin::new(&mut this.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.timer_armed = false;
+                if this.incoming.is_end_stream() {
+                    this.finish(Some(cx));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.finish(Some(cx));
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.driver = None;
+                this.done = true;
+                let kind = if e.is_timeout() {
+                    ErrorKind::UpstreamReadTimeout
+                } else {
+                    ErrorKind::UpstreamReset
+                };
+                Poll::Ready(Some(Err(Error::because(
+                    kind,
+                    format!("reading the response body from {}", this.addr),
+                    e,
+                ))))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + this.read_idle;
+                if !this.timer_armed {
+                    this.timer_armed = true;
+                    match this.timer.as_mut() {
+                        Some(t) => t.as_mut().reset(deadline),
+                        None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                if let Some(t) = this.timer.as_mut() {
+                    if t.as_mut().poll(cx).is_ready() {
+                        this.driver = None;
+                        this.done = true;
+                        return Poll::Ready(Some(Err(Error::explain(
+                            ErrorKind::UpstreamReadTimeout,
+                            format!("{} sent nothing for {:?}", this.addr, this.read_idle),
+                        ))));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.done {
+            return SizeHint::with_exact(0);
+        }
+        self.incoming.size_hint()
+    }
+}

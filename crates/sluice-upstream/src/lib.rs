@@ -1,0 +1,25 @@
+//! The upstream side of Sluice: where requests go.
+//!
+//! - [`Backend`]: one origin server (address, weight, protocol, timeouts) with its share
+//!   of the keep-alive pool. The pool is a plain mutex-guarded LIFO stack per backend,
+//!   shared by every worker thread: any thread reuses any idle connection, which is what
+//!   keeps the origin's connection count low under load.
+//! - [`UpstreamConn`]: a checked-out connection. HTTP/1.1 connections are driven *inline*
+//!   by the task that uses them (no separate connection task, no cross-task wake-ups per
+//!   request) and go back to the pool when the response body ends. HTTP/2 (h2c)
+//!   connections are shared and multiplexed.
+//! - [`UpstreamBody`]: a response body streamed from an origin, enforcing the idle-read
+//!   timeout and returning the connection to the pool at its end.
+//! - [`Upstream`]: a named group of backends with round-robin selection (the load
+//!   balancing issue replaces this with selection algorithms behind one trait).
+
+mod backend;
+mod body;
+mod connect;
+mod group;
+
+pub use backend::{
+    Backend, BackendSettings, BackendStats, PoolSettings, Timeouts, UpstreamConn, UpstreamProtocol,
+};
+pub use body::UpstreamBody;
+pub use group::Upstream;

@@ -1,0 +1,251 @@
+//! The command line: `sluice run`, `sluice check`, `sluice proxy`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Parser, Subcommand};
+use sluice_config::{
+    AccessLogConfig, Config, HostPattern, ListenerConfig, LogFormat, LogTarget, PathMatch,
+    ProxyAction, RouteAction, RouteConfig, SiteConfig, UpstreamConfig, UpstreamProtocol,
+    UpstreamServer,
+};
+
+use crate::Server;
+
+const EXAMPLES: &str = "\
+Examples:
+  sluice run -c examples/quickstart.kdl     serve a configuration
+  sluice check -c /etc/sluice/sluice.kdl    validate a configuration and exit
+  sluice proxy --listen 127.0.0.1:8080 --to http://127.0.0.1:3000 --to http://127.0.0.1:3001
+                                            a reverse proxy without a configuration file
+
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=sluice_core=debug,info).
+Docs: docs/config.md (configuration), docs/architecture.md (how a request flows).";
+
+/// Sluice: a reverse proxy and load balancer configured by one KDL file.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server with a configuration file.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "sluice.kdl")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: exit 0 when valid, 1 with diagnostics when not.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = "sluice.kdl")]
+        config: PathBuf,
+    },
+    /// A one-line reverse proxy: listen on an address and balance across origins.
+    Proxy {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Origin URL: http://host:port (HTTP/1.1) or h2c://host:port (HTTP/2 cleartext). Repeatable.
+        #[arg(long = "to", value_name = "URL", required = true)]
+        to: Vec<String>,
+        /// Access log: off, stdout, stderr or a file path.
+        #[arg(long, default_value = "stdout")]
+        access_log: String,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Check { config } => match load(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(report) => {
+                eprintln!("{report}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => match load(&config) {
+            Ok(c) => exit(serve(c)),
+            Err(report) => {
+                eprintln!("{report}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Proxy {
+            listen,
+            to,
+            access_log,
+        } => match one_liner(listen, &to, &access_log) {
+            Ok(c) => exit(serve(c)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads and validates a configuration; the error is the rendered report.
+pub fn load(path: &Path) -> Result<Config, String> {
+    sluice_config::load(path).map_err(|e| e.render(std::io::stderr().is_terminal()))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::prelude::*;
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(filter)
+        .try_init();
+}
+
+/// Runs `config` until SIGTERM or SIGINT, then drains.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.server.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
+        .enable_all()
+        .thread_name("sluice-worker")
+        .build()
+        .context("starting the runtime")?;
+    let result = runtime.block_on(async {
+        let server = Server::start(&config).await?;
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "sluice started");
+        wait_for_signal().await?;
+        server.shutdown().await;
+        anyhow::Ok(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+/// The configuration `sluice proxy` runs: one listener, one upstream group, one route.
+pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow::Result<Config> {
+    let mut protocol = None;
+    let mut servers = Vec::new();
+    for url in to {
+        let (proto, rest) = match url.split_once("://") {
+            Some(("http", rest)) => (UpstreamProtocol::Http1, rest),
+            Some(("h2c", rest)) => (UpstreamProtocol::H2c, rest),
+            Some((scheme, _)) => {
+                bail!("--to {url}: unsupported scheme `{scheme}` (use http:// or h2c://)")
+            }
+            None => (UpstreamProtocol::Http1, url.as_str()),
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.contains('/') {
+            bail!("--to {url}: paths are not supported, give only scheme://host:port");
+        }
+        let address = match authority.rsplit_once(':') {
+            Some((_, port)) if port.parse::<u16>().is_ok() => authority.to_string(),
+            _ => format!("{authority}:80"),
+        };
+        if protocol.is_some_and(|p| p != proto) {
+            bail!("--to {url}: all origins must use the same protocol");
+        }
+        protocol = Some(proto);
+        servers.push(UpstreamServer { address, weight: 1 });
+    }
+    let mut upstream = UpstreamConfig::new("origins", servers);
+    upstream.protocol = protocol.ok_or_else(|| anyhow!("at least one --to is required"))?;
+    let target = match access_log {
+        "off" => LogTarget::Off,
+        "stdout" => LogTarget::Stdout,
+        "stderr" => LogTarget::Stderr,
+        path => LogTarget::File(path.into()),
+    };
+    let mut config = Config::default();
+    config.server.access_log = AccessLogConfig {
+        target,
+        format: LogFormat::Json,
+    };
+    config.listeners.push(ListenerConfig::new(listen));
+    config.upstreams.push(upstream);
+    config.sites.push(SiteConfig {
+        hosts: vec![HostPattern::Any],
+        listeners: Vec::new(),
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        routes: vec![RouteConfig {
+            path: PathMatch::Prefix("/".into()),
+            methods: Vec::new(),
+            action: RouteAction::Proxy(ProxyAction {
+                upstream: "origins".into(),
+                strip_prefix: false,
+                rewrite_prefix: None,
+                host: None,
+            }),
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+        }],
+    });
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_liner_parses_urls() {
+        let c = one_liner(
+            "127.0.0.1:0".parse().unwrap(),
+            &["http://a:81".into(), "b".into()],
+            "off",
+        )
+        .unwrap();
+        assert_eq!(c.upstreams[0].servers[0].address, "a:81");
+        assert_eq!(c.upstreams[0].servers[1].address, "b:80");
+        assert!(one_liner("127.0.0.1:0".parse().unwrap(), &["ftp://a".into()], "off").is_err());
+        assert!(one_liner(
+            "127.0.0.1:0".parse().unwrap(),
+            &["http://a:1".into(), "h2c://b:2".into()],
+            "off"
+        )
+        .is_err());
+    }
+}

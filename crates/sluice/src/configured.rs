@@ -1,0 +1,156 @@
+//! The server's [`Proxy`]: routing, header edits, respond/redirect and the access log,
+//! all as filters chosen by the configuration.
+
+use std::sync::Arc;
+
+use http::header::HOST;
+use http::uri::{Authority, Uri};
+use http::{request, response};
+use sluice_filters::access_log::AccessLog;
+use sluice_filters::router::{Matched, Router};
+use sluice_proxy::{Backend, Error, ErrorKind, Flow, Proxy, Result, Session};
+
+/// The proxy the `sluice` binary runs.
+#[derive(Debug)]
+pub struct ConfiguredProxy {
+    router: Router,
+    access_log: Option<Arc<AccessLog>>,
+}
+
+/// Per-request state: which route matched.
+#[derive(Debug, Default)]
+pub struct RouteCtx {
+    matched: Option<Matched>,
+}
+
+impl ConfiguredProxy {
+    /// A proxy from a built router and an optional access log.
+    pub fn new(router: Router, access_log: Option<Arc<AccessLog>>) -> Self {
+        Self { router, access_log }
+    }
+
+    /// The routing table.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+}
+
+impl Proxy for ConfiguredProxy {
+    type Ctx = RouteCtx;
+
+    fn new_ctx(&self) -> RouteCtx {
+        RouteCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RouteCtx) -> Result<Flow> {
+        let listener = session.connection().listener_id;
+        let matched = self
+            .router
+            .find(
+                listener,
+                session.host(),
+                session.path(),
+                &session.req.method,
+            )
+            .ok_or_else(|| Error::explain(ErrorKind::NoRoute, "no site or route matches"))?;
+        ctx.matched = Some(matched);
+        self.router
+            .site(matched.site)
+            .request_headers
+            .apply(&mut session.req.headers);
+        for filter in &self.router.route(matched).request_filters {
+            if let Flow::Respond(response) = filter.on_request(session)? {
+                return Ok(Flow::Respond(response));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RouteCtx,
+    ) -> Result<Arc<Backend>> {
+        let route = ctx.matched.map(|m| self.router.route(m));
+        let target = route
+            .and_then(|r| r.proxy.as_ref())
+            .ok_or_else(|| Error::explain(ErrorKind::Internal, "route has no upstream"))?;
+        target
+            .upstream
+            .select(session.failed_peer())
+            .cloned()
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorKind::NoUpstream,
+                    format!("upstream `{}` has no server", target.upstream.name()),
+                )
+            })
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut request::Parts,
+        ctx: &mut RouteCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.matched.map(|m| self.router.route(m)) else {
+            return Ok(());
+        };
+        let Some(target) = &route.proxy else {
+            return Ok(());
+        };
+        let path = upstream_request
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        let rewritten = route.rewrite_path(path);
+        let new_path = match rewritten {
+            std::borrow::Cow::Owned(p) => Some(p),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        if new_path.is_some() || target.host.is_some() {
+            let mut parts = std::mem::take(&mut upstream_request.uri).into_parts();
+            if let Some(p) = new_path {
+                parts.path_and_query = Some(p.parse().map_err(|e| {
+                    Error::because(ErrorKind::InvalidRequest, "rewriting the path", e)
+                })?);
+            }
+            if let (Some(host), Some(_)) = (&target.host, &parts.authority) {
+                parts.authority = Authority::try_from(host.as_bytes()).ok();
+            }
+            upstream_request.uri = Uri::from_parts(parts)
+                .map_err(|e| Error::because(ErrorKind::Internal, "rebuilding the URI", e))?;
+        }
+        if let Some(host) = &target.host {
+            if upstream_request.uri.authority().is_none() {
+                upstream_request.headers.insert(HOST, host.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut response::Parts,
+        ctx: &mut RouteCtx,
+    ) -> Result<()> {
+        let Some(matched) = ctx.matched else {
+            return Ok(());
+        };
+        for filter in &self.router.route(matched).response_filters {
+            filter.on_response(session, response)?;
+        }
+        self.router
+            .site(matched.site)
+            .response_headers
+            .apply(&mut response.headers);
+        Ok(())
+    }
+
+    fn logging(&self, session: &Session, error: Option<&Error>, _ctx: &mut RouteCtx) {
+        if let Some(log) = &self.access_log {
+            log.log(session, error);
+        }
+    }
+}

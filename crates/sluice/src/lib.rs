@@ -1,0 +1,12 @@
+//! The `sluice` server: the framework plus the built-in filters, chosen by a KDL file.
+//!
+//! [`build`] turns a validated configuration into the engine's pieces, [`Server`] binds
+//! and serves them and drains on shutdown, [`cli`] is the command line. `main.rs` only
+//! parses arguments and calls [`cli::run`].
+
+pub mod build;
+pub mod cli;
+pub mod configured;
+pub mod server;
+
+pub use server::Server;
