@@ -7,10 +7,7 @@
 
 use std::fmt;
 
-use miette::{
-    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode,
-    SourceSpan,
-};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode, SourceSpan};
 
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,20 +28,12 @@ pub struct Problem {
 
 impl Problem {
     fn new(message: String, labels: Vec<(SourceSpan, String)>) -> Self {
-        Self {
-            message,
-            help: None,
-            line: 0,
-            column: 0,
-            labels,
-        }
+        Self { message, help: None, line: 0, column: 0, labels }
     }
 
     /// Byte range of the offending text in the source, if the problem has a location.
     pub fn span(&self) -> Option<std::ops::Range<usize>> {
-        self.labels
-            .first()
-            .map(|(span, _)| span.offset()..span.offset() + span.len())
+        self.labels.first().map(|(span, _)| span.offset()..span.offset() + span.len())
     }
 
     /// Sets the text written under the primary span.
@@ -72,25 +61,21 @@ impl Problem {
 
 impl Diagnostic for Problem {
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|help| Box::new(help) as Box<dyn fmt::Display>)
+        self.help.as_ref().map(|help| Box::new(help) as Box<dyn fmt::Display>)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         if self.labels.is_empty() {
             return None;
         }
-        Some(Box::new(self.labels.iter().enumerate().map(
-            |(i, (span, label))| {
-                let label = (!label.is_empty()).then(|| label.clone());
-                if i == 0 {
-                    LabeledSpan::new_primary_with_span(label, *span)
-                } else {
-                    LabeledSpan::new_with_span(label, *span)
-                }
-            },
-        )))
+        Some(Box::new(self.labels.iter().enumerate().map(|(i, (span, label))| {
+            let label = (!label.is_empty()).then(|| label.clone());
+            if i == 0 {
+                LabeledSpan::new_primary_with_span(label, *span)
+            } else {
+                LabeledSpan::new_with_span(label, *span)
+            }
+        })))
     }
 }
 
@@ -118,19 +103,12 @@ impl ConfigError {
     /// A rustc-style report of every problem: `[file:line:col]`, the source snippet with the
     /// offending span underlined and labelled, and a help line. `color` selects ANSI colors.
     pub fn render(&self, color: bool) -> String {
-        let theme = if color {
-            GraphicalTheme::unicode()
-        } else {
-            GraphicalTheme::unicode_nocolor()
-        };
+        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
         // No wrapping: a help line split over two lines is harder to grep for and to read.
         let handler = GraphicalReportHandler::new_themed(theme).with_wrap_lines(false);
         let mut out = String::new();
         for problem in &self.problems {
-            let report = ProblemReport {
-                problem,
-                source: &self.source,
-            };
+            let report = ProblemReport { problem, source: &self.source };
             let mut one = String::new();
             if handler.render_report(&mut one, &report).is_err() {
                 one = self.render_plain(problem);
@@ -149,12 +127,7 @@ impl ConfigError {
     fn render_plain(&self, problem: &Problem) -> String {
         let mut out = format!("error: {}\n", problem.message);
         if problem.line > 0 {
-            out.push_str(&format!(
-                "  --> {}:{}:{}\n",
-                self.file_name(),
-                problem.line,
-                problem.column
-            ));
+            out.push_str(&format!("  --> {}:{}:{}\n", self.file_name(), problem.line, problem.column));
         }
         if let Some(help) = &problem.help {
             out.push_str(&format!("  help: {help}\n"));
@@ -230,10 +203,7 @@ pub(crate) struct Diagnostics<'t> {
 impl<'t> Diagnostics<'t> {
     /// A collector for problems in `text`.
     pub(crate) fn new(text: &'t str) -> Self {
-        Self {
-            text,
-            problems: Vec::new(),
-        }
+        Self { text, problems: Vec::new() }
     }
 
     /// Records a problem at `span`; the returned handle adds a label, help and more spans.
@@ -271,10 +241,7 @@ impl<'t> Diagnostics<'t> {
         let length = span.len().min(len - offset);
         if length == 0 && offset == len && offset > 0 {
             // Point at the last character rather than at nothing after it.
-            let start = self.text[..offset]
-                .char_indices()
-                .next_back()
-                .map_or(0, |(i, _)| i);
+            let start = self.text[..offset].char_indices().next_back().map_or(0, |(i, _)| i);
             return SourceSpan::new(start.into(), offset - start);
         }
         SourceSpan::new(offset.into(), length)
@@ -291,10 +258,7 @@ impl<'t> Diagnostics<'t> {
         }
         problems.sort_by_key(|p| p.span().map_or(usize::MAX, |range| range.start));
         problems.dedup();
-        ConfigError {
-            source: NamedSource::new(file_name, text.to_owned()),
-            problems,
-        }
+        ConfigError { source: NamedSource::new(file_name, text.to_owned()), problems }
     }
 }
 
@@ -302,20 +266,14 @@ impl<'t> Diagnostics<'t> {
 pub(crate) fn unreadable(file_name: &str, message: String, help: Option<String>) -> ConfigError {
     let mut problem = Problem::new(message, Vec::new());
     problem.help = help;
-    ConfigError {
-        source: NamedSource::new(file_name, String::new()),
-        problems: vec![problem],
-    }
+    ConfigError { source: NamedSource::new(file_name, String::new()), problems: vec![problem] }
 }
 
 /// 1-based line and byte column of `offset`, counted like miette's snippet header.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     (line, offset - line_start + 1)
 }
 

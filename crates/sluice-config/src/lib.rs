@@ -42,9 +42,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigError> {
                 let help = problem.help.clone().unwrap_or_else(|| {
                     "the config file is KDL v2: strings are quoted, booleans are #true and #false, blocks are closed with `}`".to_owned()
                 });
-                d.error(problem.span, format!("syntax error: {message}"))
-                    .label("here")
-                    .help(help);
+                d.error(problem.span, format!("syntax error: {message}")).label("here").help(help);
             }
             return Err(d.into_error(file_name));
         }
@@ -65,23 +63,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Ok(text) => parse(&file_name, &text),
         Err(err) => {
             let help = match err.kind() {
-                std::io::ErrorKind::NotFound => {
-                    Some("check the path; no file exists there".to_owned())
+                std::io::ErrorKind::NotFound => Some("check the path; no file exists there".to_owned()),
+                std::io::ErrorKind::PermissionDenied => {
+                    Some("the file exists but this user may not read it; check its permissions".to_owned())
                 }
-                std::io::ErrorKind::PermissionDenied => Some(
-                    "the file exists but this user may not read it; check its permissions"
-                        .to_owned(),
-                ),
-                std::io::ErrorKind::InvalidData => {
-                    Some("the config file must be UTF-8 text".to_owned())
-                }
+                std::io::ErrorKind::InvalidData => Some("the config file must be UTF-8 text".to_owned()),
                 _ => None,
             };
-            Err(diagnostic::unreadable(
-                &file_name,
-                format!("cannot read config file `{file_name}`: {err}"),
-                help,
-            ))
+            Err(diagnostic::unreadable(&file_name, format!("cannot read config file `{file_name}`: {err}"), help))
         }
     }
 }

@@ -38,11 +38,7 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self {
-            worker_threads: None,
-            shutdown_grace: Duration::from_secs(30),
-            access_log: AccessLogConfig::default(),
-        }
+        Self { worker_threads: None, shutdown_grace: Duration::from_secs(30), access_log: AccessLogConfig::default() }
     }
 }
 
@@ -57,10 +53,7 @@ pub struct AccessLogConfig {
 
 impl Default for AccessLogConfig {
     fn default() -> Self {
-        Self {
-            target: LogTarget::Stdout,
-            format: LogFormat::Json,
-        }
+        Self { target: LogTarget::Stdout, format: LogFormat::Json }
     }
 }
 
@@ -177,10 +170,7 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self {
-            max_idle_per_server: 128,
-            idle_timeout: Duration::from_secs(60),
-        }
+        Self { max_idle_per_server: 128, idle_timeout: Duration::from_secs(60) }
     }
 }
 

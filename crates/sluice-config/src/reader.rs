@@ -67,9 +67,7 @@ pub(crate) fn take_args<'a>(
             (_, 0) => format!("`{node_name}` needs {min} arguments"),
             (_, found) => format!("`{node_name}` needs {min} arguments, found {found}"),
         };
-        d.error(name_span(node), message)
-            .label("missing argument")
-            .help(format!("write it like: {usage}"));
+        d.error(name_span(node), message).label("missing argument").help(format!("write it like: {usage}"));
     }
     if all.len() > max {
         let extra = &all[max..];
@@ -79,9 +77,7 @@ pub(crate) fn take_args<'a>(
         } else {
             format!("unexpected extra argument to `{node_name}`")
         };
-        d.error(span, message)
-            .label("not expected here")
-            .help(format!("write it like: {usage}"));
+        d.error(span, message).label("not expected here").help(format!("write it like: {usage}"));
     }
     all.into_iter().take(max).collect()
 }
@@ -95,20 +91,12 @@ pub(crate) struct Props<'a> {
 impl<'a> Props<'a> {
     /// The property's entry, if given.
     pub(crate) fn get(&self, key: &str) -> Option<&'a KdlEntry> {
-        self.entries
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, e)| *e)
+        self.entries.iter().find(|(k, _)| *k == key).map(|(_, e)| *e)
     }
 }
 
 /// Reports unknown and repeated properties; returns the known ones (first of repeats).
-pub(crate) fn take_props<'a>(
-    d: &mut Diagnostics<'_>,
-    node: &'a KdlNode,
-    allowed: &[&str],
-    usage: &str,
-) -> Props<'a> {
+pub(crate) fn take_props<'a>(d: &mut Diagnostics<'_>, node: &'a KdlNode, allowed: &[&str], usage: &str) -> Props<'a> {
     let mut props = Props::default();
     let node_name = name(node);
     for entry in node.entries() {
@@ -121,19 +109,14 @@ pub(crate) fn take_props<'a>(
             } else {
                 valid_list("valid properties", key_text, allowed)
             };
-            d.error(entry.span(), message)
-                .label("unknown property")
-                .help(help);
+            d.error(entry.span(), message).label("unknown property").help(help);
             continue;
         }
         if let Some(first) = props.get(key_text) {
-            d.error(
-                entry.span(),
-                format!("property `{key_text}` given twice on `{node_name}`"),
-            )
-            .label("repeated here")
-            .also(first.span(), "first given here")
-            .help("remove one of them");
+            d.error(entry.span(), format!("property `{key_text}` given twice on `{node_name}`"))
+                .label("repeated here")
+                .also(first.span(), "first given here")
+                .help("remove one of them");
             continue;
         }
         props.entries.push((key_text, entry));
@@ -144,17 +127,10 @@ pub(crate) fn take_props<'a>(
 /// Reports a children block on a node that takes none.
 pub(crate) fn no_children(d: &mut Diagnostics<'_>, node: &KdlNode) {
     if let Some(block) = node.children() {
-        let span = if !block.span().is_empty() {
-            block.span()
-        } else {
-            node.span()
-        };
-        d.error(
-            span,
-            format!("`{}` does not take a children block", name(node)),
-        )
-        .label("unexpected block")
-        .help("remove the `{ ... }` block");
+        let span = if !block.span().is_empty() { block.span() } else { node.span() };
+        d.error(span, format!("`{}` does not take a children block", name(node)))
+            .label("unexpected block")
+            .help("remove the `{ ... }` block");
     }
 }
 
@@ -173,34 +149,20 @@ pub(crate) fn leaf<'a>(
 }
 
 /// A node with exactly one argument, no properties and no children; returns the argument.
-pub(crate) fn single<'a>(
-    d: &mut Diagnostics<'_>,
-    node: &'a KdlNode,
-    usage: &str,
-) -> Option<&'a KdlEntry> {
-    leaf(d, node, Arity::Exactly(1), &[], usage)
-        .0
-        .into_iter()
-        .next()
+pub(crate) fn single<'a>(d: &mut Diagnostics<'_>, node: &'a KdlNode, usage: &str) -> Option<&'a KdlEntry> {
+    leaf(d, node, Arity::Exactly(1), &[], usage).0.into_iter().next()
 }
 
 /// Reports a child node whose name is not one of `valid`.
 ///
 /// `parent` is the enclosing node's name, or `None` at the top level.
-pub(crate) fn unknown_node(
-    d: &mut Diagnostics<'_>,
-    node: &KdlNode,
-    parent: Option<&str>,
-    valid: &[&str],
-) {
+pub(crate) fn unknown_node(d: &mut Diagnostics<'_>, node: &KdlNode, parent: Option<&str>, valid: &[&str]) {
     let node_name = name(node);
     let message = match parent {
         Some(parent) => format!("unknown node `{node_name}` in `{parent}`"),
         None => format!("unknown top-level node `{node_name}`"),
     };
-    d.error(name_span(node), message)
-        .label("unknown node")
-        .help(valid_list("valid nodes here", node_name, valid));
+    d.error(name_span(node), message).label("unknown node").help(valid_list("valid nodes here", node_name, valid));
 }
 
 /// Remembers which once-only nodes of a block were seen.

@@ -18,26 +18,18 @@ use crate::sections::{RawConfig, RawListener, RawRoute, RawSite, RawUpstream};
 /// Runs the cross-reference checks and builds the config (meaningful only without errors).
 pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
     if !raw.any_listener_node {
-        d.error_unlocated("no listener defined")
-            .help("add at least one, like: listener \"127.0.0.1:8080\"");
+        d.error_unlocated("no listener defined").help("add at least one, like: listener \"127.0.0.1:8080\"");
     }
     let refs = listener_refs(d, &raw.listeners);
     check_upstream_names(d, &raw.upstreams);
-    let upstream_names: Vec<&str> = raw
-        .upstreams
-        .iter()
-        .map(|u| u.config.name.as_str())
-        .collect();
+    let upstream_names: Vec<&str> = raw.upstreams.iter().map(|u| u.config.name.as_str()).collect();
 
     let mut claims: HashMap<(usize, &HostPattern), SourceSpan> = HashMap::new();
     let mut sites = Vec::with_capacity(raw.sites.len());
     for site in &raw.sites {
         let listen = resolve_listen(d, site, &raw.listeners, &refs);
-        let serving: Vec<usize> = if site.listen.is_empty() {
-            (0..raw.listeners.len()).collect()
-        } else {
-            listen.clone()
-        };
+        let serving: Vec<usize> =
+            if site.listen.is_empty() { (0..raw.listeners.len()).collect() } else { listen.clone() };
         check_hosts(d, site, &serving, &raw.listeners, &mut claims);
         check_routes(d, &site.routes, &upstream_names);
         let mut listeners: Vec<String> = Vec::new();
@@ -48,19 +40,11 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
             }
         }
         sites.push(SiteConfig {
-            hosts: site
-                .hosts
-                .iter()
-                .map(|(pattern, _)| pattern.clone())
-                .collect(),
+            hosts: site.hosts.iter().map(|(pattern, _)| pattern.clone()).collect(),
             listeners,
             request_headers: site.request_headers.clone(),
             response_headers: site.response_headers.clone(),
-            routes: site
-                .routes
-                .iter()
-                .map(|route| route.config.clone())
-                .collect(),
+            routes: site.routes.iter().map(|route| route.config.clone()).collect(),
         });
     }
 
@@ -74,18 +58,14 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
 
 /// Maps every way of naming a listener (its name and its address as written) to its index,
 /// reporting duplicate addresses and names that would be ambiguous.
-fn listener_refs<'r>(
-    d: &mut Diagnostics<'_>,
-    listeners: &'r [RawListener],
-) -> HashMap<&'r str, usize> {
+fn listener_refs<'r>(d: &mut Diagnostics<'_>, listeners: &'r [RawListener]) -> HashMap<&'r str, usize> {
     let mut refs: HashMap<&str, usize> = HashMap::new();
     let mut addresses: Vec<(SocketAddr, usize)> = Vec::new();
     for (index, listener) in listeners.iter().enumerate() {
         if let Some(config) = &listener.config {
-            if let Some(&(_, first)) = addresses
-                .iter()
-                .find(|(address, _)| *address == config.address)
-            {
+            // Port 0 asks the OS for a fresh port each time: never a duplicate (tests use it).
+            let ephemeral = config.address.port() == 0;
+            if let Some(&(_, first)) = addresses.iter().find(|(address, _)| !ephemeral && *address == config.address) {
                 let line = d.line_of(listeners[first].address_span);
                 d.error(listener.address_span, format!("duplicate listener address `{}`", listener.address_text))
                     .label("already used")
@@ -98,7 +78,8 @@ fn listener_refs<'r>(
             addresses.push((config.address, index));
         }
         let mut keys = vec![(listener.name.as_str(), listener.name_span)];
-        if listener.address_text != listener.name {
+        let ephemeral = listener.config.as_ref().is_some_and(|c| c.address.port() == 0);
+        if listener.address_text != listener.name && !ephemeral {
             keys.push((listener.address_text.as_str(), listener.address_span));
         }
         for (key, span) in keys {
@@ -130,7 +111,9 @@ fn check_upstream_names(d: &mut Diagnostics<'_>, upstreams: &[RawUpstream]) {
             d.error(upstream.name_span, format!("duplicate upstream name `{name}`"))
                 .label("already defined")
                 .also(first.name_span, "first defined here")
-                .help(format!("upstream names must be unique; rename this one or merge it with the one at line {line}"));
+                .help(format!(
+                    "upstream names must be unique; rename this one or merge it with the one at line {line}"
+                ));
         }
     }
 }
@@ -146,9 +129,7 @@ fn resolve_listen(
     for (name, span) in &site.listen {
         let by_address = || {
             let address = name.parse::<SocketAddr>().ok()?;
-            listeners
-                .iter()
-                .position(|l| l.config.as_ref().is_some_and(|c| c.address == address))
+            listeners.iter().position(|l| l.config.as_ref().is_some_and(|c| c.address == address))
         };
         match refs.get(name.as_str()).copied().or_else(by_address) {
             Some(index) => resolved.push(index),
@@ -209,11 +190,7 @@ fn check_routes(d: &mut Diagnostics<'_>, routes: &[RawRoute], upstreams: &[&str]
             earlier.config.path == route.config.path
                 && (earlier.config.methods.is_empty()
                     || route.config.methods.is_empty()
-                    || earlier
-                        .config
-                        .methods
-                        .iter()
-                        .any(|m| route.config.methods.contains(m)))
+                    || earlier.config.methods.iter().any(|m| route.config.methods.contains(m)))
         });
         if let Some(earlier) = clash {
             let (kind, path) = match &route.config.path {
@@ -228,8 +205,7 @@ fn check_routes(d: &mut Diagnostics<'_>, routes: &[RawRoute], upstreams: &[&str]
                     "the route at line {line} matches the same requests; remove one, or give them methods that do not overlap"
                 ));
         }
-        if let (RouteAction::Proxy(proxy), Some(span)) = (&route.config.action, route.upstream_span)
-        {
+        if let (RouteAction::Proxy(proxy), Some(span)) = (&route.config.action, route.upstream_span) {
             if !upstreams.contains(&proxy.upstream.as_str()) {
                 let help = if upstreams.is_empty() {
                     format!(
@@ -239,9 +215,7 @@ fn check_routes(d: &mut Diagnostics<'_>, routes: &[RawRoute], upstreams: &[&str]
                 } else {
                     valid_list("defined upstreams", &proxy.upstream, upstreams)
                 };
-                d.error(span, format!("unknown upstream `{}`", proxy.upstream))
-                    .label("not defined")
-                    .help(help);
+                d.error(span, format!("unknown upstream `{}`", proxy.upstream)).label("not defined").help(help);
             }
         }
     }

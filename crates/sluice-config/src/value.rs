@@ -30,38 +30,23 @@ pub(crate) fn describe(value: &KdlValue) -> String {
 }
 
 /// A string value.
-pub(crate) fn string<'a>(
-    d: &mut Diagnostics<'_>,
-    entry: &'a KdlEntry,
-    usage: &str,
-) -> Option<&'a str> {
+pub(crate) fn string<'a>(d: &mut Diagnostics<'_>, entry: &'a KdlEntry, usage: &str) -> Option<&'a str> {
     match entry.value() {
         KdlValue::String(s) => Some(s),
         other => {
-            d.error(
-                entry.span(),
-                format!("expected a string, found {}", describe(other)),
-            )
-            .label("not a string")
-            .help(format!(
-                "strings are written in double quotes, like: {usage}"
-            ));
+            d.error(entry.span(), format!("expected a string, found {}", describe(other)))
+                .label("not a string")
+                .help(format!("strings are written in double quotes, like: {usage}"));
             None
         }
     }
 }
 
 /// A string value that is not empty.
-pub(crate) fn non_empty_string<'a>(
-    d: &mut Diagnostics<'_>,
-    entry: &'a KdlEntry,
-    usage: &str,
-) -> Option<&'a str> {
+pub(crate) fn non_empty_string<'a>(d: &mut Diagnostics<'_>, entry: &'a KdlEntry, usage: &str) -> Option<&'a str> {
     let s = string(d, entry, usage)?;
     if s.is_empty() {
-        d.error(entry.span(), "expected a non-empty string")
-            .label("empty")
-            .help(format!("write it like: {usage}"));
+        d.error(entry.span(), "expected a non-empty string").label("empty").help(format!("write it like: {usage}"));
         return None;
     }
     Some(s)
@@ -79,9 +64,11 @@ pub(crate) fn choice<'a>(
     if choices.contains(&s) {
         return Some(s);
     }
-    d.error(entry.span(), format!("unknown {what} `{s}`"))
-        .label(format!("not a valid {what}"))
-        .help(valid_list("valid values", s, choices));
+    d.error(entry.span(), format!("unknown {what} `{s}`")).label(format!("not a valid {what}")).help(valid_list(
+        "valid values",
+        s,
+        choices,
+    ));
     None
 }
 
@@ -96,27 +83,16 @@ pub(crate) fn boolean(d: &mut Diagnostics<'_>, entry: &KdlEntry) -> Option<bool>
                 }
                 _ => "write #true or #false".to_owned(),
             };
-            d.error(
-                entry.span(),
-                format!(
-                    "expected a boolean (#true or #false), found {}",
-                    describe(other)
-                ),
-            )
-            .label("not a boolean")
-            .help(help);
+            d.error(entry.span(), format!("expected a boolean (#true or #false), found {}", describe(other)))
+                .label("not a boolean")
+                .help(help);
             None
         }
     }
 }
 
 /// An integer within `min..=max`.
-pub(crate) fn integer(
-    d: &mut Diagnostics<'_>,
-    entry: &KdlEntry,
-    min: i128,
-    max: i128,
-) -> Option<i128> {
+pub(crate) fn integer(d: &mut Diagnostics<'_>, entry: &KdlEntry, min: i128, max: i128) -> Option<i128> {
     let value = match entry.value() {
         KdlValue::Integer(i) => *i,
         other => {
@@ -126,12 +102,9 @@ pub(crate) fn integer(
                 }
                 _ => format!("write a whole number between {min} and {max}"),
             };
-            d.error(
-                entry.span(),
-                format!("expected an integer, found {}", describe(other)),
-            )
-            .label("not an integer")
-            .help(help);
+            d.error(entry.span(), format!("expected an integer, found {}", describe(other)))
+                .label("not an integer")
+                .help(help);
             return None;
         }
     };
@@ -141,9 +114,7 @@ pub(crate) fn integer(
         } else {
             format!("{value} is out of range")
         };
-        d.error(entry.span(), message)
-            .label("out of range")
-            .help(format!("use a value between {min} and {max}"));
+        d.error(entry.span(), message).label("out of range").help(format!("use a value between {min} and {max}"));
         return None;
     }
     Some(value)
@@ -152,42 +123,28 @@ pub(crate) fn integer(
 /// A duration: a string like "30s" or a bare integer number of seconds.
 ///
 /// With `allow_zero` false, zero is rejected too.
-pub(crate) fn duration(
-    d: &mut Diagnostics<'_>,
-    entry: &KdlEntry,
-    allow_zero: bool,
-) -> Option<Duration> {
+pub(crate) fn duration(d: &mut Diagnostics<'_>, entry: &KdlEntry, allow_zero: bool) -> Option<Duration> {
     let parsed = match entry.value() {
-        KdlValue::Integer(i) if *i >= 0 => u64::try_from(*i)
-            .map(Duration::from_secs)
-            .map_err(|_| "too large".to_owned()),
+        KdlValue::Integer(i) if *i >= 0 => {
+            u64::try_from(*i).map(Duration::from_secs).map_err(|_| "too large".to_owned())
+        }
         KdlValue::Integer(i) => Err(format!("a duration cannot be negative ({i})")),
         KdlValue::String(s) => parse_duration(s),
         other => {
-            d.error(
-                entry.span(),
-                format!(
-                    "expected a duration like \"30s\", found {}",
-                    describe(other)
-                ),
-            )
-            .label("not a duration")
-            .help(DURATION_HELP);
+            d.error(entry.span(), format!("expected a duration like \"30s\", found {}", describe(other)))
+                .label("not a duration")
+                .help(DURATION_HELP);
             return None;
         }
     };
     match parsed {
         Ok(value) if value.is_zero() && !allow_zero => {
-            d.error(entry.span(), "the duration must be greater than zero")
-                .label("zero")
-                .help(DURATION_HELP);
+            d.error(entry.span(), "the duration must be greater than zero").label("zero").help(DURATION_HELP);
             None
         }
         Ok(value) => Some(value),
         Err(why) => {
-            d.error(entry.span(), format!("invalid duration: {why}"))
-                .label("not a duration")
-                .help(DURATION_HELP);
+            d.error(entry.span(), format!("invalid duration: {why}")).label("not a duration").help(DURATION_HELP);
             None
         }
     }
@@ -200,21 +157,16 @@ pub(crate) fn size(d: &mut Diagnostics<'_>, entry: &KdlEntry) -> Option<u64> {
         KdlValue::Integer(i) => Err(format!("a size cannot be negative ({i})")),
         KdlValue::String(s) => parse_size(s),
         other => {
-            d.error(
-                entry.span(),
-                format!("expected a size like \"64KiB\", found {}", describe(other)),
-            )
-            .label("not a size")
-            .help(SIZE_HELP);
+            d.error(entry.span(), format!("expected a size like \"64KiB\", found {}", describe(other)))
+                .label("not a size")
+                .help(SIZE_HELP);
             return None;
         }
     };
     match parsed {
         Ok(value) => Some(value),
         Err(why) => {
-            d.error(entry.span(), format!("invalid size: {why}"))
-                .label("not a size")
-                .help(SIZE_HELP);
+            d.error(entry.span(), format!("invalid size: {why}")).label("not a size").help(SIZE_HELP);
             None
         }
     }
@@ -235,19 +187,13 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("expected a number at `{rest}` in `{text}`"));
         }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}` is too large"))?;
+        let number: u64 = rest[..digits].parse().map_err(|_| format!("`{text}` is too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -257,15 +203,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => number.checked_mul(3600).map(Duration::from_secs),
             "d" => number.checked_mul(86_400).map(Duration::from_secs),
             "" => return Err(format!("missing unit after `{number}` in `{text}`")),
-            other => {
-                return Err(format!(
-                    "unknown unit `{other}` in `{text}` (use ms, s, m, h or d)"
-                ))
-            }
+            other => return Err(format!("unknown unit `{other}` in `{text}` (use ms, s, m, h or d)")),
         };
-        total = part
-            .and_then(|p| total.checked_add(p))
-            .ok_or_else(|| format!("`{text}` is too large"))?;
+        total = part.and_then(|p| total.checked_add(p)).ok_or_else(|| format!("`{text}` is too large"))?;
     }
     Ok(total)
 }
@@ -273,9 +213,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses "512", "512B", "64K", "64k", "64KiB", "1M", "1m", "1MiB", "1G", "1GiB".
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
-    let digits = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
+    let digits = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     if digits == 0 {
         return Err(if trimmed.starts_with('-') {
             format!("a size cannot be negative (`{text}`)")
@@ -283,24 +221,16 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
             format!("`{text}` does not start with a number")
         });
     }
-    let number: u64 = trimmed[..digits]
-        .parse()
-        .map_err(|_| format!("`{text}` is too large"))?;
+    let number: u64 = trimmed[..digits].parse().map_err(|_| format!("`{text}` is too large"))?;
     let unit = trimmed[digits..].trim_start();
     let multiplier: u64 = match unit {
         "" | "B" | "b" => 1,
         "K" | "k" | "KiB" | "Ki" => 1 << 10,
         "M" | "m" | "MiB" | "Mi" => 1 << 20,
         "G" | "g" | "GiB" | "Gi" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}` (use B, KiB, MiB or GiB)"
-            ))
-        }
+        other => return Err(format!("unknown unit `{other}` in `{text}` (use B, KiB, MiB or GiB)")),
     };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    number.checked_mul(multiplier).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[cfg(test)]

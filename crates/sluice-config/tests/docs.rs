@@ -33,16 +33,8 @@ const STUB_UPSTREAM: &str = "upstream \"origins\" { server \"127.0.0.1:2\"; }\n"
 fn complete(example: &str) -> String {
     let first = example.split_whitespace().next().unwrap_or_default();
     let defines = |what: &str| example.contains(what);
-    let listener = if defines("listener \"") {
-        ""
-    } else {
-        STUB_LISTENER
-    };
-    let upstream = if defines("upstream \"") {
-        ""
-    } else {
-        STUB_UPSTREAM
-    };
+    let listener = if defines("listener \"") { "" } else { STUB_LISTENER };
+    let upstream = if defines("upstream \"") { "" } else { STUB_UPSTREAM };
     match first {
         "server" | "listener" | "upstream" | "site" | "//" => {
             format!("{listener}{upstream}{example}")
@@ -62,11 +54,7 @@ fn complete(example: &str) -> String {
 fn every_kdl_example_in_the_docs_is_valid() {
     let docs = docs();
     let examples = blocks(&docs, "kdl");
-    assert!(
-        examples.len() >= 10,
-        "found only {} examples",
-        examples.len()
-    );
+    assert!(examples.len() >= 10, "found only {} examples", examples.len());
     for example in examples {
         if example.contains("max-conections") {
             continue; // the deliberately broken example, checked below
@@ -81,26 +69,17 @@ fn every_kdl_example_in_the_docs_is_valid() {
 #[test]
 fn the_documented_error_report_is_what_sluice_prints() {
     let docs = docs();
-    let broken = blocks(&docs, "kdl")
-        .into_iter()
-        .find(|b| b.contains("max-conections"))
-        .expect("broken example");
+    let broken = blocks(&docs, "kdl").into_iter().find(|b| b.contains("max-conections")).expect("broken example");
     let err = parse("sluice.kdl", &broken).unwrap_err();
     let rendered = err.render(false);
-    let shown = blocks(&docs, "text")
-        .into_iter()
-        .find(|b| b.contains("max-conections"))
-        .expect("report block");
+    let shown = blocks(&docs, "text").into_iter().find(|b| b.contains("max-conections")).expect("report block");
     assert_eq!(shown, rendered, "update docs/config.md with:\n{rendered}");
 }
 
 #[test]
 fn the_complete_example_uses_every_section() {
     let docs = docs();
-    let example = blocks(&docs, "kdl")
-        .into_iter()
-        .find(|b| b.starts_with("server {\n    worker-threads 4"))
-        .unwrap();
+    let example = blocks(&docs, "kdl").into_iter().find(|b| b.starts_with("server {\n    worker-threads 4")).unwrap();
     let config = parse("example.kdl", &example).unwrap();
     assert_eq!(config.listeners.len(), 2);
     assert_eq!(config.upstreams.len(), 1);

@@ -79,13 +79,7 @@ fn full_example_parses_to_the_expected_model() {
 
     assert_eq!(config.server.worker_threads, Some(4));
     assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(
-        config.server.access_log,
-        AccessLogConfig {
-            target: LogTarget::Stdout,
-            format: LogFormat::Json
-        }
-    );
+    assert_eq!(config.server.access_log, AccessLogConfig { target: LogTarget::Stdout, format: LogFormat::Json });
 
     assert_eq!(config.listeners.len(), 2);
     let public = &config.listeners[0];
@@ -96,10 +90,7 @@ fn full_example_parses_to_the_expected_model() {
     assert_eq!(public.header_read_timeout, Duration::from_secs(30));
     assert_eq!(public.keepalive_timeout, Duration::from_secs(75));
     assert!(public.h2c);
-    assert_eq!(
-        config.listeners[1],
-        ListenerConfig::new(addr("127.0.0.1:8081"))
-    );
+    assert_eq!(config.listeners[1], ListenerConfig::new(addr("127.0.0.1:8081")));
     assert_eq!(config.listeners[1].name, "127.0.0.1:8081");
 
     assert_eq!(config.upstreams.len(), 1);
@@ -108,40 +99,21 @@ fn full_example_parses_to_the_expected_model() {
     assert_eq!(
         origins.servers,
         vec![
-            UpstreamServer {
-                address: "127.0.0.1:8081".into(),
-                weight: 2
-            },
-            UpstreamServer {
-                address: "origin.internal:80".into(),
-                weight: 1
-            },
+            UpstreamServer { address: "127.0.0.1:8081".into(), weight: 2 },
+            UpstreamServer { address: "origin.internal:80".into(), weight: 1 },
         ]
     );
     assert_eq!(origins.protocol, UpstreamProtocol::Http1);
-    assert_eq!(
-        origins.pool,
-        PoolConfig {
-            max_idle_per_server: 128,
-            idle_timeout: Duration::from_secs(60)
-        }
-    );
+    assert_eq!(origins.pool, PoolConfig { max_idle_per_server: 128, idle_timeout: Duration::from_secs(60) });
     assert_eq!(origins.timeouts, UpstreamTimeouts::default());
 
     assert_eq!(config.sites.len(), 1);
     let site = &config.sites[0];
     assert_eq!(
         site.hosts,
-        vec![
-            HostPattern::Exact("example.com".into()),
-            HostPattern::Wildcard(".example.com".into()),
-            HostPattern::Any
-        ]
+        vec![HostPattern::Exact("example.com".into()), HostPattern::Wildcard(".example.com".into()), HostPattern::Any]
     );
-    assert_eq!(
-        site.listeners,
-        vec!["public".to_owned(), "127.0.0.1:8081".to_owned()]
-    );
+    assert_eq!(site.listeners, vec!["public".to_owned(), "127.0.0.1:8081".to_owned()]);
     assert_eq!(
         site.request_headers.edits,
         vec![
@@ -151,10 +123,7 @@ fn full_example_parses_to_the_expected_model() {
             HeaderEdit::Remove(header("x-d")),
         ]
     );
-    assert_eq!(
-        site.response_headers.edits,
-        vec![HeaderEdit::Set(header("server"), value("sluice"))]
-    );
+    assert_eq!(site.response_headers.edits, vec![HeaderEdit::Set(header("server"), value("sluice"))]);
 
     assert_eq!(site.routes.len(), 3);
     let api = &site.routes[0];
@@ -169,14 +138,8 @@ fn full_example_parses_to_the_expected_model() {
             host: Some("api.internal".into()),
         })
     );
-    assert_eq!(
-        api.request_headers.edits,
-        vec![HeaderEdit::Set(header("x-route"), value("api"))]
-    );
-    assert_eq!(
-        api.response_headers.edits,
-        vec![HeaderEdit::Remove(header("x-powered-by"))]
-    );
+    assert_eq!(api.request_headers.edits, vec![HeaderEdit::Set(header("x-route"), value("api"))]);
+    assert_eq!(api.response_headers.edits, vec![HeaderEdit::Remove(header("x-powered-by"))]);
 
     let health = &site.routes[1];
     assert_eq!(health.path, PathMatch::Exact("/healthz".into()));
@@ -193,10 +156,7 @@ fn full_example_parses_to_the_expected_model() {
 
     assert_eq!(
         site.routes[2].action,
-        RouteAction::Redirect {
-            status: StatusCode::MOVED_PERMANENTLY,
-            location: "https://{host}/new{query}".into()
-        }
+        RouteAction::Redirect { status: StatusCode::MOVED_PERMANENTLY, location: "https://{host}/new{query}".into() }
     );
 }
 
@@ -206,10 +166,7 @@ fn a_lone_listener_gets_every_default() {
     assert_eq!(config.server.worker_threads, None);
     assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
     assert_eq!(config.server.access_log, AccessLogConfig::default());
-    assert_eq!(
-        config.listeners,
-        vec![ListenerConfig::new(addr("0.0.0.0:80"))]
-    );
+    assert_eq!(config.listeners, vec![ListenerConfig::new(addr("0.0.0.0:80"))]);
     assert_eq!(config.listeners[0].name, "0.0.0.0:80");
     assert_eq!(config.listeners[0].max_header_size, 65_536);
     assert!(config.upstreams.is_empty());
@@ -264,16 +221,11 @@ fn non_default_values_are_read() {
     assert_eq!(upstream.timeouts.first_byte, Duration::from_millis(500));
     assert_eq!(upstream.timeouts.connect, Duration::from_secs(5));
     let site = &config.sites[0];
-    assert_eq!(
-        site.hosts,
-        vec![HostPattern::Exact("www.example.com".into())]
-    );
+    assert_eq!(site.hosts, vec![HostPattern::Exact("www.example.com".into())]);
     assert_eq!(site.listeners, vec!["[::1]:8443".to_owned()]);
     let route = &site.routes[0];
     assert_eq!(route.methods, vec![Method::GET, Method::POST]);
-    let RouteAction::Proxy(proxy) = &route.action else {
-        panic!("expected proxy")
-    };
+    let RouteAction::Proxy(proxy) = &route.action else { panic!("expected proxy") };
     assert!(proxy.strip_prefix);
     assert_eq!(proxy.rewrite_prefix, None);
     assert_eq!(proxy.host, None);
@@ -281,14 +233,8 @@ fn non_default_values_are_read() {
 
 #[test]
 fn access_log_targets() {
-    for (text, target) in [
-        ("off", LogTarget::Off),
-        ("stdout", LogTarget::Stdout),
-        ("stderr", LogTarget::Stderr),
-    ] {
-        let config = ok(&format!(
-            "server {{ access-log {text:?}; }}\nlistener \"127.0.0.1:1\"\n"
-        ));
+    for (text, target) in [("off", LogTarget::Off), ("stdout", LogTarget::Stdout), ("stderr", LogTarget::Stderr)] {
+        let config = ok(&format!("server {{ access-log {text:?}; }}\nlistener \"127.0.0.1:1\"\n"));
         assert_eq!(config.server.access_log.target, target);
         assert_eq!(config.server.access_log.format, LogFormat::Json);
     }
@@ -307,9 +253,7 @@ fn sizes_accept_every_documented_spelling() {
         ("\"16MiB\"", 16 << 20),
         ("10000", 10_000),
     ] {
-        let config = ok(&format!(
-            "listener \"127.0.0.1:1\" {{ max-header-size {text}; }}\n"
-        ));
+        let config = ok(&format!("listener \"127.0.0.1:1\" {{ max-header-size {text}; }}\n"));
         assert_eq!(config.listeners[0].max_header_size, bytes, "{text}");
     }
 }

@@ -12,27 +12,16 @@ use sluice_config::{load, parse};
 
 #[test]
 fn render_shows_location_source_line_label_and_help() {
-    let text = lines(&[
-        r#"listener "127.0.0.1:8080" {"#,
-        r#"    keepalive-timeout "75""#,
-        r#"    h2c "no""#,
-        "}",
-    ]);
+    let text = lines(&[r#"listener "127.0.0.1:8080" {"#, r#"    keepalive-timeout "75""#, r#"    h2c "no""#, "}"]);
     let err = err(&text);
     let report = err.render(false);
     assert!(report.contains("test.kdl:3:9"), "{report}");
     assert!(report.contains(r#"    h2c "no""#), "{report}");
-    assert!(
-        report.contains("expected a boolean (#true or #false), found a string (\"no\")"),
-        "{report}"
-    );
+    assert!(report.contains("expected a boolean (#true or #false), found a string (\"no\")"), "{report}");
     assert!(report.contains("not a boolean"), "{report}");
     assert!(report.contains("help: write #true or #false"), "{report}");
     assert!(report.ends_with("1 error in test.kdl\n"), "{report}");
-    assert!(
-        !report.contains('\u{1b}'),
-        "no color codes expected:\n{report}"
-    );
+    assert!(!report.contains('\u{1b}'), "no color codes expected:\n{report}");
 }
 
 #[test]
@@ -59,26 +48,10 @@ fn several_problems_from_every_stage_are_reported_together() {
     ]);
     let err = err(&text);
     let located: Vec<(usize, usize)> = err.problems().iter().map(|p| (p.line, p.column)).collect();
-    assert_eq!(
-        located,
-        vec![
-            (2, 20),
-            (3, 5),
-            (6, 10),
-            (7, 60),
-            (9, 21),
-            (10, 26),
-            (11, 11)
-        ],
-        "{}",
-        err.render(false)
-    );
+    assert_eq!(located, vec![(2, 20), (3, 5), (6, 10), (7, 60), (9, 21), (10, 26), (11, 11)], "{}", err.render(false));
     let report = err.render(false);
     for (line, column) in located {
-        assert!(
-            report.contains(&format!("test.kdl:{line}:{column}]")),
-            "missing {line}:{column} in\n{report}"
-        );
+        assert!(report.contains(&format!("test.kdl:{line}:{column}]")), "missing {line}:{column} in\n{report}");
     }
     assert_eq!(err.to_string(), "7 errors in test.kdl");
     assert!(report.ends_with("7 errors in test.kdl\n"));
@@ -86,18 +59,9 @@ fn several_problems_from_every_stage_are_reported_together() {
 
 #[test]
 fn syntax_error_report_is_located() {
-    let err = parse(
-        "broken.kdl",
-        "listener \"127.0.0.1:8080\" {\n    h2c true\n",
-    )
-    .unwrap_err();
+    let err = parse("broken.kdl", "listener \"127.0.0.1:8080\" {\n    h2c true\n").unwrap_err();
     let report = err.render(false);
-    assert!(
-        err.problems()
-            .iter()
-            .all(|p| p.line > 0 && p.message.starts_with("syntax error")),
-        "{report}"
-    );
+    assert!(err.problems().iter().all(|p| p.line > 0 && p.message.starts_with("syntax error")), "{report}");
     assert!(report.contains("broken.kdl:"), "{report}");
     assert!(report.contains("KDL"), "{report}");
 }
@@ -131,13 +95,9 @@ fn load_of_a_missing_file_names_the_path() {
     let err = load(&path).unwrap_err();
     assert_eq!(err.problems().len(), 1);
     let problem = &err.problems()[0];
-    assert!(problem
-        .message
-        .contains("cannot read config file `/nonexistent/sluice-config-test/sluice.kdl`"));
+    assert!(problem.message.contains("cannot read config file `/nonexistent/sluice-config-test/sluice.kdl`"));
     assert_eq!((problem.line, problem.column), (0, 0));
-    assert!(err
-        .to_string()
-        .contains("/nonexistent/sluice-config-test/sluice.kdl"));
+    assert!(err.to_string().contains("/nonexistent/sluice-config-test/sluice.kdl"));
     let report = err.render(false);
     assert!(report.contains("cannot read config file"), "{report}");
     assert!(report.contains("check the path"), "{report}");
@@ -148,8 +108,7 @@ struct TempFile(PathBuf);
 
 impl TempFile {
     fn new(name: &str, contents: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("sluice-config-{}-{name}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("sluice-config-{}-{name}", std::process::id()));
         std::fs::write(&path, contents).unwrap();
         Self(path)
     }
@@ -173,8 +132,5 @@ fn load_reports_problems_against_the_path() {
     let file = TempFile::new("bad.kdl", "listener \"127.0.0.1:8080\" {\n    h2c 1\n}\n");
     let err = load(&file.0).unwrap_err();
     let report = err.render(false);
-    assert!(
-        report.contains(&format!("{}:2:9", file.0.display())),
-        "{report}"
-    );
+    assert!(report.contains(&format!("{}:2:9", file.0.display())), "{report}");
 }

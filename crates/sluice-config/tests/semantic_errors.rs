@@ -45,50 +45,31 @@ fn invalid_listener_addresses() {
 #[test]
 fn an_invalid_listener_does_not_cause_follow_up_errors() {
     // The site names the broken listener; only the address is reported.
-    let text = lines(&[
-        r#"listener "nope" name="public""#,
-        r#"site "*" { listen "public"; route "/" { respond 200; }; }"#,
-    ]);
+    let text =
+        lines(&[r#"listener "nope" name="public""#, r#"site "*" { listen "public"; route "/" { respond 200; }; }"#]);
     expect_only(&text, "invalid listener address `nope`", 1, 10);
 }
 
 #[test]
 fn duplicate_listener_address() {
-    let text = lines(&[
-        r#"listener "127.0.0.1:8080" name="a""#,
-        r#"listener "127.0.0.1:8080" name="b""#,
-    ]);
+    let text = lines(&[r#"listener "127.0.0.1:8080" name="a""#, r#"listener "127.0.0.1:8080" name="b""#]);
     let problem = expect_only(&text, "duplicate listener address `127.0.0.1:8080`", 2, 10);
     assert!(help(&problem).contains("line 1"));
 }
 
 #[test]
 fn duplicate_listener_address_written_differently() {
-    let text = lines(&[
-        r#"listener "[::1]:8080""#,
-        r#"listener "[0:0:0:0:0:0:0:1]:8080""#,
-    ]);
-    expect_only(
-        &text,
-        "duplicate listener address `[0:0:0:0:0:0:0:1]:8080`",
-        2,
-        10,
-    );
+    let text = lines(&[r#"listener "[::1]:8080""#, r#"listener "[0:0:0:0:0:0:0:1]:8080""#]);
+    expect_only(&text, "duplicate listener address `[0:0:0:0:0:0:0:1]:8080`", 2, 10);
 }
 
 #[test]
 fn duplicate_listener_name() {
-    let text = lines(&[
-        r#"listener "127.0.0.1:8080" name="public""#,
-        r#"listener "127.0.0.1:8081" name="public""#,
-    ]);
+    let text = lines(&[r#"listener "127.0.0.1:8080" name="public""#, r#"listener "127.0.0.1:8081" name="public""#]);
     let problem = expect_only(&text, "duplicate listener name `public`", 2, 27);
     assert!(help(&problem).contains("line 1"));
     // A name that equals another listener's address would make `listen` ambiguous.
-    let text = lines(&[
-        r#"listener "127.0.0.1:8080""#,
-        r#"listener "127.0.0.1:8081" name="127.0.0.1:8080""#,
-    ]);
+    let text = lines(&[r#"listener "127.0.0.1:8080""#, r#"listener "127.0.0.1:8081" name="127.0.0.1:8080""#]);
     expect_only(&text, "duplicate listener name `127.0.0.1:8080`", 2, 27);
 }
 
@@ -101,12 +82,7 @@ fn duplicate_upstream_name() {
 
 #[test]
 fn upstream_without_servers() {
-    let text = lines(&[
-        LISTENER,
-        r#"upstream "empty" {"#,
-        r#"    protocol "h2c""#,
-        "}",
-    ]);
+    let text = lines(&[LISTENER, r#"upstream "empty" {"#, r#"    protocol "h2c""#, "}"]);
     let problem = expect_only(&text, "upstream `empty` has no servers", 2, 1);
     assert!(help(&problem).contains("server \"127.0.0.1:8081\""));
 }
@@ -127,18 +103,8 @@ fn invalid_upstream_server_addresses() {
     ]);
     let err = err(&text);
     assert_eq!(err.problems().len(), 6, "{}", err.render(false));
-    expect(
-        &text,
-        "invalid server address `origin.internal`: the port is missing",
-        3,
-        12,
-    );
-    expect(
-        &text,
-        "invalid server address `origin.internal:0`: port 0",
-        4,
-        12,
-    );
+    expect(&text, "invalid server address `origin.internal`: the port is missing", 3, 12);
+    expect(&text, "invalid server address `origin.internal:0`: port 0", 4, 12);
     expect(&text, "`http` is not a port number", 5, 12);
     let problem = expect(&text, "invalid server address `::1:80`", 6, 12);
     assert!(help(&problem).contains("brackets"));
@@ -158,10 +124,7 @@ fn proxy_to_an_undefined_upstream_lists_defined_ones() {
         "}",
     ]);
     let problem = expect_only(&text, "unknown upstream `orgins`", 5, 23);
-    assert_eq!(
-        help(&problem),
-        "did you mean `origins`? defined upstreams: origins, static"
-    );
+    assert_eq!(help(&problem), "did you mean `origins`? defined upstreams: origins, static");
 }
 
 #[test]
@@ -181,10 +144,7 @@ fn listen_naming_an_unknown_listener() {
         "}",
     ]);
     let problem = expect_only(&text, "unknown listener `pubic`", 3, 21);
-    assert_eq!(
-        help(&problem),
-        "did you mean `public`? defined listeners: public"
-    );
+    assert_eq!(help(&problem), "did you mean `public`? defined listeners: public");
 }
 
 #[test]
@@ -194,12 +154,7 @@ fn two_sites_claiming_the_same_host_on_one_listener() {
         r#"site "example.com" { route "/" { respond 200; }; }"#,
         r#"site "www.example.com" "EXAMPLE.com" { route "/" { respond 200; }; }"#,
     ]);
-    let problem = expect_only(
-        &text,
-        "host `example.com` is already served on listener `127.0.0.1:8080`",
-        3,
-        24,
-    );
+    let problem = expect_only(&text, "host `example.com` is already served on listener `127.0.0.1:8080`", 3, 24);
     assert!(help(&problem).contains("line 2"));
 }
 
@@ -216,12 +171,7 @@ fn duplicate_wildcard_and_duplicate_default_site() {
     let err = err(&text);
     assert_eq!(err.problems().len(), 2, "{}", err.render(false));
     expect(&text, "duplicate default site (`*`) on listener `b`", 4, 6);
-    expect(
-        &text,
-        "host pattern `*.example.com` is already served on listener `b`",
-        6,
-        6,
-    );
+    expect(&text, "host pattern `*.example.com` is already served on listener `b`", 6, 6);
 }
 
 #[test]
@@ -246,30 +196,15 @@ fn duplicate_routes_in_one_site() {
 
 #[test]
 fn route_without_action() {
-    let text = lines(&[
-        LISTENER,
-        r#"site "*" {"#,
-        r#"    route "/" { methods "GET"; }"#,
-        "}",
-    ]);
+    let text = lines(&[LISTENER, r#"site "*" {"#, r#"    route "/" { methods "GET"; }"#, "}"]);
     let problem = expect_only(&text, "route has no action", 3, 5);
     assert!(help(&problem).contains("proxy"));
 }
 
 #[test]
 fn route_path_must_start_with_a_slash() {
-    let text = lines(&[
-        LISTENER,
-        r#"site "*" {"#,
-        r#"    route "api" { respond 200; }"#,
-        "}",
-    ]);
-    expect_only(
-        &text,
-        "invalid route path `api`: route path must start with `/`",
-        3,
-        11,
-    );
+    let text = lines(&[LISTENER, r#"site "*" {"#, r#"    route "api" { respond 200; }"#, "}"]);
+    expect_only(&text, "invalid route path `api`: route path must start with `/`", 3, 11);
     let text = lines(&[LISTENER, r#"site "*" { route "/a?b=1" { respond 200; }; }"#]);
     expect_only(&text, "must not contain a query", 2, 18);
 }
@@ -306,22 +241,14 @@ fn strip_prefix_together_with_rewrite_prefix() {
         r#"    route "/api" { proxy "origins" strip-prefix=#true rewrite-prefix="/v2"; }"#,
         "}",
     ]);
-    let problem = expect_only(
-        &text,
-        "`strip-prefix` and `rewrite-prefix` cannot be used together",
-        4,
-        55,
-    );
+    let problem = expect_only(&text, "`strip-prefix` and `rewrite-prefix` cannot be used together", 4, 55);
     assert!(help(&problem).contains("keep only one"));
 }
 
 #[test]
 fn proxy_properties_are_checked() {
-    let text = lines(&[
-        LISTENER,
-        UPSTREAM,
-        r#"site "*" { route "/" { proxy "origins" rewrite-prefix="v2" host="a b"; }; }"#,
-    ]);
+    let text =
+        lines(&[LISTENER, UPSTREAM, r#"site "*" { route "/" { proxy "origins" rewrite-prefix="v2" host="a b"; }; }"#]);
     expect(&text, "invalid rewrite-prefix `v2`", 3, 40);
     expect(&text, "invalid host `a b`", 3, 60);
 }
@@ -359,12 +286,7 @@ fn redirect_placeholders_are_checked() {
     ]);
     let err = err(&text);
     assert_eq!(err.problems().len(), 2, "{}", err.render(false));
-    let problem = expect(
-        &text,
-        "unknown placeholder `{hostname}` in redirect location",
-        3,
-        31,
-    );
+    let problem = expect(&text, "unknown placeholder `{hostname}` in redirect location", 3, 31);
     assert!(help(&problem).contains("{scheme}, {host}, {path}, {query} and {uri}"));
     expect(&text, "unclosed `{`", 4, 31);
 }
@@ -375,40 +297,24 @@ fn max_header_size_out_of_range() {
         r#"listener "127.0.0.1:8080" { max-header-size "4KiB"; }"#,
         r#"listener "127.0.0.1:8081" { max-header-size "17MiB"; }"#,
     ]);
-    let problem = expect(
-        &text,
-        "`max-header-size` must be at least 8192 bytes",
-        1,
-        45,
-    );
+    let problem = expect(&text, "`max-header-size` must be at least 8192 bytes", 1, 45);
     assert!(help(&problem).contains("hyper"), "{problem:?}");
     expect(&text, "`max-header-size` must be at most 16 MiB", 2, 45);
 }
 
 #[test]
 fn invalid_host_patterns() {
-    let text = lines(&[
-        LISTENER,
-        r#"site "example.com:8080" "a b" "foo.*.com" { route "/" { respond 200; }; }"#,
-    ]);
+    let text = lines(&[LISTENER, r#"site "example.com:8080" "a b" "foo.*.com" { route "/" { respond 200; }; }"#]);
     let err = err(&text);
     assert_eq!(err.problems().len(), 3, "{}", err.render(false));
     let problem = expect(&text, "host patterns do not include a port", 2, 6);
     assert!(help(&problem).contains("write \"example.com\""));
-    expect(
-        &text,
-        "invalid host pattern `a b`: it contains whitespace",
-        2,
-        25,
-    );
+    expect(&text, "invalid host pattern `a b`: it contains whitespace", 2, 25);
     expect(&text, "invalid host pattern `foo.*.com`", 2, 31);
 }
 
 #[test]
 fn invalid_methods() {
-    let text = lines(&[
-        LISTENER,
-        r#"site "*" { route "/" { methods "GET" "NOT A METHOD"; respond 200; }; }"#,
-    ]);
+    let text = lines(&[LISTENER, r#"site "*" { route "/" { methods "GET" "NOT A METHOD"; respond 200; }; }"#]);
     expect_only(&text, "invalid HTTP method `NOT A METHOD`", 2, 38);
 }

@@ -11,45 +11,25 @@ const LISTENER: &str = r#"listener "127.0.0.1:8080""#;
 
 #[test]
 fn syntax_error_is_located() {
-    let text = lines(&[
-        LISTENER,
-        r#"listener "127.0.0.1:8081" {"#,
-        "    h2c #tru",
-        "}",
-    ]);
+    let text = lines(&[LISTENER, r#"listener "127.0.0.1:8081" {"#, "    h2c #tru", "}"]);
     let problem = expect(&text, "syntax error", 3, 9);
     assert!(help(&problem).contains("#true"), "{problem:?}");
 }
 
 #[test]
 fn several_syntax_errors_are_all_reported() {
-    let text = lines(&[
-        LISTENER,
-        r#"server { worker-threads 1. }"#,
-        r#"site "x"#,
-        r#"upstream "u" {"#,
-    ]);
+    let text = lines(&[LISTENER, r#"server { worker-threads 1. }"#, r#"site "x"#, r#"upstream "u" {"#]);
     let err = err(&text);
     let located: Vec<usize> = err.problems().iter().map(|p| p.line).collect();
     assert!(err.problems().len() >= 3, "{}", err.render(false));
-    assert!(
-        located.contains(&2) && located.contains(&3) && located.contains(&4),
-        "{located:?}"
-    );
+    assert!(located.contains(&2) && located.contains(&3) && located.contains(&4), "{located:?}");
 }
 
 #[test]
 fn unknown_node_in_a_block_lists_valid_nodes_and_suggests_a_near_miss() {
-    let text = lines(&[
-        r#"listener "127.0.0.1:8080" {"#,
-        "    max-conections 10",
-        "}",
-    ]);
+    let text = lines(&[r#"listener "127.0.0.1:8080" {"#, "    max-conections 10", "}"]);
     let problem = expect_only(&text, "unknown node `max-conections` in `listener`", 2, 5);
-    assert!(
-        help(&problem).contains("did you mean `max-connections`?"),
-        "{problem:?}"
-    );
+    assert!(help(&problem).contains("did you mean `max-connections`?"), "{problem:?}");
     assert!(
         help(&problem).contains(
             "valid nodes here: max-connections, max-header-size, header-read-timeout, keepalive-timeout, h2c"
@@ -86,18 +66,10 @@ fn unknown_nodes_deep_inside_are_reported() {
 fn unknown_property_lists_valid_properties() {
     let text = lines(&[r#"listener "127.0.0.1:8080" nmae="public""#]);
     let problem = expect_only(&text, "unknown property `nmae` on `listener`", 1, 27);
-    assert!(
-        help(&problem).contains("did you mean `name`? valid properties: name"),
-        "{problem:?}"
-    );
+    assert!(help(&problem).contains("did you mean `name`? valid properties: name"), "{problem:?}");
 
-    let text = lines(&[
-        LISTENER,
-        r#"upstream "u" {"#,
-        r#"    server "h:1""#,
-        r#"    pool max-idle=1 timeout="1s""#,
-        "}",
-    ]);
+    let text =
+        lines(&[LISTENER, r#"upstream "u" {"#, r#"    server "h:1""#, r#"    pool max-idle=1 timeout="1s""#, "}"]);
     let problem = expect_only(&text, "unknown property `timeout` on `pool`", 4, 21);
     assert!(help(&problem).contains("valid properties: max-idle, idle-timeout"));
 }
@@ -111,22 +83,14 @@ fn property_on_a_node_without_properties() {
 
 #[test]
 fn repeated_property() {
-    let text = lines(&[
-        LISTENER,
-        r#"site "*" { route "/" exact=#true exact=#false { respond 200; }; }"#,
-    ]);
+    let text = lines(&[LISTENER, r#"site "*" { route "/" exact=#true exact=#false { respond 200; }; }"#]);
     expect_only(&text, "property `exact` given twice on `route`", 2, 34);
 }
 
 #[test]
 fn unexpected_extra_argument() {
     let text = lines(&[LISTENER, "server {", "    worker-threads 4 5", "}"]);
-    let problem = expect_only(
-        &text,
-        "unexpected extra argument to `worker-threads`",
-        3,
-        22,
-    );
+    let problem = expect_only(&text, "unexpected extra argument to `worker-threads`", 3, 22);
     assert!(help(&problem).contains("worker-threads 4"));
 
     let text = lines(&[LISTENER, r#"upstream "u" "v" { server "h:1"; }"#]);
@@ -145,11 +109,7 @@ fn missing_required_argument() {
 
 #[test]
 fn children_block_where_none_is_allowed() {
-    let text = lines(&[
-        r#"listener "127.0.0.1:8080" {"#,
-        "    h2c #true { x 1; }",
-        "}",
-    ]);
+    let text = lines(&[r#"listener "127.0.0.1:8080" {"#, "    h2c #true { x 1; }", "}"]);
     let problem = expect_only(&text, "`h2c` does not take a children block", 2, 17);
     assert!(help(&problem).contains("remove the `{ ... }` block"));
 }
@@ -169,27 +129,12 @@ fn type_errors_say_what_was_expected_and_found() {
     ]);
     let problem = expect(&text, "expected an integer, found a string (\"4\")", 2, 20);
     assert!(help(&problem).contains("without quotes"));
-    let problem = expect(
-        &text,
-        "expected a duration like \"30s\", found a boolean (#true)",
-        3,
-        20,
-    );
+    let problem = expect(&text, "expected a duration like \"30s\", found a boolean (#true)", 3, 20);
     assert!(help(&problem).contains("\"500ms\""));
     expect(&text, "expected a string, found an integer (8080)", 5, 10);
-    let problem = expect(
-        &text,
-        "expected a boolean (#true or #false), found a string (\"yes\")",
-        7,
-        9,
-    );
+    let problem = expect(&text, "expected a boolean (#true or #false), found a string (\"yes\")", 7, 9);
     assert_eq!(help(&problem), "write #true or #false");
-    expect(
-        &text,
-        "expected a size like \"64KiB\", found a number (1.5)",
-        8,
-        21,
-    );
+    expect(&text, "expected a size like \"64KiB\", found a number (1.5)", 8, 21);
     assert_eq!(err(&text).problems().len(), 5);
 }
 
@@ -206,20 +151,12 @@ fn invalid_durations_and_sizes() {
     expect(&text, "invalid duration", 2, 25);
     expect(&text, "the duration must be greater than zero", 3, 23);
     expect(&text, "invalid size: unknown unit `KB`", 4, 21);
-    expect(
-        &text,
-        "invalid duration: a duration cannot be negative",
-        6,
-        25,
-    );
+    expect(&text, "invalid duration: a duration cannot be negative", 6, 25);
 }
 
 #[test]
 fn zero_and_negative_numbers_where_not_allowed() {
-    let text = lines(&[
-        r#"listener "127.0.0.1:8080" { max-connections 0; }"#,
-        "server { worker-threads -2; }",
-    ]);
+    let text = lines(&[r#"listener "127.0.0.1:8080" { max-connections 0; }"#, "server { worker-threads -2; }"]);
     expect(&text, "expected a positive integer, found 0", 1, 45);
     expect(&text, "expected a positive integer, found -2", 2, 25);
     let text = lines(&[LISTENER, r#"upstream "u" { server "h:1" weight=0; }"#]);
@@ -252,11 +189,7 @@ fn singleton_node_given_twice() {
 
 #[test]
 fn server_block_given_twice() {
-    let text = lines(&[
-        "server { worker-threads 1; }",
-        LISTENER,
-        "server { worker-threads 2; }",
-    ]);
+    let text = lines(&["server { worker-threads 1; }", LISTENER, "server { worker-threads 2; }"]);
     expect_only(&text, "`server` given twice at the top level", 3, 1);
 }
 

@@ -83,10 +83,7 @@ impl Default for Body {
 impl Body {
     /// No body.
     pub fn empty() -> Self {
-        Self {
-            kind: Kind::Empty,
-            stats: None,
-        }
+        Self { kind: Kind::Empty, stats: None }
     }
 
     /// A fixed body.
@@ -95,18 +92,12 @@ impl Body {
         if bytes.is_empty() {
             return Self::empty();
         }
-        Self {
-            kind: Kind::Full(Some(bytes)),
-            stats: None,
-        }
+        Self { kind: Kind::Full(Some(bytes)), stats: None }
     }
 
     /// A body streamed from a hyper connection.
     pub fn incoming(incoming: Incoming) -> Self {
-        Self {
-            kind: Kind::Incoming(incoming),
-            stats: None,
-        }
+        Self { kind: Kind::Incoming(incoming), stats: None }
     }
 
     /// Any other body.
@@ -116,10 +107,7 @@ impl Body {
         B::Error: Into<BoxError>,
     {
         use http_body_util::BodyExt;
-        Self {
-            kind: Kind::Boxed(body.map_err(Into::into).boxed_unsync()),
-            stats: None,
-        }
+        Self { kind: Kind::Boxed(body.map_err(Into::into).boxed_unsync()), stats: None }
     }
 
     /// Attaches shared statistics.
@@ -133,10 +121,7 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(stats) = &this.stats {
             stats.polled.store(true, Ordering::Relaxed);

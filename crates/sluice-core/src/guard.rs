@@ -134,13 +134,7 @@ struct Scanner {
 
 impl Scanner {
     fn new(max_head: usize) -> Self {
-        Self {
-            state: State::Head,
-            head: Vec::new(),
-            max_head,
-            heads_seen: 0,
-            head_started: None,
-        }
+        Self { state: State::Head, head: Vec::new(), max_head, heads_seen: 0, head_started: None }
     }
 
     fn scan(&mut self, buf: &mut [u8]) -> Scan {
@@ -206,21 +200,14 @@ impl Scanner {
                 State::Length(remaining) => {
                     let n = remaining.min((buf.len() - i) as u64);
                     i += n as usize;
-                    self.state = if remaining == n {
-                        State::Head
-                    } else {
-                        State::Length(remaining - n)
-                    };
+                    self.state = if remaining == n { State::Head } else { State::Length(remaining - n) };
                 }
                 State::Chunked(chunk) => {
                     if let Chunk::Data(remaining) = chunk {
                         let n = remaining.min((buf.len() - i) as u64);
                         i += n as usize;
-                        self.state = State::Chunked(if remaining == n {
-                            Chunk::DataCr
-                        } else {
-                            Chunk::Data(remaining - n)
-                        });
+                        self.state =
+                            State::Chunked(if remaining == n { Chunk::DataCr } else { Chunk::Data(remaining - n) });
                     } else {
                         self.state = step_chunk(chunk, buf[i]);
                         i += 1;
@@ -238,10 +225,7 @@ impl Scanner {
         self.state = match framing {
             Framing::None | Framing::Length(0) => State::Head,
             Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(Chunk::Size {
-                value: 0,
-                digits: 0,
-            }),
+            Framing::Chunked => State::Chunked(Chunk::Size { value: 0, digits: 0 }),
             Framing::Opaque => State::Passthrough,
         };
         Ok(())
@@ -361,10 +345,7 @@ fn step_chunk(chunk: Chunk, b: u8) -> State {
         Chunk::Size { value, digits } => match b {
             b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' if digits < 16 => {
                 let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                Chunk::Size {
-                    value: value * 16 + d,
-                    digits: digits + 1,
-                }
+                Chunk::Size { value: value * 16 + d, digits: digits + 1 }
             }
             // Extensions (and whitespace before them) run to the CR.
             b';' | b' ' | b'\t' if digits > 0 => Chunk::Ext { value },
@@ -387,10 +368,7 @@ fn step_chunk(chunk: Chunk, b: u8) -> State {
             _ => return State::Passthrough,
         },
         Chunk::DataLf => match b {
-            b'\n' => Chunk::Size {
-                value: 0,
-                digits: 0,
-            },
+            b'\n' => Chunk::Size { value: 0, digits: 0 },
             _ => return State::Passthrough,
         },
         Chunk::TrailerStart => match b {
@@ -445,22 +423,11 @@ pin_project! {
 impl<IO> ServerIo<IO> {
     /// Guards an HTTP/1 connection; `prefix` holds bytes already read from `io`.
     pub fn http1(io: IO, prefix: Bytes, conn: Arc<ConnectionInfo>, config: GuardConfig) -> Self {
-        Self::new(
-            io,
-            prefix,
-            Some(Box::new(Scanner::new(config.max_header_size))),
-            conn,
-            config,
-        )
+        Self::new(io, prefix, Some(Box::new(Scanner::new(config.max_header_size))), conn, config)
     }
 
     /// A pass-through (HTTP/2) that only replays `prefix`.
-    pub fn passthrough(
-        io: IO,
-        prefix: Bytes,
-        conn: Arc<ConnectionInfo>,
-        config: GuardConfig,
-    ) -> Self {
+    pub fn passthrough(io: IO, prefix: Bytes, conn: Arc<ConnectionInfo>, config: GuardConfig) -> Self {
         Self::new(io, prefix, None, conn, config)
     }
 
@@ -471,17 +438,7 @@ impl<IO> ServerIo<IO> {
         conn: Arc<ConnectionInfo>,
         config: GuardConfig,
     ) -> Self {
-        Self {
-            io,
-            prefix,
-            scanner,
-            conn,
-            config,
-            opened: Instant::now(),
-            timer: None,
-            armed: Arm::None,
-            ended: false,
-        }
+        Self { io, prefix, scanner, conn, config, opened: Instant::now(), timer: None, armed: Arm::None, ended: false }
     }
 
     /// The wrapped stream.
@@ -491,11 +448,7 @@ impl<IO> ServerIo<IO> {
 }
 
 impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         if *this.ended {
             return Poll::Ready(Ok(()));
@@ -514,10 +467,9 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
                         return Poll::Pending;
                     };
                     let (arm, deadline) = match (scanner.state, scanner.head_started) {
-                        (State::Head, Some(started)) => (
-                            Arm::Head(scanner.heads_seen),
-                            started + this.config.header_read_timeout,
-                        ),
+                        (State::Head, Some(started)) => {
+                            (Arm::Head(scanner.heads_seen), started + this.config.header_read_timeout)
+                        }
                         (State::Head, None) if scanner.heads_seen == 0 => {
                             (Arm::Head(0), *this.opened + this.config.header_read_timeout)
                         }
@@ -534,9 +486,7 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
                         *this.armed = arm;
                         match this.timer {
                             Some(timer) => timer.as_mut().reset(deadline),
-                            None => {
-                                *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline)))
-                            }
+                            None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
                         }
                     }
                     if let Some(timer) = this.timer {
@@ -566,11 +516,7 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
 }
 
 impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.project().io.poll_write(cx, buf)
     }
 

@@ -42,18 +42,10 @@ fn heads_split_anywhere_are_followed() {
 
 #[test]
 fn ambiguous_framing_is_poisoned() {
-    assert!(poisoned(&[
-        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
-    ]));
-    assert!(poisoned(&[
-        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"
-    ]));
-    assert!(poisoned(&[
-        b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n"
-    ]));
-    assert!(poisoned(&[
-        b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n"
-    ]));
+    assert!(poisoned(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"]));
+    assert!(poisoned(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"]));
+    assert!(poisoned(&[b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n"]));
+    assert!(poisoned(&[b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n"]));
     assert!(poisoned(&[b"GET / HTTP/1.1\nHost: a\r\n\r\n"]));
     assert!(poisoned(&[b"GET / HTTP/1.1\r\nHost: a\n\n"]));
     assert!(poisoned(&[b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n"]));
@@ -63,8 +55,7 @@ fn ambiguous_framing_is_poisoned() {
 
 #[test]
 fn poison_corrupts_the_final_line_feed_and_drops_what_follows() {
-    let req: &[u8] =
-        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nxGET / HTTP/1.1\r\n\r\n";
+    let req: &[u8] = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nxGET / HTTP/1.1\r\n\r\n";
     let (out, _) = scan_all(&[req]);
     let head_len = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert_eq!(out.len(), head_len);
@@ -73,9 +64,7 @@ fn poison_corrupts_the_final_line_feed_and_drops_what_follows() {
 
 #[test]
 fn upgrade_and_connect_stop_the_guard() {
-    let (_, s) = scan_all(&[
-        b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nrandom\nbytes",
-    ]);
+    let (_, s) = scan_all(&[b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nrandom\nbytes"]);
     assert_eq!(s.state, State::Passthrough);
     let (_, s) = scan_all(&[b"CONNECT a:443 HTTP/1.1\r\n\r\n"]);
     assert_eq!(s.state, State::Passthrough);

@@ -56,12 +56,7 @@ pub struct ConnectionInfo {
 
 impl ConnectionInfo {
     /// Describes a new connection.
-    pub fn new(
-        client_addr: SocketAddr,
-        local_addr: SocketAddr,
-        listener_id: usize,
-        protocol: HttpProtocol,
-    ) -> Self {
+    pub fn new(client_addr: SocketAddr, local_addr: SocketAddr, listener_id: usize, protocol: HttpProtocol) -> Self {
         Self {
             client_addr,
             local_addr,

@@ -86,16 +86,7 @@ pub async fn serve<S: HttpService>(
         let watcher = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(
-                stream,
-                client,
-                local,
-                &settings,
-                service,
-                watcher,
-                ProtocolHint::Detect,
-            )
-            .await;
+            serve_connection(stream, client, local, &settings, service, watcher, ProtocolHint::Detect).await;
         });
     }
     tracing::info!(listener = %settings.name, address = %local, "stopped accepting");

@@ -51,20 +51,18 @@ pub async fn serve_connection<IO, S>(
         ProtocolHint::Http1 => (HttpProtocol::Http1, Bytes::new()),
         ProtocolHint::Http2 => (HttpProtocol::Http2, Bytes::new()),
         ProtocolHint::Detect if !settings.h2c => (HttpProtocol::Http1, Bytes::new()),
-        ProtocolHint::Detect => {
-            match tokio::time::timeout(guard.header_read_timeout, detect(&mut io)).await {
-                Ok(Ok(Some(found))) => found,
-                Ok(Ok(None)) => return,
-                Ok(Err(e)) => {
-                    tracing::debug!(%client, error = %e, "connection failed before a request");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%client, "closing connection: nothing received in time");
-                    return;
-                }
+        ProtocolHint::Detect => match tokio::time::timeout(guard.header_read_timeout, detect(&mut io)).await {
+            Ok(Ok(Some(found))) => found,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%client, error = %e, "connection failed before a request");
+                return;
             }
-        }
+            Err(_) => {
+                tracing::debug!(%client, "closing connection: nothing received in time");
+                return;
+            }
+        },
     };
     let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol));
     let svc = {
@@ -75,10 +73,7 @@ pub async fn serve_connection<IO, S>(
             async move {
                 let in_flight = InFlight::start(info.clone());
                 let response = service.call(req, &info).await;
-                Ok::<_, Infallible>(response.map(|body| TrackedBody {
-                    body,
-                    _in_flight: in_flight,
-                }))
+                Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _in_flight: in_flight }))
             }
         })
     };
@@ -142,9 +137,7 @@ pub async fn serve_connection<IO, S>(
 }
 
 /// Reads until the HTTP/2 preface is seen or ruled out; returns what was read.
-async fn detect<IO: AsyncRead + Unpin>(
-    io: &mut IO,
-) -> std::io::Result<Option<(HttpProtocol, Bytes)>> {
+async fn detect<IO: AsyncRead + Unpin>(io: &mut IO) -> std::io::Result<Option<(HttpProtocol, Bytes)>> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if io.read_buf(&mut buf).await? == 0 {
@@ -192,10 +185,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.project().body.poll_frame(cx)
     }
 

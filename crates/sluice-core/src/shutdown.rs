@@ -33,9 +33,7 @@ impl ShutdownTrigger {
 
     /// A new watcher.
     pub fn subscribe(&self) -> Shutdown {
-        Shutdown {
-            rx: self.tx.subscribe(),
-        }
+        Shutdown { rx: self.tx.subscribe() }
     }
 }
 

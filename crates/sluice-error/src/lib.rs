@@ -72,9 +72,7 @@ impl ErrorKind {
     pub fn side(self) -> Side {
         use ErrorKind::*;
         match self {
-            InvalidRequest | RequestHeaderTooLarge | ClientGone | ClientTimeout | NoRoute => {
-                Side::Downstream
-            }
+            InvalidRequest | RequestHeaderTooLarge | ClientGone | ClientTimeout | NoRoute => Side::Downstream,
             ConnectRefused
             | ConnectTimeout
             | ConnectFailed
@@ -90,10 +88,7 @@ impl ErrorKind {
     /// Whether a request that failed this way may be sent to another server: true only when
     /// nothing can have reached the origin (the connection was never established).
     pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::ConnectFailed
-        )
+        matches!(self, ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::ConnectFailed)
     }
 
     /// A short stable name, used in logs.
@@ -134,13 +129,7 @@ pub struct Error {
 impl Error {
     /// A new boxed error of `kind`, with the kind's default side and retryability.
     pub fn new(kind: ErrorKind) -> Box<Self> {
-        Box::new(Self {
-            kind,
-            side: kind.side(),
-            retryable: kind.retryable(),
-            context: None,
-            cause: None,
-        })
+        Box::new(Self { kind, side: kind.side(), retryable: kind.retryable(), context: None, cause: None })
     }
 
     /// A new boxed error with context.
@@ -151,11 +140,7 @@ impl Error {
     }
 
     /// A new boxed error with context and a cause.
-    pub fn because(
-        kind: ErrorKind,
-        context: impl Into<Cow<'static, str>>,
-        cause: impl Into<Cause>,
-    ) -> Box<Self> {
+    pub fn because(kind: ErrorKind, context: impl Into<Cow<'static, str>>, cause: impl Into<Cause>) -> Box<Self> {
         let mut e = Self::explain(kind, context);
         e.cause = Some(cause.into());
         e
@@ -221,9 +206,7 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.cause
-            .as_ref()
-            .map(|c| c.as_ref() as &(dyn StdError + 'static))
+        self.cause.as_ref().map(|c| c.as_ref() as &(dyn StdError + 'static))
     }
 }
 
@@ -248,10 +231,7 @@ mod tests {
     fn display_chains_context_and_cause() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let e = Error::because(ErrorKind::ConnectRefused, "connecting to 127.0.0.1:1", io);
-        assert_eq!(
-            e.to_string(),
-            "connect_refused: connecting to 127.0.0.1:1: refused"
-        );
+        assert_eq!(e.to_string(), "connect_refused: connecting to 127.0.0.1:1: refused");
         assert!(e.retryable());
         assert_eq!(e.side(), Side::Upstream);
     }

@@ -61,20 +61,12 @@ impl AccessLog {
         let out: Box<dyn Write + Send> = match &target {
             Target::Stdout => Box::new(io::stdout()),
             Target::Stderr => Box::new(io::stderr()),
-            Target::File(path) => {
-                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
-            }
+            Target::File(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
         };
         let (tx, rx) = sync_channel(65_536);
-        let writer = std::thread::Builder::new()
-            .name("sluice-access-log".into())
-            .spawn(move || write_lines(rx, out))?;
-        Ok(Self {
-            tx,
-            format,
-            dropped: AtomicU64::new(0),
-            writer: Mutex::new(Some(writer)),
-        })
+        let writer =
+            std::thread::Builder::new().name("sluice-access-log".into()).spawn(move || write_lines(rx, out))?;
+        Ok(Self { tx, format, dropped: AtomicU64::new(0), writer: Mutex::new(Some(writer)) })
     }
 
     /// Lines dropped because the writer could not keep up.
@@ -256,10 +248,7 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
         let mut s = String::new();
-        push_rfc3339(
-            &mut s,
-            UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
-        );
+        push_rfc3339(&mut s, UNIX_EPOCH + Duration::from_millis(1_795_000_000_123));
         assert_eq!(s, "2026-11-18T08:26:40.123Z");
         s.clear();
         push_rfc3339(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day

@@ -74,18 +74,9 @@ mod tests {
     #[test]
     fn edits_apply_in_order() {
         let rules = HeaderRules::new(vec![
-            HeaderEdit::Add(
-                HeaderName::from_static("x-a"),
-                HeaderValue::from_static("1"),
-            ),
-            HeaderEdit::Add(
-                HeaderName::from_static("x-a"),
-                HeaderValue::from_static("2"),
-            ),
-            HeaderEdit::Set(
-                HeaderName::from_static("x-b"),
-                HeaderValue::from_static("3"),
-            ),
+            HeaderEdit::Add(HeaderName::from_static("x-a"), HeaderValue::from_static("1")),
+            HeaderEdit::Add(HeaderName::from_static("x-a"), HeaderValue::from_static("2")),
+            HeaderEdit::Set(HeaderName::from_static("x-b"), HeaderValue::from_static("3")),
             HeaderEdit::Remove(HeaderName::from_static("x-c")),
         ]);
         let mut h = HeaderMap::new();

@@ -19,11 +19,7 @@ pub struct Respond {
 impl Respond {
     /// A fixed response; a non-empty body without a `Content-Type` is sent as plain text.
     pub fn new(status: StatusCode, body: Bytes, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
-        Self {
-            status,
-            body,
-            headers,
-        }
+        Self { status, body, headers }
     }
 
     /// Builds the response.
@@ -35,10 +31,7 @@ impl Respond {
             h.append(name.clone(), value.clone());
         }
         if !self.body.is_empty() && !h.contains_key(CONTENT_TYPE) {
-            h.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         }
         response
     }
@@ -88,9 +81,7 @@ impl Redirect {
                 "query" => Part::Query,
                 "uri" => Part::Uri,
                 other => {
-                    return Err(format!(
-                        "unknown placeholder `{{{other}}}` (known: scheme, host, path, query, uri)"
-                    ))
+                    return Err(format!("unknown placeholder `{{{other}}}` (known: scheme, host, path, query, uri)"))
                 }
             });
             rest = &rest[open + close + 1..];
@@ -116,9 +107,7 @@ impl Redirect {
                         out.push_str(q);
                     }
                 }
-                Part::Uri => {
-                    out.push_str(session.req.uri.path_and_query().map_or("/", |p| p.as_str()))
-                }
+                Part::Uri => out.push_str(session.req.uri.path_and_query().map_or("/", |p| p.as_str())),
             }
         }
         out
@@ -128,13 +117,8 @@ impl Redirect {
 impl RequestFilter for Redirect {
     fn on_request(&self, session: &mut Session) -> Result<Flow> {
         let location = self.location(session);
-        let value = HeaderValue::try_from(location).map_err(|e| {
-            Error::because(
-                ErrorKind::InvalidRequest,
-                "building the redirect location",
-                e,
-            )
-        })?;
+        let value = HeaderValue::try_from(location)
+            .map_err(|e| Error::because(ErrorKind::InvalidRequest, "building the redirect location", e))?;
         let mut response = Response::new(Body::empty());
         *response.status_mut() = self.status;
         response.headers_mut().insert(LOCATION, value);

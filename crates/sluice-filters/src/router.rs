@@ -30,9 +30,7 @@ impl PathMatch {
             PathMatch::Exact(p) => p == path,
             PathMatch::Prefix(p) => {
                 path.starts_with(p.as_str())
-                    && (path.len() == p.len()
-                        || p.ends_with('/')
-                        || path.as_bytes()[p.len()] == b'/')
+                    && (path.len() == p.len() || p.ends_with('/') || path.as_bytes()[p.len()] == b'/')
             }
         }
     }
@@ -141,10 +139,7 @@ pub struct Matched {
 impl Router {
     /// An empty router for `listeners` listeners.
     pub fn new(listeners: usize) -> Self {
-        Self {
-            tables: vec![HostTable::default(); listeners],
-            sites: Vec::new(),
-        }
+        Self { tables: vec![HostTable::default(); listeners], sites: Vec::new() }
     }
 
     /// Adds a site answering `hosts` on the given listeners. Later duplicates of a host
@@ -197,10 +192,8 @@ impl Router {
             if let Some(&id) = table.exact.get(host) {
                 return Some(id);
             }
-            if let Some((_, id)) = table
-                .wildcards
-                .iter()
-                .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            if let Some((_, id)) =
+                table.wildcards.iter().find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
             {
                 return Some(*id);
             }
@@ -209,13 +202,7 @@ impl Router {
     }
 
     /// Routes a request.
-    pub fn find(
-        &self,
-        listener: usize,
-        host: Option<&str>,
-        path: &str,
-        method: &Method,
-    ) -> Option<Matched> {
+    pub fn find(&self, listener: usize, host: Option<&str>, path: &str, method: &Method) -> Option<Matched> {
         let site = self.find_site(listener, host)?;
         let routes = &self.sites[site].routes;
         let method_ok = |r: &Route| r.methods.is_empty() || r.methods.contains(method);
@@ -241,13 +228,7 @@ mod tests {
     use super::*;
 
     fn route(path: PathMatch, methods: Vec<Method>) -> Route {
-        Route {
-            path,
-            methods,
-            request_filters: vec![],
-            response_filters: vec![],
-            proxy: None,
-        }
+        Route { path, methods, request_filters: vec![], response_filters: vec![], proxy: None }
     }
 
     fn router() -> Router {
@@ -261,21 +242,11 @@ mod tests {
             ],
             ..Site::default()
         };
-        r.add_site(
-            &[
-                Host::Exact("example.com".into()),
-                Host::Wildcard(".example.com".into()),
-            ],
-            &[0],
-            site,
-        );
+        r.add_site(&[Host::Exact("example.com".into()), Host::Wildcard(".example.com".into())], &[0], site);
         r.add_site(
             &[Host::Any],
             &[0, 1],
-            Site {
-                routes: vec![route(PathMatch::Prefix("/".into()), vec![])],
-                ..Site::default()
-            },
+            Site { routes: vec![route(PathMatch::Prefix("/".into()), vec![])], ..Site::default() },
         );
         r
     }
@@ -294,8 +265,7 @@ mod tests {
     #[test]
     fn longest_segment_prefix_wins_and_exact_beats_prefix() {
         let r = router();
-        let m =
-            |p: &str, method: Method| r.find(0, Some("example.com"), p, &method).map(|m| m.route);
+        let m = |p: &str, method: Method| r.find(0, Some("example.com"), p, &method).map(|m| m.route);
         assert_eq!(m("/api", Method::GET), Some(1));
         assert_eq!(m("/api/x", Method::GET), Some(1));
         assert_eq!(m("/apix", Method::GET), Some(0));

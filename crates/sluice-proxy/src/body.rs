@@ -35,17 +35,11 @@ pub struct ProxyBody<P: Proxy> {
 
 impl<P: Proxy> ProxyBody<P> {
     pub(crate) fn upstream(body: UpstreamBody, finish: Box<Finish<P>>) -> Self {
-        Self {
-            inner: Inner::Upstream(body),
-            finish: Some(finish),
-        }
+        Self { inner: Inner::Upstream(body), finish: Some(finish) }
     }
 
     pub(crate) fn local(body: Body, finish: Box<Finish<P>>) -> Self {
-        Self {
-            inner: Inner::Local(body),
-            finish: Some(finish),
-        }
+        Self { inner: Inner::Local(body), finish: Some(finish) }
     }
 
     fn log(&mut self, error: Option<Box<Error>>) {
@@ -60,10 +54,7 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
@@ -78,12 +69,7 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         };
                         let mut chunk = Some(data);
-                        if let Err(e) = f.proxy.response_body_filter(
-                            &mut f.session,
-                            &mut chunk,
-                            end,
-                            &mut f.ctx,
-                        ) {
+                        if let Err(e) = f.proxy.response_body_filter(&mut f.session, &mut chunk, end, &mut f.ctx) {
                             let msg = e.to_string();
                             this.log(Some(e));
                             return Poll::Ready(Some(Err(msg.into())));
@@ -102,10 +88,7 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
             Poll::Ready(None) => {
                 if let Some(f) = this.finish.as_deref_mut() {
                     let mut chunk = None;
-                    if let Err(e) =
-                        f.proxy
-                            .response_body_filter(&mut f.session, &mut chunk, true, &mut f.ctx)
-                    {
+                    if let Err(e) = f.proxy.response_body_filter(&mut f.session, &mut chunk, true, &mut f.ctx) {
                         let msg = e.to_string();
                         this.log(Some(e));
                         return Poll::Ready(Some(Err(msg.into())));
@@ -122,9 +105,7 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
             Poll::Ready(Some(Err(e))) => {
                 let error = match e.downcast::<Error>() {
                     Ok(e) => e,
-                    Err(e) => {
-                        Error::because(ErrorKind::UpstreamReset, "streaming the response body", e)
-                    }
+                    Err(e) => Error::because(ErrorKind::UpstreamReset, "streaming the response body", e),
                 };
                 let msg = error.to_string();
                 this.log(Some(error));
@@ -157,16 +138,13 @@ impl<P: Proxy> Drop for ProxyBody<P> {
         // Bodies hyper never reads (HEAD, 204, 304) or that ended with their last frame
         // complete normally; anything else means the client went away mid-response.
         let bodiless = f.session.req.method == Method::HEAD
-            || f.session.status.is_some_and(|s| {
-                s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED || s.is_informational()
-            });
+            || f.session
+                .status
+                .is_some_and(|s| s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED || s.is_informational());
         let error = if bodiless || self.is_end_stream() {
             None
         } else {
-            Some(Error::explain(
-                ErrorKind::ClientGone,
-                "client closed the connection before the response was sent",
-            ))
+            Some(Error::explain(ErrorKind::ClientGone, "client closed the connection before the response was sent"))
         };
         self.log(error);
     }

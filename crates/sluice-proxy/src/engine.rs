@@ -26,10 +26,7 @@ pub struct HttpProxy<P> {
 impl<P: Proxy> HttpProxy<P> {
     /// Wraps `proxy`; a failed connect is retried once on another server by default.
     pub fn new(proxy: P) -> Self {
-        Self {
-            proxy: Arc::new(proxy),
-            max_retries: 1,
-        }
+        Self { proxy: Arc::new(proxy), max_retries: 1 }
     }
 
     /// Sets how many times a request whose connection attempt failed is retried.
@@ -45,10 +42,7 @@ impl<P: Proxy> HttpProxy<P> {
 
     async fn run(&self, session: &mut Session, ctx: &mut P::Ctx) -> Result<Outcome> {
         if session.req.method == Method::CONNECT {
-            return Err(Error::explain(
-                ErrorKind::Custom(405),
-                "CONNECT is not supported",
-            ));
+            return Err(Error::explain(ErrorKind::Custom(405), "CONNECT is not supported"));
         }
         match self.proxy.request_filter(session, ctx).await? {
             Flow::Continue => {}
@@ -60,17 +54,12 @@ impl<P: Proxy> HttpProxy<P> {
                 return Ok(Outcome::Local(Response::from_parts(parts, body)));
             }
         }
-        let upgrade = session.protocol() == HttpProtocol::Http1
-            && forwarding::is_upgrade_request(&session.req);
+        let upgrade = session.protocol() == HttpProtocol::Http1 && forwarding::is_upgrade_request(&session.req);
         loop {
             let backend = self.proxy.upstream_peer(session, ctx).await?;
             session.upstream_addr = Some(backend.addr());
             let attempt = Instant::now();
-            let checkout = if upgrade {
-                backend.connect_for_upgrade().await
-            } else {
-                backend.checkout().await
-            };
+            let checkout = if upgrade { backend.connect_for_upgrade().await } else { backend.checkout().await };
             let conn = match checkout {
                 Ok(conn) => conn,
                 Err(e) if e.retryable() && session.retries < self.max_retries => {
@@ -83,15 +72,10 @@ impl<P: Proxy> HttpProxy<P> {
             };
             session.upstream_reused = conn.reused();
             let mut parts = forwarding::upstream_request(session, conn.protocol(), upgrade);
-            self.proxy
-                .upstream_request_filter(session, &mut parts, ctx)
-                .await?;
+            self.proxy.upstream_request_filter(session, &mut parts, ctx).await?;
             let replayable = !session.has_body() && forwarding::is_idempotent(&parts.method);
             let body = session.take_body();
-            let response = match conn
-                .send(Request::from_parts(parts, body), replayable)
-                .await
-            {
+            let response = match conn.send(Request::from_parts(parts, body), replayable).await {
                 Ok(r) => r,
                 Err(e) if e.retryable() && session.retries < self.max_retries => {
                     tracing::debug!(upstream = %backend.addr(), error = %e, "pooled connection failed, retrying");
@@ -99,10 +83,7 @@ impl<P: Proxy> HttpProxy<P> {
                     continue;
                 }
                 Err(e) if session.body_errored() => {
-                    return Err(Error::explain(
-                        ErrorKind::InvalidRequest,
-                        format!("request body: {e}"),
-                    ));
+                    return Err(Error::explain(ErrorKind::InvalidRequest, format!("request body: {e}")));
                 }
                 Err(e) => return Err(e),
             };
@@ -113,20 +94,15 @@ impl<P: Proxy> HttpProxy<P> {
                     tunnel(session, &mut parts);
                 } else {
                     // The client's connection is no longer followed by the framing guard.
-                    parts
-                        .headers
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    parts.headers.insert(CONNECTION, HeaderValue::from_static("close"));
                 }
             }
             forwarding::downstream_response(session, &mut parts);
             if upgrade && parts.status != StatusCode::SWITCHING_PROTOCOLS {
-                parts
-                    .headers
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                parts.headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             session.status = Some(parts.status);
-            self.proxy
-                .upstream_response_filter(session, &mut parts, ctx)?;
+            self.proxy.upstream_response_filter(session, &mut parts, ctx)?;
             self.proxy.response_filter(session, &mut parts, ctx).await?;
             session.status = Some(parts.status);
             return Ok(Outcome::Upstream(Response::from_parts(parts, body)));
@@ -142,10 +118,9 @@ enum Outcome {
 /// Joins the client's and the origin's upgraded connections once both switch protocols.
 fn tunnel(session: &mut Session, upstream: &mut http::response::Parts) {
     let client = session.client_addr();
-    let (Some(down_on), Some(up_on)) = (
-        session.req.extensions.remove::<OnUpgrade>(),
-        upstream.extensions.remove::<OnUpgrade>(),
-    ) else {
+    let (Some(down_on), Some(up_on)) =
+        (session.req.extensions.remove::<OnUpgrade>(), upstream.extensions.remove::<OnUpgrade>())
+    else {
         tracing::warn!(%client, "upgrade accepted by the origin but a side cannot be upgraded");
         return;
     };
@@ -168,11 +143,7 @@ fn tunnel(session: &mut Session, upstream: &mut http::response::Parts) {
 impl<P: Proxy> HttpService for HttpProxy<P> {
     type Body = ProxyBody<P>;
 
-    async fn call(
-        &self,
-        request: Request<Incoming>,
-        conn: &Arc<ConnectionInfo>,
-    ) -> Response<ProxyBody<P>> {
+    async fn call(&self, request: Request<Incoming>, conn: &Arc<ConnectionInfo>) -> Response<ProxyBody<P>> {
         let (parts, body) = request.into_parts();
         let mut session = Session::new(parts, body, conn.clone());
         let mut ctx = self.proxy.new_ctx();
@@ -181,22 +152,12 @@ impl<P: Proxy> HttpService for HttpProxy<P> {
         match outcome {
             Ok(Outcome::Upstream(response)) => {
                 let (parts, body) = response.into_parts();
-                let finish = Box::new(Finish {
-                    proxy,
-                    session,
-                    ctx,
-                    error: None,
-                });
+                let finish = Box::new(Finish { proxy, session, ctx, error: None });
                 Response::from_parts(parts, ProxyBody::upstream(body, finish))
             }
             Ok(Outcome::Local(response)) => {
                 let (parts, body) = response.into_parts();
-                let finish = Box::new(Finish {
-                    proxy,
-                    session,
-                    ctx,
-                    error: None,
-                });
+                let finish = Box::new(Finish { proxy, session, ctx, error: None });
                 Response::from_parts(parts, ProxyBody::local(body, finish))
             }
             Err(error) => {
@@ -208,12 +169,7 @@ impl<P: Proxy> HttpService for HttpProxy<P> {
                 let response = self.proxy.error_response(&session, &error, &mut ctx);
                 session.status = Some(response.status());
                 let (parts, body) = response.into_parts();
-                let finish = Box::new(Finish {
-                    proxy,
-                    session,
-                    ctx,
-                    error: Some(error),
-                });
+                let finish = Box::new(Finish { proxy, session, ctx, error: Some(error) });
                 Response::from_parts(parts, ProxyBody::local(body, finish))
             }
         }

@@ -27,15 +27,13 @@ pub fn status_for(error: &Error) -> StatusCode {
         | ErrorKind::UpstreamReset
         | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
         ErrorKind::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::ConnectTimeout
-        | ErrorKind::UpstreamFirstByteTimeout
-        | ErrorKind::UpstreamReadTimeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::ConnectTimeout | ErrorKind::UpstreamFirstByteTimeout | ErrorKind::UpstreamReadTimeout => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
         ErrorKind::ClientGone | ErrorKind::ClientTimeout => {
             StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
         }
-        ErrorKind::Custom(code) => {
-            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        }
+        ErrorKind::Custom(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -48,10 +46,7 @@ pub fn error_response(error: &Error) -> Response<Body> {
     let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -62,25 +57,10 @@ mod tests {
 
     #[test]
     fn kinds_map_to_the_documented_statuses() {
-        assert_eq!(
-            status_for(&Error::new(ErrorKind::ConnectRefused)),
-            StatusCode::BAD_GATEWAY
-        );
-        assert_eq!(
-            status_for(&Error::new(ErrorKind::UpstreamFirstByteTimeout)),
-            StatusCode::GATEWAY_TIMEOUT
-        );
-        assert_eq!(
-            status_for(&Error::new(ErrorKind::NoRoute)),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            status_for(&Error::new(ErrorKind::InvalidRequest)),
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            status_for(&Error::new(ErrorKind::Custom(429))).as_u16(),
-            429
-        );
+        assert_eq!(status_for(&Error::new(ErrorKind::ConnectRefused)), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_for(&Error::new(ErrorKind::UpstreamFirstByteTimeout)), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(status_for(&Error::new(ErrorKind::NoRoute)), StatusCode::NOT_FOUND);
+        assert_eq!(status_for(&Error::new(ErrorKind::InvalidRequest)), StatusCode::BAD_REQUEST);
+        assert_eq!(status_for(&Error::new(ErrorKind::Custom(429))).as_u16(), 429);
     }
 }

@@ -69,11 +69,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Builds the request head sent upstream from the session's downstream head.
-pub fn upstream_request(
-    session: &Session,
-    protocol: UpstreamProtocol,
-    upgrade: bool,
-) -> request::Parts {
+pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: bool) -> request::Parts {
     let down = &session.req;
     let (mut up, ()) = Request::new(()).into_parts();
     up.method = down.method.clone();
@@ -96,27 +92,19 @@ pub fn upstream_request(
 
     // X-Forwarded-For: append the client address to any list already there.
     let client_ip = session.client_addr().ip().to_string();
-    let xff = match headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-    {
+    let xff = match headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
         prior if prior.is_empty() => client_ip,
         prior => format!("{}, {client_ip}", prior.join(", ")),
     };
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(session.scheme()),
-    );
-    let host_value = down.headers.get(header::HOST).cloned().or_else(|| {
-        down.uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(session.scheme()));
+    let host_value = down
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| down.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     if let Some(host) = &host_value {
         headers.insert(&X_FORWARDED_HOST, host.clone());
     }
@@ -141,10 +129,7 @@ pub fn upstream_request(
         }
         UpstreamProtocol::H2c => {
             up.version = Version::HTTP_2;
-            let authority = host_value
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
+            let authority = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("localhost");
             up.uri = Uri::builder()
                 .scheme("http")
                 .authority(authority)
@@ -166,21 +151,14 @@ pub fn downstream_response(session: &Session, response: &mut response::Parts) {
         Version::HTTP_10 => "1.0 sluice",
         _ => "1.1 sluice",
     };
-    response
-        .headers
-        .append(header::VIA, HeaderValue::from_static(via));
+    response.headers.append(header::VIA, HeaderValue::from_static(via));
     if !response.headers.contains_key(&X_REQUEST_ID) {
-        response
-            .headers
-            .insert(&X_REQUEST_ID, session.request_id().clone());
+        response.headers.insert(&X_REQUEST_ID, session.request_id().clone());
     }
     response.version = Version::default();
 }
 
 /// Methods that may be replayed on another connection (RFC 9110 section 9.2.2).
 pub fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }

@@ -41,11 +41,7 @@ pub trait Proxy: Send + Sync + 'static {
 
     /// First phase, once the request head is in: inspect or change the request, or
     /// answer it directly with [`Flow::Respond`].
-    fn request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut Self::Ctx,
-    ) -> impl Future<Output = Result<Flow>> + Send {
+    fn request_filter(&self, session: &mut Session, ctx: &mut Self::Ctx) -> impl Future<Output = Result<Flow>> + Send {
         let _ = (session, ctx);
         async { Ok(Flow::Continue) }
     }
@@ -110,12 +106,7 @@ pub trait Proxy: Send + Sync + 'static {
 
     /// Builds the response for a failure before a response head was sent. The default is
     /// [`crate::error_response`], the one place errors become statuses.
-    fn error_response(
-        &self,
-        session: &Session,
-        error: &Error,
-        ctx: &mut Self::Ctx,
-    ) -> Response<Body> {
+    fn error_response(&self, session: &Session, error: &Error, ctx: &mut Self::Ctx) -> Response<Body> {
         let _ = (session, ctx);
         crate::error_response(error)
     }

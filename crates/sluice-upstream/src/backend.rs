@@ -66,10 +66,7 @@ impl Default for BackendSettings {
     fn default() -> Self {
         Self {
             protocol: UpstreamProtocol::Http1,
-            pool: PoolSettings {
-                max_idle: 128,
-                idle_timeout: Duration::from_secs(60),
-            },
+            pool: PoolSettings { max_idle: 128, idle_timeout: Duration::from_secs(60) },
             timeouts: Timeouts {
                 connect: Duration::from_secs(5),
                 first_byte: Duration::from_secs(60),
@@ -103,7 +100,9 @@ pub struct Backend {
     weight: u32,
     settings: BackendSettings,
     idle: Mutex<Vec<IdleH1>>,
-    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// The shared h2c connection; the async lock also makes concurrent first requests
+    /// wait for one connection attempt instead of each opening their own.
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
     stats: BackendStats,
 }
 
@@ -119,19 +118,14 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// A backend at `addr`; `name` is how it was written (for logs).
-    pub fn new(
-        name: impl Into<String>,
-        addr: SocketAddr,
-        weight: u32,
-        settings: BackendSettings,
-    ) -> Self {
+    pub fn new(name: impl Into<String>, addr: SocketAddr, weight: u32, settings: BackendSettings) -> Self {
         Self {
             name: name.into(),
             addr,
             weight: weight.max(1),
             settings,
             idle: Mutex::new(Vec::new()),
-            h2: Mutex::new(None),
+            h2: tokio::sync::Mutex::new(None),
             stats: BackendStats::default(),
         }
     }
@@ -188,23 +182,14 @@ impl Backend {
                 Ok(self.h1_conn(sender, conn, false))
             }
             UpstreamProtocol::H2c => {
-                let existing = self.h2.lock().ok().and_then(|g| g.clone());
-                if let Some(sender) = existing.filter(|s| !s.is_closed()) {
-                    return Ok(UpstreamConn {
-                        backend: self.clone(),
-                        kind: Kind::H2(sender),
-                        reused: true,
-                    });
+                let mut slot = self.h2.lock().await;
+                if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
+                    let kind = Kind::H2(sender.clone());
+                    return Ok(UpstreamConn { backend: self.clone(), kind, reused: true });
                 }
                 let sender = self.connect_h2().await?;
-                if let Ok(mut slot) = self.h2.lock() {
-                    *slot = Some(sender.clone());
-                }
-                Ok(UpstreamConn {
-                    backend: self.clone(),
-                    kind: Kind::H2(sender),
-                    reused: false,
-                })
+                *slot = Some(sender.clone());
+                Ok(UpstreamConn { backend: self.clone(), kind: Kind::H2(sender), reused: false })
             }
         }
     }
@@ -212,11 +197,7 @@ impl Backend {
     /// A new HTTP/1 connection that is never pooled, for protocol upgrades (WebSocket).
     pub async fn connect_for_upgrade(self: &Arc<Self>) -> Result<UpstreamConn> {
         let (sender, conn) = self.connect_h1().await?;
-        Ok(UpstreamConn {
-            backend: self.clone(),
-            kind: Kind::Upgrade(sender, conn),
-            reused: false,
-        })
+        Ok(UpstreamConn { backend: self.clone(), kind: Kind::Upgrade(sender, conn), reused: false })
     }
 
     /// Closes idle connections past the idle timeout; returns how many were closed.
@@ -225,8 +206,7 @@ impl Backend {
         let expired: Vec<IdleH1> = match self.idle.lock() {
             Ok(mut idle) => {
                 let now = Instant::now();
-                let (keep, old): (Vec<_>, Vec<_>) =
-                    idle.drain(..).partition(|c| now - c.since < timeout);
+                let (keep, old): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| now - c.since < timeout);
                 *idle = keep;
                 old
             }
@@ -235,17 +215,8 @@ impl Backend {
         expired.len()
     }
 
-    fn h1_conn(
-        self: &Arc<Self>,
-        sender: H1Sender,
-        conn: H1Connection,
-        reused: bool,
-    ) -> UpstreamConn {
-        UpstreamConn {
-            backend: self.clone(),
-            kind: Kind::H1(sender, conn),
-            reused,
-        }
+    fn h1_conn(self: &Arc<Self>, sender: H1Sender, conn: H1Connection, reused: bool) -> UpstreamConn {
+        UpstreamConn { backend: self.clone(), kind: Kind::H1(sender, conn), reused }
     }
 
     fn take_idle(&self) -> Option<IdleH1> {
@@ -265,11 +236,7 @@ impl Backend {
     pub(crate) fn put_idle(&self, sender: H1Sender, conn: H1Connection) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.settings.pool.max_idle {
-                idle.push(IdleH1 {
-                    sender,
-                    conn,
-                    since: Instant::now(),
-                });
+                idle.push(IdleH1 { sender, conn, since: Instant::now() });
             }
         }
     }
@@ -280,13 +247,7 @@ impl Backend {
         http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| {
-                Error::because(
-                    ErrorKind::ConnectFailed,
-                    format!("handshake with {}", self.addr),
-                    e,
-                )
-            })
+            .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("handshake with {}", self.addr), e))
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Body>> {
@@ -298,13 +259,7 @@ impl Backend {
             .initial_connection_window_size(2 << 20)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| {
-                Error::because(
-                    ErrorKind::ConnectFailed,
-                    format!("h2c handshake with {}", self.addr),
-                    e,
-                )
-            })?;
+            .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("h2c handshake with {}", self.addr), e))?;
         let addr = self.addr;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -330,10 +285,7 @@ pub struct UpstreamConn {
 
 impl std::fmt::Debug for UpstreamConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamConn")
-            .field("backend", &self.backend)
-            .field("reused", &self.reused)
-            .finish()
+        f.debug_struct("UpstreamConn").field("backend", &self.backend).field("reused", &self.reused).finish()
     }
 }
 
@@ -362,16 +314,8 @@ impl UpstreamConn {
     /// connection and puts it back in the pool when it ends. An error on a reused
     /// connection before any response is marked retryable when `replayable` (the request
     /// had no body), since the origin most likely closed the idle connection first.
-    pub async fn send(
-        self,
-        request: Request<Body>,
-        replayable: bool,
-    ) -> Result<Response<UpstreamBody>> {
-        let UpstreamConn {
-            backend,
-            kind,
-            reused,
-        } = self;
+    pub async fn send(self, request: Request<Body>, replayable: bool) -> Result<Response<UpstreamBody>> {
+        let UpstreamConn { backend, kind, reused } = self;
         backend.stats.requests.fetch_add(1, Ordering::Relaxed);
         if reused {
             backend.stats.reused.fetch_add(1, Ordering::Relaxed);
@@ -399,19 +343,11 @@ impl UpstreamConn {
                     Ok(r) => r.map_err(classify)?,
                     Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
-                let driver = conn.map(|conn| H1Driver {
-                    sender,
-                    conn,
-                    backend: backend.clone(),
-                });
-                Ok(
-                    response
-                        .map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr)),
-                )
+                let driver = conn.map(|conn| H1Driver { sender, conn, backend: backend.clone() });
+                Ok(response.map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr)))
             }
             Kind::H2(mut sender) => {
-                let waited =
-                    tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
+                let waited = tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
                 let response = match waited {
                     Ok(r) => r.map_err(classify)?,
                     Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
@@ -425,8 +361,7 @@ impl UpstreamConn {
                         tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");
                     }
                 });
-                let waited =
-                    tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
+                let waited = tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
                 let response = match waited {
                     Ok(r) => r.map_err(classify)?,
                     Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
@@ -445,11 +380,7 @@ fn first_byte_timeout(backend: &Backend, after: Duration) -> Box<Error> {
 }
 
 /// Sorts a hyper client error into Sluice's kinds.
-pub(crate) fn upstream_error(
-    e: hyper::Error,
-    backend: &Backend,
-    stale_retry_ok: bool,
-) -> Box<Error> {
+pub(crate) fn upstream_error(e: hyper::Error, backend: &Backend, stale_retry_ok: bool) -> Box<Error> {
     let kind = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
         ErrorKind::UpstreamProtocol
     } else if e.is_timeout() {

@@ -43,29 +43,13 @@ pub struct UpstreamBody {
 
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody")
-            .field("addr", &self.addr)
-            .field("done", &self.done)
-            .finish()
+        f.debug_struct("UpstreamBody").field("addr", &self.addr).field("done", &self.done).finish()
     }
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(
-        incoming: Incoming,
-        driver: Option<H1Driver>,
-        read_idle: Duration,
-        addr: SocketAddr,
-    ) -> Self {
-        let mut body = Self {
-            incoming,
-            driver,
-            read_idle,
-            timer: None,
-            timer_armed: false,
-            addr,
-            done: false,
-        };
+    pub(crate) fn new(incoming: Incoming, driver: Option<H1Driver>, read_idle: Duration, addr: SocketAddr) -> Self {
+        let mut body = Self { incoming, driver, read_idle, timer: None, timer_armed: false, addr, done: false };
         if body.incoming.is_end_stream() {
             body.finish(None);
         }
@@ -103,11 +87,7 @@ impl UpstreamBody {
             // Not ready yet (e.g. the request body is still being written): let it finish on
             // its own task and pool it afterwards.
             tokio::spawn(async move {
-                let H1Driver {
-                    mut sender,
-                    mut conn,
-                    backend,
-                } = d;
+                let H1Driver { mut sender, mut conn, backend } = d;
                 let settled = tokio::time::timeout(
                     Duration::from_secs(1),
                     std::future::poll_fn(|cx| {
@@ -130,10 +110,7 @@ impl http_body::Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
@@ -158,16 +135,8 @@ impl http_body::Body for UpstreamBody {
             Poll::Ready(Some(Err(e))) => {
                 this.driver = None;
                 this.done = true;
-                let kind = if e.is_timeout() {
-                    ErrorKind::UpstreamReadTimeout
-                } else {
-                    ErrorKind::UpstreamReset
-                };
-                Poll::Ready(Some(Err(Error::because(
-                    kind,
-                    format!("reading the response body from {}", this.addr),
-                    e,
-                ))))
+                let kind = if e.is_timeout() { ErrorKind::UpstreamReadTimeout } else { ErrorKind::UpstreamReset };
+                Poll::Ready(Some(Err(Error::because(kind, format!("reading the response body from {}", this.addr), e))))
             }
             Poll::Pending => {
                 let deadline = Instant::now() + this.read_idle;

@@ -23,9 +23,8 @@ pub(crate) async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream
             };
             Err(Error::because(kind, format!("connecting to {addr}"), e))
         }
-        Err(_) => Err(Error::explain(
-            ErrorKind::ConnectTimeout,
-            format!("connecting to {addr}: no answer in {timeout:?}"),
-        )),
+        Err(_) => {
+            Err(Error::explain(ErrorKind::ConnectTimeout, format!("connecting to {addr}: no answer in {timeout:?}")))
+        }
     }
 }

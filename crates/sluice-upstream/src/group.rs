@@ -24,14 +24,8 @@ pub struct Upstream {
 impl Upstream {
     /// A group of `backends`.
     pub fn new(name: impl Into<String>, backends: Vec<Arc<Backend>>) -> Self {
-        let schedule =
-            smooth_wrr_schedule(&backends.iter().map(|b| b.weight()).collect::<Vec<_>>());
-        Self {
-            name: name.into(),
-            backends,
-            schedule,
-            next: AtomicUsize::new(0),
-        }
+        let schedule = smooth_wrr_schedule(&backends.iter().map(|b| b.weight()).collect::<Vec<_>>());
+        Self { name: name.into(), backends, schedule, next: AtomicUsize::new(0) }
     }
 
     /// The group's name.
@@ -59,10 +53,7 @@ impl Upstream {
             }
             return Some(b);
         }
-        self.backends
-            .iter()
-            .find(|b| !avoid.is_some_and(|a| Arc::ptr_eq(a, b)))
-            .or(self.backends.first())
+        self.backends.iter().find(|b| !avoid.is_some_and(|a| Arc::ptr_eq(a, b))).or(self.backends.first())
     }
 }
 

@@ -18,8 +18,6 @@ mod body;
 mod connect;
 mod group;
 
-pub use backend::{
-    Backend, BackendSettings, BackendStats, PoolSettings, Timeouts, UpstreamConn, UpstreamProtocol,
-};
+pub use backend::{Backend, BackendSettings, BackendStats, PoolSettings, Timeouts, UpstreamConn, UpstreamProtocol};
 pub use body::UpstreamBody;
 pub use group::Upstream;

@@ -13,9 +13,7 @@ use sluice_filters::headers::{HeaderEdit, HeaderRules};
 use sluice_filters::respond::{Redirect, Respond};
 use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
 use sluice_filters::{RequestFilter, ResponseFilter};
-use sluice_upstream::{
-    Backend, BackendSettings, PoolSettings, Timeouts, Upstream, UpstreamProtocol,
-};
+use sluice_upstream::{Backend, BackendSettings, PoolSettings, Timeouts, Upstream, UpstreamProtocol};
 
 use crate::configured::ConfiguredProxy;
 
@@ -42,10 +40,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 config::UpstreamProtocol::Http1 => UpstreamProtocol::Http1,
                 config::UpstreamProtocol::H2c => UpstreamProtocol::H2c,
             },
-            pool: PoolSettings {
-                max_idle: u.pool.max_idle_per_server,
-                idle_timeout: u.pool.idle_timeout,
-            },
+            pool: PoolSettings { max_idle: u.pool.max_idle_per_server, idle_timeout: u.pool.idle_timeout },
             timeouts: Timeouts {
                 connect: u.timeouts.connect,
                 first_byte: u.timeouts.first_byte,
@@ -56,28 +51,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         for s in &u.servers {
             let addr = tokio::net::lookup_host(s.address.as_str())
                 .await
-                .with_context(|| {
-                    format!(
-                        "upstream `{}`: cannot resolve server `{}`",
-                        u.name, s.address
-                    )
-                })?
+                .with_context(|| format!("upstream `{}`: cannot resolve server `{}`", u.name, s.address))?
                 .next()
-                .ok_or_else(|| {
-                    anyhow!(
-                        "upstream `{}`: server `{}` resolved to no address",
-                        u.name,
-                        s.address
-                    )
-                })?;
+                .ok_or_else(|| anyhow!("upstream `{}`: server `{}` resolved to no address", u.name, s.address))?;
             let backend = Arc::new(Backend::new(s.address.clone(), addr, s.weight, settings));
             all_backends.push(backend.clone());
             backends.push(backend);
         }
-        upstreams.insert(
-            u.name.clone(),
-            Arc::new(Upstream::new(u.name.clone(), backends)),
-        );
+        upstreams.insert(u.name.clone(), Arc::new(Upstream::new(u.name.clone(), backends)));
     }
 
     let mut router = Router::new(config.listeners.len());
@@ -89,11 +70,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 .listeners
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| {
-                    site.listeners
-                        .iter()
-                        .any(|n| *n == l.name || *n == l.address.to_string())
-                })
+                .filter(|(_, l)| site.listeners.iter().any(|n| *n == l.name || *n == l.address.to_string()))
                 .map(|(i, _)| i)
                 .collect()
         };
@@ -130,9 +107,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 config::LogFormat::Json => access_log::Format::Json,
                 config::LogFormat::Text => access_log::Format::Text,
             };
-            Some(Arc::new(
-                AccessLog::new(target, format).context("opening the access log")?,
-            ))
+            Some(Arc::new(AccessLog::new(target, format).context("opening the access log")?))
         }
     };
 
@@ -153,12 +128,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         })
         .collect();
 
-    Ok(Built {
-        proxy: ConfiguredProxy::new(router, access_log.clone()),
-        listeners,
-        backends: all_backends,
-        access_log,
-    })
+    Ok(Built { proxy: ConfiguredProxy::new(router, access_log.clone()), listeners, backends: all_backends, access_log })
 }
 
 fn rules(edits: &config::HeaderEdits) -> HeaderRules {
@@ -175,10 +145,7 @@ fn rules(edits: &config::HeaderEdits) -> HeaderRules {
     )
 }
 
-fn build_route(
-    r: &config::RouteConfig,
-    upstreams: &HashMap<String, Arc<Upstream>>,
-) -> anyhow::Result<Route> {
+fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Arc<Upstream>>) -> anyhow::Result<Route> {
     let mut request_filters: Vec<Arc<dyn RequestFilter>> = Vec::new();
     let mut response_filters: Vec<Arc<dyn ResponseFilter>> = Vec::new();
     if !r.request_headers.is_empty() {
@@ -194,9 +161,7 @@ fn build_route(
                 .get(&p.upstream)
                 .ok_or_else(|| anyhow!("route proxies to unknown upstream `{}`", p.upstream))?;
             let host = match &p.host {
-                Some(h) => {
-                    Some(http::HeaderValue::try_from(h.as_str()).context("route host override")?)
-                }
+                Some(h) => Some(http::HeaderValue::try_from(h.as_str()).context("route host override")?),
                 None => None,
             };
             proxy = Some(ProxyTarget {
@@ -206,21 +171,11 @@ fn build_route(
                 host,
             });
         }
-        config::RouteAction::Respond {
-            status,
-            body,
-            headers,
-        } => {
-            request_filters.push(Arc::new(Respond::new(
-                *status,
-                body.clone(),
-                headers.clone(),
-            )));
+        config::RouteAction::Respond { status, body, headers } => {
+            request_filters.push(Arc::new(Respond::new(*status, body.clone(), headers.clone())));
         }
         config::RouteAction::Redirect { status, location } => {
-            request_filters.push(Arc::new(
-                Redirect::new(*status, location).map_err(|e| anyhow!(e))?,
-            ));
+            request_filters.push(Arc::new(Redirect::new(*status, location).map_err(|e| anyhow!(e))?));
         }
     }
     Ok(Route {

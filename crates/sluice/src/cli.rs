@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Parser, Subcommand};
 use sluice_config::{
-    AccessLogConfig, Config, HostPattern, ListenerConfig, LogFormat, LogTarget, PathMatch,
-    ProxyAction, RouteAction, RouteConfig, SiteConfig, UpstreamConfig, UpstreamProtocol,
-    UpstreamServer,
+    AccessLogConfig, Config, HostPattern, ListenerConfig, LogFormat, LogTarget, PathMatch, ProxyAction, RouteAction,
+    RouteConfig, SiteConfig, UpstreamConfig, UpstreamProtocol, UpstreamServer,
 };
 
 use crate::Server;
@@ -84,11 +83,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Proxy {
-            listen,
-            to,
-            access_log,
-        } => match one_liner(listen, &to, &access_log) {
+        Command::Proxy { listen, to, access_log } => match one_liner(listen, &to, &access_log) {
             Ok(c) => exit(serve(c)),
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -118,16 +113,9 @@ fn init_tracing() {
     let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
-        });
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = tracing_subscriber::registry()
-        .with(fmt)
-        .with(filter)
-        .try_init();
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
 }
 
 /// Runs `config` until SIGTERM or SIGINT, then drains.
@@ -136,11 +124,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(n) = config.server.worker_threads {
         builder.worker_threads(n);
     }
-    let runtime = builder
-        .enable_all()
-        .thread_name("sluice-worker")
-        .build()
-        .context("starting the runtime")?;
+    let runtime = builder.enable_all().thread_name("sluice-worker").build().context("starting the runtime")?;
     let result = runtime.block_on(async {
         let server = Server::start(&config).await?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "sluice started");
@@ -199,10 +183,7 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
         path => LogTarget::File(path.into()),
     };
     let mut config = Config::default();
-    config.server.access_log = AccessLogConfig {
-        target,
-        format: LogFormat::Json,
-    };
+    config.server.access_log = AccessLogConfig { target, format: LogFormat::Json };
     config.listeners.push(ListenerConfig::new(listen));
     config.upstreams.push(upstream);
     config.sites.push(SiteConfig {
@@ -232,20 +213,10 @@ mod tests {
 
     #[test]
     fn one_liner_parses_urls() {
-        let c = one_liner(
-            "127.0.0.1:0".parse().unwrap(),
-            &["http://a:81".into(), "b".into()],
-            "off",
-        )
-        .unwrap();
+        let c = one_liner("127.0.0.1:0".parse().unwrap(), &["http://a:81".into(), "b".into()], "off").unwrap();
         assert_eq!(c.upstreams[0].servers[0].address, "a:81");
         assert_eq!(c.upstreams[0].servers[1].address, "b:80");
         assert!(one_liner("127.0.0.1:0".parse().unwrap(), &["ftp://a".into()], "off").is_err());
-        assert!(one_liner(
-            "127.0.0.1:0".parse().unwrap(),
-            &["http://a:1".into(), "h2c://b:2".into()],
-            "off"
-        )
-        .is_err());
+        assert!(one_liner("127.0.0.1:0".parse().unwrap(), &["http://a:1".into(), "h2c://b:2".into()], "off").is_err());
     }
 }

@@ -46,18 +46,10 @@ impl Proxy for ConfiguredProxy {
         let listener = session.connection().listener_id;
         let matched = self
             .router
-            .find(
-                listener,
-                session.host(),
-                session.path(),
-                &session.req.method,
-            )
+            .find(listener, session.host(), session.path(), &session.req.method)
             .ok_or_else(|| Error::explain(ErrorKind::NoRoute, "no site or route matches"))?;
         ctx.matched = Some(matched);
-        self.router
-            .site(matched.site)
-            .request_headers
-            .apply(&mut session.req.headers);
+        self.router.site(matched.site).request_headers.apply(&mut session.req.headers);
         for filter in &self.router.route(matched).request_filters {
             if let Flow::Respond(response) = filter.on_request(session)? {
                 return Ok(Flow::Respond(response));
@@ -66,25 +58,14 @@ impl Proxy for ConfiguredProxy {
         Ok(Flow::Continue)
     }
 
-    async fn upstream_peer(
-        &self,
-        session: &mut Session,
-        ctx: &mut RouteCtx,
-    ) -> Result<Arc<Backend>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RouteCtx) -> Result<Arc<Backend>> {
         let route = ctx.matched.map(|m| self.router.route(m));
         let target = route
             .and_then(|r| r.proxy.as_ref())
             .ok_or_else(|| Error::explain(ErrorKind::Internal, "route has no upstream"))?;
-        target
-            .upstream
-            .select(session.failed_peer())
-            .cloned()
-            .ok_or_else(|| {
-                Error::explain(
-                    ErrorKind::NoUpstream,
-                    format!("upstream `{}` has no server", target.upstream.name()),
-                )
-            })
+        target.upstream.select(session.failed_peer()).cloned().ok_or_else(|| {
+            Error::explain(ErrorKind::NoUpstream, format!("upstream `{}` has no server", target.upstream.name()))
+        })
     }
 
     async fn upstream_request_filter(
@@ -99,10 +80,7 @@ impl Proxy for ConfiguredProxy {
         let Some(target) = &route.proxy else {
             return Ok(());
         };
-        let path = upstream_request
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str());
+        let path = upstream_request.uri.path_and_query().map_or("/", |p| p.as_str());
         let rewritten = route.rewrite_path(path);
         let new_path = match rewritten {
             std::borrow::Cow::Owned(p) => Some(p),
@@ -111,15 +89,14 @@ impl Proxy for ConfiguredProxy {
         if new_path.is_some() || target.host.is_some() {
             let mut parts = std::mem::take(&mut upstream_request.uri).into_parts();
             if let Some(p) = new_path {
-                parts.path_and_query = Some(p.parse().map_err(|e| {
-                    Error::because(ErrorKind::InvalidRequest, "rewriting the path", e)
-                })?);
+                parts.path_and_query =
+                    Some(p.parse().map_err(|e| Error::because(ErrorKind::InvalidRequest, "rewriting the path", e))?);
             }
             if let (Some(host), Some(_)) = (&target.host, &parts.authority) {
                 parts.authority = Authority::try_from(host.as_bytes()).ok();
             }
-            upstream_request.uri = Uri::from_parts(parts)
-                .map_err(|e| Error::because(ErrorKind::Internal, "rebuilding the URI", e))?;
+            upstream_request.uri =
+                Uri::from_parts(parts).map_err(|e| Error::because(ErrorKind::Internal, "rebuilding the URI", e))?;
         }
         if let Some(host) = &target.host {
             if upstream_request.uri.authority().is_none() {
@@ -141,10 +118,7 @@ impl Proxy for ConfiguredProxy {
         for filter in &self.router.route(matched).response_filters {
             filter.on_response(session, response)?;
         }
-        self.router
-            .site(matched.site)
-            .response_headers
-            .apply(&mut response.headers);
+        self.router.site(matched.site).response_headers.apply(&mut response.headers);
         Ok(())
     }
 

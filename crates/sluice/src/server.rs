@@ -32,14 +32,10 @@ impl Server {
         let built = build(config).await?;
         let mut sockets = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let socket = listener::bind(l.address)
-                .with_context(|| format!("cannot listen on {}", l.address))?;
+            let socket = listener::bind(l.address).with_context(|| format!("cannot listen on {}", l.address))?;
             sockets.push(socket);
         }
-        let addrs = sockets
-            .iter()
-            .map(|s| s.local_addr())
-            .collect::<Result<Vec<_>, _>>()?;
+        let addrs = sockets.iter().map(|s| s.local_addr()).collect::<Result<Vec<_>, _>>()?;
         let service = Arc::new(HttpProxy::new(built.proxy));
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
@@ -48,8 +44,7 @@ impl Server {
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 let name = settings.name.clone();
-                if let Err(e) = listener::serve(socket, Arc::new(settings), service, shutdown).await
-                {
+                if let Err(e) = listener::serve(socket, Arc::new(settings), service, shutdown).await {
                     tracing::error!(listener = %name, error = %e, "listener failed");
                 }
             });
@@ -70,14 +65,7 @@ impl Server {
             }
         });
         drop(shutdown);
-        Ok(Self {
-            addrs,
-            trigger,
-            tasks,
-            service,
-            grace: config.server.shutdown_grace,
-            access_log: built.access_log,
-        })
+        Ok(Self { addrs, trigger, tasks, service, grace: config.server.shutdown_grace, access_log: built.access_log })
     }
 
     /// The bound addresses, in listener order (useful with port 0).
@@ -96,16 +84,11 @@ impl Server {
     pub async fn shutdown(mut self) -> bool {
         tracing::info!(grace = ?self.grace, "shutting down: no new connections, draining");
         self.trigger.trigger();
-        let drained = tokio::time::timeout(self.grace, self.trigger.drained())
-            .await
-            .is_ok();
+        let drained = tokio::time::timeout(self.grace, self.trigger.drained()).await.is_ok();
         if drained {
             tracing::info!("all connections closed");
         } else {
-            tracing::warn!(
-                open = self.trigger.watchers(),
-                "grace period over, closing remaining connections"
-            );
+            tracing::warn!(open = self.trigger.watchers(), "grace period over, closing remaining connections");
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}

@@ -51,11 +51,7 @@ pub(super) fn read_edits(d: &mut Diagnostics<'_>, node: &KdlNode) -> HeaderEdits
 }
 
 /// A header name (any case; stored lower-cased).
-pub(super) fn header_name(
-    d: &mut Diagnostics<'_>,
-    entry: &KdlEntry,
-    usage: &str,
-) -> Option<HeaderName> {
+pub(super) fn header_name(d: &mut Diagnostics<'_>, entry: &KdlEntry, usage: &str) -> Option<HeaderName> {
     let text = string(d, entry, usage)?;
     match HeaderName::from_bytes(text.as_bytes()) {
         Ok(header) => Some(header),
@@ -69,19 +65,15 @@ pub(super) fn header_name(
 }
 
 /// A header value (visible ASCII, spaces and tabs).
-pub(super) fn header_value(
-    d: &mut Diagnostics<'_>,
-    entry: &KdlEntry,
-    usage: &str,
-) -> Option<HeaderValue> {
+pub(super) fn header_value(d: &mut Diagnostics<'_>, entry: &KdlEntry, usage: &str) -> Option<HeaderValue> {
     let text = string(d, entry, usage)?;
     // `http` would accept non-ASCII bytes as obs-text, but clients decode them inconsistently.
     match HeaderValue::from_str(text) {
         Ok(value) if text.is_ascii() => Some(value),
         _ => {
-            d.error(entry.span(), format!("invalid header value {text:?}"))
-                .label("not a valid header value")
-                .help("header values may contain visible ASCII characters, spaces and tabs (no line breaks or non-ASCII)");
+            d.error(entry.span(), format!("invalid header value {text:?}")).label("not a valid header value").help(
+                "header values may contain visible ASCII characters, spaces and tabs (no line breaks or non-ASCII)",
+            );
             None
         }
     }

@@ -10,13 +10,7 @@ use crate::reader::{children, name, single, take_args, take_props, unknown_node,
 use crate::sections::RawListener;
 use crate::value::{boolean, duration, integer, non_empty_string, size, string};
 
-const NODES: &[&str] = &[
-    "max-connections",
-    "max-header-size",
-    "header-read-timeout",
-    "keepalive-timeout",
-    "h2c",
-];
+const NODES: &[&str] = &["max-connections", "max-header-size", "header-read-timeout", "keepalive-timeout", "h2c"];
 const USAGE: &str = "listener \"127.0.0.1:8080\" name=\"public\"";
 
 /// hyper refuses a smaller read buffer, so smaller head limits cannot be honoured.
@@ -27,9 +21,7 @@ const MAX_HEADER_SIZE: u64 = 16 * 1024 * 1024;
 pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawListener> {
     let args = take_args(d, node, Arity::Exactly(1), USAGE);
     let props = take_props(d, node, &["name"], USAGE);
-    let explicit_name = props
-        .get("name")
-        .and_then(|entry| Some((non_empty_string(d, entry, USAGE)?, entry.span())));
+    let explicit_name = props.get("name").and_then(|entry| Some((non_empty_string(d, entry, USAGE)?, entry.span())));
 
     let mut config = None;
     let mut address_text = None;
@@ -59,13 +51,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawListene
     if let Some(config) = config.as_mut() {
         config.name.clone_from(&name);
     }
-    Some(RawListener {
-        config,
-        name,
-        name_span,
-        address_text,
-        address_span,
-    })
+    Some(RawListener { config, name, name_span, address_text, address_span })
 }
 
 fn address_help(text: &str) -> String {
@@ -73,10 +59,10 @@ fn address_help(text: &str) -> String {
         return format!("write IPv6 addresses in brackets, like \"[::1]:8080\" (found `{text}`)");
     }
     if !text.contains(':') {
-        return "the port is required: write an address like \"127.0.0.1:8080\" or \"0.0.0.0:80\""
-            .to_owned();
+        return "the port is required: write an address like \"127.0.0.1:8080\" or \"0.0.0.0:80\"".to_owned();
     }
-    "listeners bind an IP address and port like \"127.0.0.1:8080\" or \"[::1]:8080\"; host names are not allowed here".to_owned()
+    "listeners bind an IP address and port like \"127.0.0.1:8080\" or \"[::1]:8080\"; host names are not allowed here"
+        .to_owned()
 }
 
 fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerConfig) {
@@ -98,13 +84,19 @@ fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerC
                 if let Some(entry) = single(d, child, "max-header-size \"64KiB\"") {
                     if let Some(bytes) = size(d, entry) {
                         if bytes < MIN_HEADER_SIZE {
-                            d.error(entry.span(), format!("`max-header-size` must be at least 8192 bytes (8 KiB), found {bytes}"))
-                                .label("too small")
-                                .help("8 KiB is the smallest request head buffer hyper accepts; use \"8KiB\" or more");
+                            d.error(
+                                entry.span(),
+                                format!("`max-header-size` must be at least 8192 bytes (8 KiB), found {bytes}"),
+                            )
+                            .label("too small")
+                            .help("8 KiB is the smallest request head buffer hyper accepts; use \"8KiB\" or more");
                         } else if bytes > MAX_HEADER_SIZE {
-                            d.error(entry.span(), format!("`max-header-size` must be at most 16 MiB, found {bytes} bytes"))
-                                .label("too large")
-                                .help("request heads larger than 16 MiB are not supported; the default is \"64KiB\"");
+                            d.error(
+                                entry.span(),
+                                format!("`max-header-size` must be at most 16 MiB, found {bytes} bytes"),
+                            )
+                            .label("too large")
+                            .help("request heads larger than 16 MiB are not supported; the default is \"64KiB\"");
                         } else {
                             config.max_header_size = usize::try_from(bytes).unwrap_or(usize::MAX);
                         }

@@ -15,9 +15,7 @@ use kdl::KdlDocument;
 use miette::SourceSpan;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{
-    HeaderEdits, HostPattern, ListenerConfig, RouteConfig, ServerSettings, UpstreamConfig,
-};
+use crate::model::{HeaderEdits, HostPattern, ListenerConfig, RouteConfig, ServerSettings, UpstreamConfig};
 use crate::reader::{name, unknown_node, Once};
 
 /// Valid top-level nodes.

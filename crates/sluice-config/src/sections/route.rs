@@ -7,21 +7,12 @@ use miette::SourceSpan;
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{HeaderEdits, PathMatch, ProxyAction, RouteAction, RouteConfig};
-use crate::reader::{
-    children, leaf, name, name_span, take_args, take_props, unknown_node, Arity, Once,
-};
+use crate::reader::{children, leaf, name, name_span, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::headers::{header_name, header_value, read_edits};
 use crate::sections::RawRoute;
 use crate::value::{boolean, integer, non_empty_string, string};
 
-const NODES: &[&str] = &[
-    "methods",
-    "proxy",
-    "respond",
-    "redirect",
-    "request-headers",
-    "response-headers",
-];
+const NODES: &[&str] = &["methods", "proxy", "respond", "redirect", "request-headers", "response-headers"];
 const ACTIONS: &[&str] = &["proxy", "respond", "redirect"];
 const USAGE: &str = "route \"/api\" { proxy \"origins\" }";
 const PROXY_USAGE: &str = "proxy \"origins\" strip-prefix=#true host=\"api.internal\"";
@@ -34,12 +25,8 @@ const PLACEHOLDERS: &[&str] = &["scheme", "host", "path", "query", "uri"];
 pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> {
     let args = take_args(d, node, Arity::Exactly(1), USAGE);
     let props = take_props(d, node, &["exact"], USAGE);
-    let exact = props
-        .get("exact")
-        .map_or(Some(false), |entry| boolean(d, entry));
-    let path = args
-        .first()
-        .and_then(|entry| Some((path(d, entry, "route path")?, entry.span())));
+    let exact = props.get("exact").map_or(Some(false), |entry| boolean(d, entry));
+    let path = args.first().and_then(|entry| Some((path(d, entry, "route path")?, entry.span())));
 
     let mut methods = Vec::new();
     let mut action: Option<(RouteAction, Option<SourceSpan>)> = None;
@@ -66,9 +53,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
         }
         match child_name {
             "methods" => methods = read_methods(d, child),
-            "proxy" => {
-                action = read_proxy(d, child).map(|(a, span)| (RouteAction::Proxy(a), Some(span)))
-            }
+            "proxy" => action = read_proxy(d, child).map(|(a, span)| (RouteAction::Proxy(a), Some(span))),
             "respond" => action = read_respond(d, child).map(|a| (a, None)),
             "redirect" => action = read_redirect(d, child).map(|a| (a, None)),
             "request-headers" => request_headers = read_edits(d, child),
@@ -78,29 +63,15 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     }
 
     if action_node.is_none() {
-        d.error(name_span(node), "route has no action")
-            .label("no proxy, respond or redirect inside")
-            .help("add one of: `proxy \"upstream-name\"`, `respond 200 \"body\"`, `redirect 301 \"https://{host}{uri}\"`");
+        d.error(name_span(node), "route has no action").label("no proxy, respond or redirect inside").help(
+            "add one of: `proxy \"upstream-name\"`, `respond 200 \"body\"`, `redirect 301 \"https://{host}{uri}\"`",
+        );
     }
     // A failed action was reported where it failed; the route is just left out.
     let ((path, path_span), exact, (action, upstream_span)) = (path?, exact?, action?);
-    let path = if exact {
-        PathMatch::Exact(path)
-    } else {
-        PathMatch::Prefix(path)
-    };
-    let config = RouteConfig {
-        path,
-        methods,
-        action,
-        request_headers,
-        response_headers,
-    };
-    Some(RawRoute {
-        config,
-        path_span,
-        upstream_span,
-    })
+    let path = if exact { PathMatch::Exact(path) } else { PathMatch::Prefix(path) };
+    let config = RouteConfig { path, methods, action, request_headers, response_headers };
+    Some(RawRoute { config, path_span, upstream_span })
 }
 
 /// A request path: starts with `/`, no whitespace, query or fragment.
@@ -111,18 +82,14 @@ fn path(d: &mut Diagnostics<'_>, entry: &KdlEntry, what: &str) -> Option<String>
     } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         Some(format!("{what} must not contain whitespace"))
     } else if text.contains(['?', '#']) {
-        Some(format!(
-            "{what} must not contain a query (`?`) or fragment (`#`)"
-        ))
+        Some(format!("{what} must not contain a query (`?`) or fragment (`#`)"))
     } else {
         None
     };
     if let Some(message) = problem {
         d.error(entry.span(), format!("invalid {what} `{text}`: {message}"))
             .label("invalid path")
-            .help(format!(
-                "write an absolute path like \"/\" or \"/api\" (found {text:?})"
-            ));
+            .help(format!("write an absolute path like \"/\" or \"/api\" (found {text:?})"));
         return None;
     }
     Some(text.to_owned())
@@ -151,16 +118,8 @@ fn read_methods(d: &mut Diagnostics<'_>, node: &KdlNode) -> Vec<Method> {
 
 /// Reads `proxy`; returns the action and the span of the upstream name.
 fn read_proxy(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<(ProxyAction, SourceSpan)> {
-    let (args, props) = leaf(
-        d,
-        node,
-        Arity::Exactly(1),
-        &["strip-prefix", "rewrite-prefix", "host"],
-        PROXY_USAGE,
-    );
-    let upstream = args
-        .first()
-        .and_then(|entry| Some((non_empty_string(d, entry, PROXY_USAGE)?, entry.span())));
+    let (args, props) = leaf(d, node, Arity::Exactly(1), &["strip-prefix", "rewrite-prefix", "host"], PROXY_USAGE);
+    let upstream = args.first().and_then(|entry| Some((non_empty_string(d, entry, PROXY_USAGE)?, entry.span())));
     let mut ok = true;
     let strip_prefix = match props.get("strip-prefix") {
         Some(entry) => boolean(d, entry).unwrap_or_else(|| {
@@ -193,25 +152,13 @@ fn read_proxy(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<(ProxyAction, S
         None => None,
     };
     let (upstream, span) = upstream?;
-    ok.then(|| {
-        (
-            ProxyAction {
-                upstream: upstream.to_owned(),
-                strip_prefix,
-                rewrite_prefix,
-                host,
-            },
-            span,
-        )
-    })
+    ok.then(|| (ProxyAction { upstream: upstream.to_owned(), strip_prefix, rewrite_prefix, host }, span))
 }
 
 /// The `host=` of `proxy`: an authority (`name` or `name:port`) sent as the Host header.
 fn host_override(d: &mut Diagnostics<'_>, entry: &KdlEntry) -> Option<String> {
     let text = non_empty_string(d, entry, "host=\"api.internal\"")?;
-    let valid = text
-        .parse::<http::uri::Authority>()
-        .is_ok_and(|a| a.as_str() == text && !text.contains('@'));
+    let valid = text.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == text && !text.contains('@'));
     if !valid {
         d.error(entry.span(), format!("invalid host `{text}`"))
             .label("not a host name")
@@ -229,15 +176,15 @@ fn read_respond(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RouteAction> 
         if !(200..=599).contains(&code) {
             d.error(entry.span(), format!("invalid status code {code} for `respond`"))
                 .label("not between 200 and 599")
-                .help("`respond` answers with a status from 200 to 599; use `redirect` for 3xx redirects with a location");
+                .help(
+                    "`respond` answers with a status from 200 to 599; use `redirect` for 3xx redirects with a location",
+                );
             return None;
         }
         StatusCode::from_u16(u16::try_from(code).ok()?).ok()
     });
     let body = match args.get(1) {
-        Some(entry) => {
-            string(d, entry, RESPOND_USAGE).map(|s| Bytes::copy_from_slice(s.as_bytes()))
-        }
+        Some(entry) => string(d, entry, RESPOND_USAGE).map(|s| Bytes::copy_from_slice(s.as_bytes())),
         None => Some(Bytes::new()),
     };
     let mut headers = Vec::new();
@@ -253,20 +200,13 @@ fn read_respond(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RouteAction> 
             ok = false;
             continue;
         };
-        match (
-            header_name(d, name_entry, usage),
-            header_value(d, value_entry, usage),
-        ) {
+        match (header_name(d, name_entry, usage), header_value(d, value_entry, usage)) {
             (Some(header), Some(value)) => headers.push((header, value)),
             _ => ok = false,
         }
     }
     let (status, body) = (status?, body?);
-    ok.then_some(RouteAction::Respond {
-        status,
-        body,
-        headers,
-    })
+    ok.then_some(RouteAction::Respond { status, body, headers })
 }
 
 fn read_redirect(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RouteAction> {
@@ -283,10 +223,7 @@ fn read_redirect(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RouteAction>
         StatusCode::from_u16(code).ok()
     });
     let location = args.get(1).and_then(|entry| location(d, entry));
-    Some(RouteAction::Redirect {
-        status: status?,
-        location: location?,
-    })
+    Some(RouteAction::Redirect { status: status?, location: location? })
 }
 
 /// The redirect target: known `{placeholders}` only, and valid as a header value.
@@ -296,31 +233,22 @@ fn location(d: &mut Diagnostics<'_>, entry: &KdlEntry) -> Option<String> {
     let mut rest = text;
     while let Some(open) = rest.find(['{', '}']) {
         if rest[open..].starts_with('}') {
-            d.error(
-                entry.span(),
-                format!("unmatched `}}` in redirect location {text:?}"),
-            )
-            .label("invalid location")
-            .help(placeholders_help);
+            d.error(entry.span(), format!("unmatched `}}` in redirect location {text:?}"))
+                .label("invalid location")
+                .help(placeholders_help);
             return None;
         }
         let Some(close) = rest[open..].find('}') else {
-            d.error(
-                entry.span(),
-                format!("unclosed `{{` in redirect location {text:?}"),
-            )
-            .label("invalid location")
-            .help(placeholders_help);
+            d.error(entry.span(), format!("unclosed `{{` in redirect location {text:?}"))
+                .label("invalid location")
+                .help(placeholders_help);
             return None;
         };
         let placeholder = &rest[open + 1..open + close];
         if !PLACEHOLDERS.contains(&placeholder) {
-            d.error(
-                entry.span(),
-                format!("unknown placeholder `{{{placeholder}}}` in redirect location"),
-            )
-            .label("unknown placeholder")
-            .help(placeholders_help);
+            d.error(entry.span(), format!("unknown placeholder `{{{placeholder}}}` in redirect location"))
+                .label("unknown placeholder")
+                .help(placeholders_help);
             return None;
         }
         rest = &rest[open + close + 1..];

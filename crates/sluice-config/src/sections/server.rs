@@ -6,9 +6,7 @@ use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{LogFormat, LogTarget, ServerSettings};
-use crate::reader::{
-    children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once,
-};
+use crate::reader::{children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::value::{choice, duration, integer, non_empty_string};
 
 const NODES: &[&str] = &["worker-threads", "shutdown-grace", "access-log"];
@@ -47,10 +45,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut Serve
 fn read_access_log(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut ServerSettings) {
     const USAGE: &str = "access-log \"stdout\" format=\"json\"";
     let (args, props) = leaf(d, node, Arity::Exactly(1), &["format"], USAGE);
-    if let Some(target) = args
-        .first()
-        .and_then(|entry| non_empty_string(d, entry, USAGE))
-    {
+    if let Some(target) = args.first().and_then(|entry| non_empty_string(d, entry, USAGE)) {
         settings.access_log.target = match target {
             "off" => LogTarget::Off,
             "stdout" => LogTarget::Stdout,

@@ -34,9 +34,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
         match host_pattern(text) {
             Ok(pattern) => site.hosts.push((pattern, entry.span())),
             Err((message, help)) => {
-                d.error(entry.span(), message)
-                    .label("not a host pattern")
-                    .help(help);
+                d.error(entry.span(), message).label("not a host pattern").help(help);
             }
         }
     }
@@ -71,21 +69,12 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
 
 /// Parses `*`, `*.example.com`, `example.com` (any case) or `[::1]`.
 fn host_pattern(text: &str) -> Result<HostPattern, (String, String)> {
-    let usage =
-        "host patterns look like \"example.com\", \"*.example.com\" or \"*\" (the default site)";
-    let invalid = |why: String| {
-        Err((
-            format!("invalid host pattern `{text}`: {why}"),
-            usage.to_owned(),
-        ))
-    };
+    let usage = "host patterns look like \"example.com\", \"*.example.com\" or \"*\" (the default site)";
+    let invalid = |why: String| Err((format!("invalid host pattern `{text}`: {why}"), usage.to_owned()));
     if text == "*" {
         return Ok(HostPattern::Any);
     }
-    if let Some(inner) = text
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-    {
+    if let Some(inner) = text.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
         return match inner.parse::<Ipv6Addr>() {
             Ok(_) => Ok(HostPattern::Exact(text.to_ascii_lowercase())),
             Err(_) => invalid(format!("`{inner}` is not an IPv6 address")),
@@ -112,11 +101,7 @@ fn host_pattern(text: &str) -> Result<HostPattern, (String, String)> {
         return invalid(why);
     }
     let name = name.to_ascii_lowercase();
-    Ok(if wildcard {
-        HostPattern::Wildcard(format!(".{name}"))
-    } else {
-        HostPattern::Exact(name)
-    })
+    Ok(if wildcard { HostPattern::Wildcard(format!(".{name}")) } else { HostPattern::Exact(name) })
 }
 
 #[cfg(test)]
@@ -126,32 +111,11 @@ mod tests {
     #[test]
     fn host_patterns() {
         assert_eq!(host_pattern("*"), Ok(HostPattern::Any));
-        assert_eq!(
-            host_pattern("Example.COM"),
-            Ok(HostPattern::Exact("example.com".into()))
-        );
-        assert_eq!(
-            host_pattern("*.example.com"),
-            Ok(HostPattern::Wildcard(".example.com".into()))
-        );
-        assert_eq!(
-            host_pattern("[::1]"),
-            Ok(HostPattern::Exact("[::1]".into()))
-        );
-        assert_eq!(
-            host_pattern("10.0.0.1"),
-            Ok(HostPattern::Exact("10.0.0.1".into()))
-        );
-        for bad in [
-            "example.com:8080",
-            "exa mple.com",
-            "a.*.com",
-            "*example.com",
-            "ex@mple.com",
-            "",
-            "[zz]",
-            "a..b",
-        ] {
+        assert_eq!(host_pattern("Example.COM"), Ok(HostPattern::Exact("example.com".into())));
+        assert_eq!(host_pattern("*.example.com"), Ok(HostPattern::Wildcard(".example.com".into())));
+        assert_eq!(host_pattern("[::1]"), Ok(HostPattern::Exact("[::1]".into())));
+        assert_eq!(host_pattern("10.0.0.1"), Ok(HostPattern::Exact("10.0.0.1".into())));
+        for bad in ["example.com:8080", "exa mple.com", "a.*.com", "*example.com", "ex@mple.com", "", "[zz]", "a..b"] {
             assert!(host_pattern(bad).is_err(), "{bad}");
         }
     }

@@ -6,9 +6,7 @@ use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{UpstreamConfig, UpstreamProtocol, UpstreamServer};
-use crate::reader::{
-    children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once,
-};
+use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::RawUpstream;
 use crate::value::{choice, duration, integer, non_empty_string};
 
@@ -28,10 +26,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
     let mut once = Once::default();
     for child in children(node) {
         let child_name = name(child);
-        if child_name != "server"
-            && NODES.contains(&child_name)
-            && !once.first(d, child, "in `upstream`")
-        {
+        if child_name != "server" && NODES.contains(&child_name) && !once.first(d, child, "in `upstream`") {
             continue;
         }
         match child_name {
@@ -61,10 +56,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                         config.pool.max_idle_per_server = usize::try_from(n).unwrap_or(usize::MAX);
                     }
                 }
-                if let Some(timeout) = props
-                    .get("idle-timeout")
-                    .and_then(|entry| duration(d, entry, false))
-                {
+                if let Some(timeout) = props.get("idle-timeout").and_then(|entry| duration(d, entry, false)) {
                     config.pool.idle_timeout = timeout;
                 }
             }
@@ -76,22 +68,13 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                     &["connect", "first-byte", "read-idle"],
                     "timeouts connect=\"5s\" first-byte=\"60s\" read-idle=\"60s\"",
                 );
-                if let Some(timeout) = props
-                    .get("connect")
-                    .and_then(|entry| duration(d, entry, false))
-                {
+                if let Some(timeout) = props.get("connect").and_then(|entry| duration(d, entry, false)) {
                     config.timeouts.connect = timeout;
                 }
-                if let Some(timeout) = props
-                    .get("first-byte")
-                    .and_then(|entry| duration(d, entry, false))
-                {
+                if let Some(timeout) = props.get("first-byte").and_then(|entry| duration(d, entry, false)) {
                     config.timeouts.first_byte = timeout;
                 }
-                if let Some(timeout) = props
-                    .get("read-idle")
-                    .and_then(|entry| duration(d, entry, false))
-                {
+                if let Some(timeout) = props.get("read-idle").and_then(|entry| duration(d, entry, false)) {
                     config.timeouts.read_idle = timeout;
                 }
             }
@@ -101,14 +84,9 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
 
     let group_name = group_name?;
     if !any_server_node {
-        d.error(
-            name_span(node),
-            format!("upstream `{group_name}` has no servers"),
-        )
-        .label("no `server` inside")
-        .help(format!(
-            "add at least one, like: upstream {group_name:?} {{ {SERVER_USAGE} }}"
-        ));
+        d.error(name_span(node), format!("upstream `{group_name}` has no servers"))
+            .label("no `server` inside")
+            .help(format!("add at least one, like: upstream {group_name:?} {{ {SERVER_USAGE} }}"));
     }
     let name_span = name_entry.map_or_else(|| name_span(node), |entry| entry.span());
     Some(RawUpstream { config, name_span })
@@ -118,34 +96,22 @@ fn read_server(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<UpstreamServer
     let (args, props) = leaf(d, node, Arity::Exactly(1), &["weight"], SERVER_USAGE);
     // Both parts are checked before giving up, so both can be reported.
     let weight = match props.get("weight") {
-        Some(entry) => {
-            integer(d, entry, 1, i128::from(u32::MAX)).and_then(|n| u32::try_from(n).ok())
-        }
+        Some(entry) => integer(d, entry, 1, i128::from(u32::MAX)).and_then(|n| u32::try_from(n).ok()),
         None => Some(1),
     };
     let entry = args.first()?;
     let address = non_empty_string(d, entry, SERVER_USAGE)?;
     if let Err((message, help)) = check_server_address(address) {
-        d.error(entry.span(), message)
-            .label("not a host:port address")
-            .help(help);
+        d.error(entry.span(), message).label("not a host:port address").help(help);
         return None;
     }
-    Some(UpstreamServer {
-        address: address.to_owned(),
-        weight: weight?,
-    })
+    Some(UpstreamServer { address: address.to_owned(), weight: weight? })
 }
 
 /// Checks `host:port` where host is an IPv4 address, a bracketed IPv6 address or a DNS name.
 fn check_server_address(text: &str) -> Result<(), (String, String)> {
     let example = "write it like \"127.0.0.1:8081\", \"[::1]:8081\" or \"origin.internal:80\"";
-    let invalid = |why: String| {
-        Err((
-            format!("invalid server address `{text}`: {why}"),
-            example.to_owned(),
-        ))
-    };
+    let invalid = |why: String| Err((format!("invalid server address `{text}`: {why}"), example.to_owned()));
     if let Some((scheme, _)) = text.split_once("://") {
         return Err((
             format!("invalid server address `{text}`: no scheme allowed"),
@@ -202,28 +168,19 @@ pub(super) fn check_host_name(host: &str) -> Result<(), String> {
     }
     for label in host.split('.') {
         if label.is_empty() {
-            return Err(format!(
-                "`{host}` has an empty label (two dots in a row, or a leading or trailing dot)"
-            ));
+            return Err(format!("`{host}` has an empty label (two dots in a row, or a leading or trailing dot)"));
         }
         if label.len() > 63 {
             return Err(format!("the label `{label}` is longer than 63 characters"));
         }
-        if let Some(bad) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
+        if let Some(bad) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
             return Err(format!("`{host}` contains the invalid character {bad:?}"));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("the label `{label}` starts or ends with `-`"));
         }
     }
-    if host
-        .rsplit('.')
-        .next()
-        .is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()))
-    {
+    if host.rsplit('.').next().is_some_and(|last| last.chars().all(|c| c.is_ascii_digit())) {
         return Err(format!("`{host}` is not a valid IPv4 address"));
     }
     Ok(())
@@ -235,13 +192,7 @@ mod tests {
 
     #[test]
     fn server_addresses() {
-        for good in [
-            "127.0.0.1:8081",
-            "[::1]:80",
-            "origin.internal:80",
-            "a_b.local:65535",
-            "localhost:1",
-        ] {
+        for good in ["127.0.0.1:8081", "[::1]:80", "origin.internal:80", "a_b.local:65535", "localhost:1"] {
             assert!(check_server_address(good).is_ok(), "{good}");
         }
         for bad in [

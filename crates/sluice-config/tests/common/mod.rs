@@ -31,29 +31,16 @@ pub fn err(text: &str) -> ConfigError {
 pub fn expect(text: &str, needle: &str, line: usize, column: usize) -> Problem {
     let err = err(text);
     let Some(problem) = err.problems().iter().find(|p| p.message.contains(needle)) else {
-        panic!(
-            "no problem mentions {needle:?}; got:\n{}",
-            err.render(false)
-        );
+        panic!("no problem mentions {needle:?}; got:\n{}", err.render(false));
     };
-    assert_eq!(
-        (problem.line, problem.column),
-        (line, column),
-        "wrong location for {needle:?}:\n{}",
-        err.render(false)
-    );
+    assert_eq!((problem.line, problem.column), (line, column), "wrong location for {needle:?}:\n{}", err.render(false));
     problem.clone()
 }
 
 /// Like [`expect`], and also asserts it is the only problem.
 pub fn expect_only(text: &str, needle: &str, line: usize, column: usize) -> Problem {
     let err = err(text);
-    assert_eq!(
-        err.problems().len(),
-        1,
-        "expected exactly one problem:\n{}",
-        err.render(false)
-    );
+    assert_eq!(err.problems().len(), 1, "expected exactly one problem:\n{}", err.render(false));
     expect(text, needle, line, column)
 }
 

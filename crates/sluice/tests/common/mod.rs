@@ -1,0 +1,259 @@
+//! Shared test harness: in-process origins, the proxy started from KDL text, and clients
+//! (hyper HTTP/1.1, hyper h2c, raw TCP).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub type OriginBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type Handler =
+    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<OriginBody>> + Send>> + Send + Sync>;
+
+/// A body from bytes.
+pub fn full(b: impl Into<Bytes>) -> OriginBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A body made of given frames (data and trailers).
+pub fn frames(frames: Vec<hyper::body::Frame<Bytes>>) -> OriginBody {
+    struct Frames(std::collections::VecDeque<hyper::body::Frame<Bytes>>);
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = Box<dyn std::error::Error + Send + Sync>;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+    Frames(frames.into()).boxed()
+}
+
+/// A body of `len` bytes generated in 64 KiB chunks as it is read (never held in memory).
+pub fn generated(len: u64) -> OriginBody {
+    struct Gen {
+        left: u64,
+        chunk: Bytes,
+    }
+    impl http_body::Body for Gen {
+        type Data = Bytes;
+        type Error = Box<dyn std::error::Error + Send + Sync>;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            if self.left == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            let n = self.left.min(self.chunk.len() as u64) as usize;
+            self.left -= n as u64;
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.chunk.slice(..n)))))
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.left)
+        }
+    }
+    Gen { left: len, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }.boxed()
+}
+
+/// Reads a body to its end, counting bytes without keeping them.
+pub async fn drain(mut body: hyper::body::Incoming) -> u64 {
+    let mut n = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            n += data.len() as u64;
+        }
+    }
+    n
+}
+
+/// This process's resident set size in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// What an origin saw.
+#[derive(Default)]
+pub struct OriginLog {
+    pub connections: AtomicUsize,
+    pub requests: AtomicUsize,
+    pub heads: Mutex<Vec<http::request::Parts>>,
+}
+
+/// An in-process origin server (HTTP/1.1, or h2c when `h2` is true).
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub log: Arc<OriginLog>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    /// An origin answering every request with `handler`.
+    pub async fn start(h2: bool, handler: Handler) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Arc::new(OriginLog::default());
+        let log2 = log.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                log2.connections.fetch_add(1, Ordering::SeqCst);
+                let handler = handler.clone();
+                let log3 = log2.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let log4 = log3.clone();
+                        async move {
+                            log4.requests.fetch_add(1, Ordering::SeqCst);
+                            let (parts, body) = req.into_parts();
+                            log4.heads.lock().unwrap().push(clone_parts(&parts));
+                            Ok::<_, Infallible>(handler(Request::from_parts(parts, body)).await)
+                        }
+                    });
+                    let io = TokioIo::new(stream);
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
+                    } else {
+                        let _ =
+                            hyper::server::conn::http1::Builder::new().serve_connection(io, svc).with_upgrades().await;
+                    }
+                });
+            }
+        });
+        Origin { addr, log, task }
+    }
+
+    /// An HTTP/1.1 origin that answers `200 <name>`.
+    pub async fn named(name: &'static str) -> Origin {
+        Origin::start(false, Arc::new(move |_req| Box::pin(async move { Response::new(full(name)) }))).await
+    }
+
+    pub fn requests(&self) -> usize {
+        self.log.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.log.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn last_head(&self) -> http::request::Parts {
+        clone_parts(self.log.heads.lock().unwrap().last().expect("origin saw no request"))
+    }
+}
+
+fn clone_parts(p: &http::request::Parts) -> http::request::Parts {
+    let mut b = Request::builder().method(p.method.clone()).uri(p.uri.clone()).version(p.version);
+    *b.headers_mut().unwrap() = p.headers.clone();
+    b.body(()).unwrap().into_parts().0
+}
+
+/// A running proxy built from KDL text; `{origin}` / `{origin2}`... are substituted by the caller.
+pub struct Proxy {
+    pub server: Option<sluice::Server>,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Proxy {
+    pub async fn start(kdl: &str) -> Proxy {
+        let config = match sluice_config::parse("test.kdl", kdl) {
+            Ok(c) => c,
+            Err(e) => panic!("{}", e.render(false)),
+        };
+        let server = sluice::Server::start(&config).await.unwrap();
+        let addrs = server.local_addrs().to_vec();
+        Proxy { server: Some(server), addrs }
+    }
+
+    /// The first listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub async fn shutdown(mut self) -> bool {
+        self.server.take().unwrap().shutdown().await
+    }
+}
+
+/// A simple config: one listener, one upstream of `origins`, everything proxied.
+pub fn simple_config(origins: &[SocketAddr], extra_upstream: &str) -> String {
+    let servers: String = origins.iter().map(|a| format!("    server \"{a}\"\n")).collect();
+    format!(
+        r#"
+server {{ access-log "off" }}
+listener "127.0.0.1:0"
+upstream "origins" {{
+{servers}{extra_upstream}
+}}
+site "*" {{
+    route "/" {{ proxy "origins" }}
+}}
+"#
+    )
+}
+
+/// An HTTP/1.1 client connection.
+pub async fn h1_client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<OriginBody> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+}
+
+/// An h2c (prior knowledge) client connection.
+pub async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<OriginBody> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+}
+
+/// GET `path` on a new HTTP/1.1 connection; returns status, headers and body.
+pub async fn get(addr: SocketAddr, path: &str) -> (http::StatusCode, http::HeaderMap, Bytes) {
+    let mut c = h1_client(addr).await;
+    let req = Request::get(path).header("host", "example.test").body(full("")).unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+}
+
+/// Sends raw bytes on a new TCP connection and reads until the server closes it.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

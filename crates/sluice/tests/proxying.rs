@@ -1,0 +1,278 @@
+//! Downstream and upstream protocols end to end: keep-alive, chunked, 100-continue, HEAD,
+//! h2c on the same port, upgrades, the shared pool, h2c upstreams, streaming, trailers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_shape_alternates_between_two_origins() {
+    let a = Origin::named("hello from origin A\n").await;
+    let b = Origin::named("hello from origin B\n").await;
+    let proxy = Proxy::start(&simple_config(&[a.addr, b.addr], "")).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (status, headers, body) = get(proxy.addr(), "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["via"], "1.1 sluice");
+        seen.push(String::from_utf8(body.to_vec()).unwrap());
+    }
+    assert_eq!(seen[0], seen[2]);
+    assert_eq!(seen[1], seen[3]);
+    assert_ne!(seen[0], seen[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_requests_share_client_and_upstream_connections() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let mut client = h1_client(proxy.addr()).await;
+    for _ in 0..20 {
+        client.ready().await.unwrap();
+        let resp = client.send_request(Request::get("/").body(full("")).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+    // Sequential requests from different client connections reuse the pooled connection too.
+    for _ in 0..5 {
+        assert_eq!(get(proxy.addr(), "/").await.0, 200);
+    }
+    assert_eq!(origin.requests(), 25);
+    assert_eq!(origin.connections(), 1, "the upstream connection is pooled and reused");
+}
+
+fn echo_handler() -> Handler {
+    Arc::new(|req: Request<hyper::body::Incoming>| {
+        Box::pin(async move {
+            let te = req.headers().get("transfer-encoding").map(|v| v.to_str().unwrap().to_string());
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let mut resp = Response::new(full(body));
+            if let Some(te) = te {
+                resp.headers_mut().insert("x-origin-saw-te", te.parse().unwrap());
+            }
+            resp
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_request_bodies_are_forwarded() {
+    let origin = Origin::start(false, echo_handler()).await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let out = raw(
+        proxy.addr(),
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.ends_with("hello world"), "{out}");
+    assert!(out.contains("x-origin-saw-te: chunked"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    let origin = Origin::start(false, echo_handler()).await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue\r\n"));
+    s.write_all(b"data").await.unwrap();
+    let mut rest = vec![0u8; 4096];
+    let mut got = String::new();
+    while !got.ends_with("data") {
+        let n = s.read(&mut rest).await.unwrap();
+        assert!(n > 0, "connection closed early: {got}");
+        got.push_str(&String::from_utf8_lossy(&rest[..n]));
+    }
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert!(origin.last_head().headers.get("expect").is_none(), "Expect is handled by the proxy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_responses_keep_length_and_have_no_body() {
+    let origin = Origin::named("twelve bytes").await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let out = raw(proxy.addr(), b"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.contains("content-length: 12"), "{out}");
+    assert!(out.ends_with("\r\n\r\n"), "no body after the head: {out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_works_on_the_http1_port() {
+    let origin = Origin::named("over h2").await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let mut client = h2_client(proxy.addr()).await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let req = Request::get(format!("http://example.test/{}", 1)).body(full("")).unwrap();
+        let fut = client.send_request(req);
+        tasks.push(tokio::spawn(async move {
+            let resp = fut.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.headers()["via"], "1.1 sluice");
+            resp.into_body().collect().await.unwrap().to_bytes()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "over h2");
+    }
+    let head = origin.last_head();
+    assert_eq!(head.headers["host"], "example.test", "the :authority becomes Host for HTTP/1.1 origins");
+    assert_eq!(head.headers["via"], "2 sluice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upstreams_are_multiplexed_on_one_connection() {
+    let origin = Origin::start(
+        true,
+        Arc::new(|req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                assert_eq!(req.version(), http::Version::HTTP_2);
+                Response::new(full("h2 origin"))
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "protocol \"h2c\"")).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let addr = proxy.addr();
+        tasks.push(tokio::spawn(async move { get(addr, "/").await }));
+    }
+    for t in tasks {
+        let (status, _, body) = t.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, "h2 origin");
+    }
+    assert_eq!(origin.requests(), 20);
+    assert_eq!(origin.connections(), 1);
+    assert_eq!(origin.last_head().headers.get("host"), None, "h2 carries the host in :authority");
+    assert_eq!(origin.last_head().uri.authority().unwrap().as_str(), "example.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_style_trailers_pass_through_h2_end_to_end() {
+    let origin = Origin::start(
+        true,
+        Arc::new(|req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                assert_eq!(req.headers()["te"], "trailers");
+                let collected = req.into_body().collect().await.unwrap();
+                let req_trailers = collected.trailers().cloned().expect("request trailers reach the origin");
+                let data = collected.to_bytes();
+                let echoed = req_trailers.get("x-client-trailer").unwrap().clone();
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                trailers.insert("x-echo", echoed);
+                let body = frames(vec![Frame::data(data), Frame::trailers(trailers)]);
+                let mut resp = Response::new(body);
+                resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                resp
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "protocol \"h2c\"")).await;
+    let mut client = h2_client(proxy.addr()).await;
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-client-trailer", "abc".parse().unwrap());
+    let body = frames(vec![Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")), Frame::trailers(trailers)]);
+    let req = Request::post("http://example.test/pkg.Service/Method")
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(body)
+        .unwrap();
+    let resp = client.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("response trailers reach the client");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-echo"], "abc");
+    assert_eq!(collected.to_bytes(), &b"\0\0\0\0\x02hi"[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_are_tunnelled_both_ways() {
+    let origin = Origin::start(
+        false,
+        Arc::new(|mut req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                assert_eq!(req.headers()["upgrade"], "websocket");
+                let on = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    let upgraded = on.await.unwrap();
+                    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                    let mut buf = [0u8; 5];
+                    io.read_exact(&mut buf).await.unwrap();
+                    assert_eq!(&buf, b"ping!");
+                    io.write_all(b"pong!").await.unwrap();
+                });
+                let mut resp = Response::new(full(""));
+                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                resp.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+                resp.headers_mut().insert("connection", "upgrade".parse().unwrap());
+                resp
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 Switching Protocols"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    s.write_all(b"ping!").await.unwrap();
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways_with_bounded_memory() {
+    const LEN: u64 = 256 * 1024 * 1024;
+    let origin = Origin::start(
+        false,
+        Arc::new(|req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                if req.method() == http::Method::PUT {
+                    let n = drain(req.into_body()).await;
+                    Response::new(full(n.to_string()))
+                } else {
+                    Response::new(generated(LEN))
+                }
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let before = rss_kib();
+    let mut client = h1_client(proxy.addr()).await;
+    let resp = client.send_request(Request::get("/big").body(full("")).unwrap()).await.unwrap();
+    assert_eq!(drain(resp.into_body()).await, LEN);
+    client.ready().await.unwrap();
+    let resp = client.send_request(Request::put("/big").body(generated(LEN)).unwrap()).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, LEN.to_string());
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    // Client, proxy and origin all live in this process: 512 MiB went through it.
+    assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB while streaming");
+}
