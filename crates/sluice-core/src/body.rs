@@ -52,7 +52,8 @@ impl BodyStats {
 enum Kind {
     Empty,
     Full(Option<Bytes>),
-    Incoming(Incoming),
+    /// A stream from a hyper connection, with a first frame already read from it.
+    Incoming(Incoming, Option<Frame<Bytes>>),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
@@ -67,7 +68,7 @@ impl std::fmt::Debug for Body {
         let kind = match &self.kind {
             Kind::Empty => "empty",
             Kind::Full(_) => "full",
-            Kind::Incoming(_) => "incoming",
+            Kind::Incoming(..) => "incoming",
             Kind::Boxed(_) => "boxed",
         };
         f.debug_struct("Body").field("kind", &kind).finish()
@@ -97,7 +98,12 @@ impl Body {
 
     /// A body streamed from a hyper connection.
     pub fn incoming(incoming: Incoming) -> Self {
-        Self { kind: Kind::Incoming(incoming), stats: None }
+        Self { kind: Kind::Incoming(incoming, None), stats: None }
+    }
+
+    /// A body streamed from a hyper connection whose first frame was already read.
+    pub fn incoming_after(first: Frame<Bytes>, rest: Incoming) -> Self {
+        Self { kind: Kind::Incoming(rest, Some(first)), stats: None }
     }
 
     /// Any other body.
@@ -129,7 +135,8 @@ impl http_body::Body for Body {
         let polled = match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Incoming(_, first @ Some(_)) => Poll::Ready(first.take().map(Ok)),
+            Kind::Incoming(body, None) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
         };
         if let Some(stats) = &this.stats {
@@ -151,7 +158,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
-            Kind::Incoming(b) => b.is_end_stream(),
+            Kind::Incoming(b, first) => first.is_none() && b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -160,7 +167,15 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Incoming(b) => b.size_hint(),
+            Kind::Incoming(b, first) => {
+                let pending = first.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64);
+                let mut hint = b.size_hint();
+                match hint.exact() {
+                    Some(n) => hint.set_exact(n + pending),
+                    None => hint.set_lower(hint.lower() + pending),
+                }
+                hint
+            }
             Kind::Boxed(b) => b.size_hint(),
         }
     }

@@ -55,6 +55,9 @@ impl<P: Proxy> HttpProxy<P> {
             }
         }
         let upgrade = session.protocol() == HttpProtocol::Http1 && forwarding::is_upgrade_request(&session.req);
+        if !upgrade {
+            session.read_body_start().await?;
+        }
         loop {
             let backend = self.proxy.upstream_peer(session, ctx).await?;
             session.upstream_addr = Some(backend.addr());

@@ -20,6 +20,7 @@ pub struct Session {
     /// The downstream request head.
     pub req: request::Parts,
     body: Option<Incoming>,
+    first_frame: Option<http_body::Frame<bytes::Bytes>>,
     body_stats: Option<Arc<BodyStats>>,
     conn: Arc<ConnectionInfo>,
     started: Instant,
@@ -42,6 +43,7 @@ impl Session {
         Self {
             req,
             body: Some(body),
+            first_frame: None,
             body_stats: None,
             conn,
             started: Instant::now(),
@@ -154,20 +156,45 @@ impl Session {
     /// Whether the request has a body that is still to be forwarded.
     pub fn has_body(&self) -> bool {
         use http_body::Body as _;
-        self.body.as_ref().is_some_and(|b| !b.is_end_stream())
+        self.first_frame.is_some() || self.body.as_ref().is_some_and(|b| !b.is_end_stream())
+    }
+
+    /// Waits for the first chunk of the request body (if there is a body), so that a
+    /// body whose framing is broken from the start (an invalid first chunk size) is
+    /// rejected with 400 before any origin is contacted. Answers `100 Continue` to a
+    /// client that asked for it.
+    pub async fn read_body_start(&mut self) -> sluice_error::Result<()> {
+        use http_body_util::BodyExt;
+        if self.first_frame.is_some() || !self.has_body() {
+            return Ok(());
+        }
+        let Some(body) = self.body.as_mut() else { return Ok(()) };
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                self.first_frame = Some(frame);
+                Ok(())
+            }
+            Some(Err(e)) => Err(sluice_error::Error::because(
+                sluice_error::ErrorKind::InvalidRequest,
+                "reading the request body",
+                e,
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Takes the request body for forwarding (empty if there is none or it was taken).
     pub fn take_body(&mut self) -> Body {
         use http_body::Body as _;
-        match self.body.take() {
-            Some(b) if !b.is_end_stream() => {
-                let stats = Arc::new(BodyStats::default());
-                self.body_stats = Some(stats.clone());
-                Body::incoming(b).with_stats(stats)
-            }
-            _ => Body::empty(),
-        }
+        let first = self.first_frame.take();
+        let body = match (self.body.take(), first) {
+            (Some(b), Some(first)) => Body::incoming_after(first, b),
+            (Some(b), None) if !b.is_end_stream() => Body::incoming(b),
+            _ => return Body::empty(),
+        };
+        let stats = Arc::new(BodyStats::default());
+        self.body_stats = Some(stats.clone());
+        body.with_stats(stats)
     }
 }
 
