@@ -249,7 +249,7 @@ mod tests {
     fn timestamps_are_rfc3339_utc() {
         let mut s = String::new();
         push_rfc3339(&mut s, UNIX_EPOCH + Duration::from_millis(1_795_000_000_123));
-        assert_eq!(s, "2026-11-18T08:26:40.123Z");
+        assert_eq!(s, "2026-11-18T11:06:40.123Z");
         s.clear();
         push_rfc3339(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day
         assert_eq!(s, "2000-02-29T00:00:00.000Z");

@@ -162,7 +162,7 @@ impl Router {
                     }
                 }
             }
-            table.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            table.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         }
         id
     }

@@ -23,6 +23,7 @@ use crate::Session;
 
 /// What to do after [`Proxy::request_filter`].
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // returned once per request, never stored
 pub enum Flow {
     /// Go on: pick an upstream and forward the request.
     Continue,

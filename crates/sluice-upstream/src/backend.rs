@@ -87,9 +87,15 @@ pub struct BackendStats {
     pub requests: AtomicU64,
 }
 
+/// An HTTP/1 connection: the request handle and the connection state machine, boxed once
+/// when connected so that checkouts and returns to the pool move a pointer, not ~800 bytes.
+pub(crate) struct H1 {
+    pub(crate) sender: H1Sender,
+    pub(crate) conn: H1Connection,
+}
+
 struct IdleH1 {
-    sender: H1Sender,
-    conn: H1Connection,
+    h1: Box<H1>,
     since: Instant,
 }
 
@@ -168,18 +174,18 @@ impl Backend {
                 while let Some(mut idle) = self.take_idle() {
                     // Let the connection notice a close from the origin, then ask if it is ready.
                     let ready = poll_fn(|cx| {
-                        if Pin::new(&mut idle.conn).poll(cx).is_ready() {
+                        if Pin::new(&mut idle.h1.conn).poll(cx).is_ready() {
                             return Poll::Ready(false);
                         }
-                        Poll::Ready(matches!(idle.sender.poll_ready(cx), Poll::Ready(Ok(()))))
+                        Poll::Ready(matches!(idle.h1.sender.poll_ready(cx), Poll::Ready(Ok(()))))
                     })
                     .await;
                     if ready {
-                        return Ok(self.h1_conn(idle.sender, idle.conn, true));
+                        return Ok(self.h1_conn(idle.h1, true));
                     }
                 }
-                let (sender, conn) = self.connect_h1().await?;
-                Ok(self.h1_conn(sender, conn, false))
+                let h1 = self.connect_h1().await?;
+                Ok(self.h1_conn(h1, false))
             }
             UpstreamProtocol::H2c => {
                 let mut slot = self.h2.lock().await;
@@ -196,8 +202,8 @@ impl Backend {
 
     /// A new HTTP/1 connection that is never pooled, for protocol upgrades (WebSocket).
     pub async fn connect_for_upgrade(self: &Arc<Self>) -> Result<UpstreamConn> {
-        let (sender, conn) = self.connect_h1().await?;
-        Ok(UpstreamConn { backend: self.clone(), kind: Kind::Upgrade(sender, conn), reused: false })
+        let h1 = self.connect_h1().await?;
+        Ok(UpstreamConn { backend: self.clone(), kind: Kind::Upgrade(h1), reused: false })
     }
 
     /// Closes idle connections past the idle timeout; returns how many were closed.
@@ -215,8 +221,8 @@ impl Backend {
         expired.len()
     }
 
-    fn h1_conn(self: &Arc<Self>, sender: H1Sender, conn: H1Connection, reused: bool) -> UpstreamConn {
-        UpstreamConn { backend: self.clone(), kind: Kind::H1(sender, conn), reused }
+    fn h1_conn(self: &Arc<Self>, h1: Box<H1>, reused: bool) -> UpstreamConn {
+        UpstreamConn { backend: self.clone(), kind: Kind::H1(h1), reused }
     }
 
     fn take_idle(&self) -> Option<IdleH1> {
@@ -233,21 +239,22 @@ impl Backend {
         None
     }
 
-    pub(crate) fn put_idle(&self, sender: H1Sender, conn: H1Connection) {
+    pub(crate) fn put_idle(&self, h1: Box<H1>) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.settings.pool.max_idle {
-                idle.push(IdleH1 { sender, conn, since: Instant::now() });
+                idle.push(IdleH1 { h1, since: Instant::now() });
             }
         }
     }
 
-    async fn connect_h1(&self) -> Result<(H1Sender, H1Connection)> {
+    async fn connect_h1(&self) -> Result<Box<H1>> {
         let stream = connect::tcp(self.addr, self.settings.timeouts.connect).await?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        http1::Builder::new()
+        let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("handshake with {}", self.addr), e))
+            .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("handshake with {}", self.addr), e))?;
+        Ok(Box::new(H1 { sender, conn }))
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Body>> {
@@ -271,9 +278,9 @@ impl Backend {
 }
 
 enum Kind {
-    H1(H1Sender, H1Connection),
+    H1(Box<H1>),
     H2(http2::SendRequest<Body>),
-    Upgrade(H1Sender, H1Connection),
+    Upgrade(Box<H1>),
 }
 
 /// A connection checked out of a backend for one request.
@@ -323,17 +330,15 @@ impl UpstreamConn {
         let timeouts = backend.settings.timeouts;
         let classify = |e: hyper::Error| upstream_error(e, &backend, reused && replayable);
         match kind {
-            Kind::H1(mut sender, conn) => {
-                let mut conn = Some(conn);
-                let fut = sender.send_request(request);
+            Kind::H1(mut h1) => {
+                let mut conn_done = false;
+                let fut = h1.sender.send_request(request);
                 let mut fut = std::pin::pin!(fut);
                 let waited = tokio::time::timeout(
                     timeouts.first_byte,
                     poll_fn(|cx| {
-                        if let Some(c) = conn.as_mut() {
-                            if Pin::new(c).poll(cx).is_ready() {
-                                conn = None;
-                            }
+                        if !conn_done && Pin::new(&mut h1.conn).poll(cx).is_ready() {
+                            conn_done = true;
                         }
                         fut.as_mut().poll(cx)
                     }),
@@ -343,7 +348,7 @@ impl UpstreamConn {
                     Ok(r) => r.map_err(classify)?,
                     Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
-                let driver = conn.map(|conn| H1Driver { sender, conn, backend: backend.clone() });
+                let driver = (!conn_done).then(|| H1Driver { h1, backend: backend.clone() });
                 Ok(response.map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr)))
             }
             Kind::H2(mut sender) => {
@@ -354,8 +359,9 @@ impl UpstreamConn {
                 };
                 Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr)))
             }
-            Kind::Upgrade(mut sender, conn) => {
+            Kind::Upgrade(h1) => {
                 let addr = backend.addr;
+                let H1 { mut sender, conn } = *h1;
                 tokio::spawn(async move {
                     if let Err(e) = conn.with_upgrades().await {
                         tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");

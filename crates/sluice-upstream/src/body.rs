@@ -14,13 +14,12 @@ use sluice_core::BoxError;
 use sluice_error::{Error, ErrorKind};
 use tokio::time::{Instant, Sleep};
 
-use crate::backend::{H1Connection, H1Sender};
+use crate::backend::H1;
 use crate::Backend;
 
 /// An HTTP/1 connection being driven by the body that reads from it.
 pub(crate) struct H1Driver {
-    pub(crate) sender: H1Sender,
-    pub(crate) conn: H1Connection,
+    pub(crate) h1: Box<H1>,
     pub(crate) backend: Arc<Backend>,
 }
 
@@ -74,32 +73,32 @@ impl UpstreamBody {
         // One more turn lets the connection settle into "idle, ready for the next request".
         let ready = match cx {
             Some(cx) => {
-                if Pin::new(&mut d.conn).poll(cx).is_ready() {
+                if Pin::new(&mut d.h1.conn).poll(cx).is_ready() {
                     return;
                 }
-                matches!(d.sender.poll_ready(cx), Poll::Ready(Ok(())))
+                matches!(d.h1.sender.poll_ready(cx), Poll::Ready(Ok(())))
             }
-            None => d.sender.is_ready(),
+            None => d.h1.sender.is_ready(),
         };
         if ready {
-            d.backend.put_idle(d.sender, d.conn);
-        } else if !d.sender.is_closed() {
+            d.backend.put_idle(d.h1);
+        } else if !d.h1.sender.is_closed() {
             // Not ready yet (e.g. the request body is still being written): let it finish on
             // its own task and pool it afterwards.
             tokio::spawn(async move {
-                let H1Driver { mut sender, mut conn, backend } = d;
+                let H1Driver { mut h1, backend } = d;
                 let settled = tokio::time::timeout(
                     Duration::from_secs(1),
                     std::future::poll_fn(|cx| {
-                        if Pin::new(&mut conn).poll(cx).is_ready() {
+                        if Pin::new(&mut h1.conn).poll(cx).is_ready() {
                             return Poll::Ready(false);
                         }
-                        sender.poll_ready(cx).map(|r| r.is_ok())
+                        h1.sender.poll_ready(cx).map(|r| r.is_ok())
                     }),
                 )
                 .await;
                 if settled == Ok(true) {
-                    backend.put_idle(sender, conn);
+                    backend.put_idle(h1);
                 }
             });
         }
@@ -116,7 +115,7 @@ impl http_body::Body for UpstreamBody {
             return Poll::Ready(None);
         }
         if let Some(d) = this.driver.as_mut() {
-            if Pin::new(&mut d.conn).poll(cx).is_ready() {
+            if Pin::new(&mut d.h1.conn).poll(cx).is_ready() {
                 this.driver = None;
             }
         }

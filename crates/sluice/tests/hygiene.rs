@@ -107,8 +107,10 @@ async fn conflicting_or_repeated_content_length_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_chunk_sizes_are_rejected() {
     rejected(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n").await;
-    rejected(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\nhello\r\n0\r\n\r\n")
-        .await;
+    rejected(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,10 +124,8 @@ async fn obsolete_folding_bare_lf_and_space_before_colon_are_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_long_header_sections_get_431() {
     let origin = Origin::named("x").await;
-    let config = simple_config(&[origin.addr], "").replace(
-        "listener \"127.0.0.1:0\"",
-        "listener \"127.0.0.1:0\" { max-header-size \"8KiB\" }",
-    );
+    let config = simple_config(&[origin.addr], "")
+        .replace("listener \"127.0.0.1:0\"", "listener \"127.0.0.1:0\" { max-header-size \"8KiB\" }");
     let proxy = Proxy::start(&config).await;
     let mut req = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
     req.extend(std::iter::repeat_n(b'a', 10_000));
@@ -135,10 +135,8 @@ async fn over_long_header_sections_get_431() {
     assert_eq!(origin.requests(), 0);
     // Just under the limit passes.
     let mut client = h1_client(proxy.addr()).await;
-    let resp = client
-        .send_request(Request::get("/").header("x-big", "a".repeat(6000)).body(full("")).unwrap())
-        .await
-        .unwrap();
+    let resp =
+        client.send_request(Request::get("/").header("x-big", "a".repeat(6000)).body(full("")).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "x");
 }

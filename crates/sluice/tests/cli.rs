@@ -1,0 +1,185 @@
+//! The `sluice` binary as a user runs it: check, run, proxy, signals, exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn repo_file(path: &str) -> String {
+    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}-{}", std::process::id(), fastrand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn fastrand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+#[test]
+fn check_accepts_the_examples() {
+    for file in ["examples/quickstart.kdl", "examples/sluice.kdl"] {
+        let out = Command::new(BIN).args(["check", "-c", &repo_file(file)]).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
+    }
+}
+
+#[test]
+fn check_reports_every_problem_with_its_location_and_exits_1() {
+    let path = temp_file(
+        "bad.kdl",
+        "listener \"127.0.0.1:0\"\nupstream \"u\" {\n    server \"127.0.0.1:1\" wieght=2\n}\nsite \"*\" {\n    route \"/\" { proxy \"nope\" }\n}\n",
+    );
+    let out = Command::new(BIN).args(["check", "-c", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.kdl:3:"), "{err}");
+    assert!(err.contains("wieght"), "{err}");
+    assert!(err.contains("weight"), "the valid names are listed: {err}");
+    assert!(err.contains("bad.kdl:6:"), "{err}");
+    assert!(err.contains("nope"), "{err}");
+}
+
+#[test]
+fn run_refuses_an_invalid_config_before_starting() {
+    let path = temp_file("bad.kdl", "listener \"not an address\"\n");
+    let out = Command::new(BIN).args(["run", "-c", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.kdl:1:10"), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+}
+
+#[test]
+fn run_without_a_file_names_the_default_path() {
+    let dir = temp_file("empty", "").parent().unwrap().to_path_buf();
+    let out = Command::new(BIN).arg("run").current_dir(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sluice.kdl"));
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sluice "));
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Examples:") && help.contains("sluice proxy --listen"), "{help}");
+}
+
+/// Starts the binary and waits until it logged that it started.
+#[allow(clippy::zombie_processes)] // the caller waits for the child
+fn spawn_until_started(args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("sluice did not start");
+        if line.contains("sluice started") {
+            return (child, rx);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_one_liner_serves_and_exits_0_on_sigterm() {
+    let a = Origin::named("one").await;
+    let b = Origin::named("two").await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (ua, ub) = (format!("http://{}", a.addr), format!("{}", b.addr));
+    let (mut child, _log) = tokio::task::spawn_blocking(move || {
+        spawn_until_started(&["proxy", "--listen", &listen, "--to", &ua, "--to", &ub, "--access-log", "off"])
+    })
+    .await
+    .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let (status, _, body) = get(addr, "/").await;
+        assert_eq!(status, 200);
+        bodies.push(body);
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["one", "two"]);
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let (arrived_tx, mut arrived_rx) = tokio::sync::mpsc::unbounded_channel();
+    let origin = Origin::start(
+        false,
+        std::sync::Arc::new(move |_req| {
+            let mut release = release_rx.clone();
+            let arrived = arrived_tx.clone();
+            Box::pin(async move {
+                let _ = arrived.send(());
+                let _ = release.wait_for(|r| *r).await;
+                http::Response::new(full("finished"))
+            })
+        }),
+    )
+    .await;
+    let port = free_port();
+    let config = temp_file(
+        "graceful.kdl",
+        &format!(
+            "server {{ access-log \"off\"\n shutdown-grace \"30s\" }}\nlistener \"127.0.0.1:{port}\"\nupstream \"o\" {{ server \"{}\" }}\nsite \"*\" {{ route \"/\" {{ proxy \"o\" }} }}\n",
+            origin.addr
+        ),
+    );
+    let (mut child, log) =
+        tokio::task::spawn_blocking(move || spawn_until_started(&["run", "-c", config.to_str().unwrap()]))
+            .await
+            .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
+    arrived_rx.recv().await.unwrap();
+    sigterm(&child);
+    // Wait until the process has stopped accepting before releasing the request.
+    let log = tokio::task::spawn_blocking(move || loop {
+        let line = log.recv_timeout(std::time::Duration::from_secs(20)).expect("no shutdown log");
+        if line.contains("stopped accepting") {
+            return log;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no new connections during the drain");
+    release_tx.send(true).unwrap();
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!((status.as_u16(), body.as_ref()), (200, &b"finished"[..]));
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(log);
+}
