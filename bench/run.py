@@ -568,6 +568,8 @@ def open_idle_connections(port, count, timeout, max_inflight=256):
             if time.monotonic() >= deadline:
                 failures["gave up (timeout)"] = failures.get("gave up (timeout)", 0) + 1
         sel.close()
+    if started < count:
+        failures["not started (timeout)"] = count - started
     stats = {"requested": count, "established": len(held), "failures": failures,
              "open_s": round(time.monotonic() - t0, 3)}
     return held, stats
@@ -773,6 +775,29 @@ class Bench:
         }
         return run
 
+    def wait_quiet(self):
+        """Wait (at most --quiet-wait s) until other processes use less than --max-noise % of
+        a core: our own processes are idle between runs, so all CPU use counts as noise."""
+        a = self.args
+        if a.max_noise < 0 or a.quiet_wait <= 0:
+            return
+        deadline = time.time() + a.quiet_wait
+        waited = False
+        while True:
+            c0 = cpu_stat()["all"]
+            time.sleep(0.5)
+            c1 = cpu_stat()["all"]
+            busy = 100.0 * (c1[0] - c0[0]) / CLK_TCK / 0.5
+            if busy <= a.max_noise or time.time() >= deadline:
+                if waited:
+                    log(f"machine {'quiet' if busy <= a.max_noise else 'still busy'} "
+                        f"({busy:.0f}% of a core used by others)")
+                return
+            if not waited:
+                log(f"waiting up to {a.quiet_wait:g}s for other processes to calm down "
+                    f"({busy:.0f}% of a core busy)")
+                waited = True
+
     # -- idle connections
     def idle_one(self, t, ports):
         a = self.args
@@ -850,9 +875,19 @@ class Bench:
                         self.run_client(t, scen, a.warmup, False)
                 for rnd in range(1, a.rounds + 1):
                     for t in targets:
-                        run = self.measure(t, scen, rnd)
+                        for attempt in range(1, a.noise_retries + 2):
+                            self.wait_quiet()
+                            run = self.measure(t, scen, rnd)
+                            run["attempt"] = attempt
+                            run["noisy"] = (a.max_noise >= 0
+                                            and run["other_cpu_pct"] > a.max_noise)
+                            last = attempt > a.noise_retries or not run["noisy"]
+                            log(run_line(run) + ("" if not run["noisy"] else
+                                                 "  NOISY" + (", kept" if last else
+                                                              ", repeating")))
+                            if last:
+                                break
                         R["runs"].append(run)
-                        log(run_line(run))
                 R["medians"][scen] = medians(R["runs"], scen, [t.label for t in targets])
                 self.save()
             # the idle scenario starts fresh proxies: stop the loaded ones first
@@ -908,6 +943,7 @@ def medians(runs, scen, labels):
         m["errors"] = sum(r["errors"] for r in rs)
         m["requests"] = sum(r["requests"] for r in rs)
         m["rounds"] = len(rs)
+        m["noisy_runs"] = sum(1 for r in rs if r.get("noisy"))
         out[label] = m
     return out
 
@@ -952,6 +988,7 @@ def report(R, a):
             f"proxy core {fmt(m['proxy_core_busy_pct'], '.0f')}% busy, "
             f"client core {fmt(m['client_core_busy_pct'], '.0f')}% busy, "
             f"other processes {fmt(m['other_cpu_pct'], '.0f')}% of a core"
+            + (f" ({m['noisy_runs']}/{m['rounds']} runs noisy)" if m["noisy_runs"] else "")
             for label, m in med.items())
         lines.append(f"\n_{notes}_\n")
     if R["idle"]:
@@ -1040,6 +1077,15 @@ def parse_args():
     ap.add_argument("--sluice-env", action="append", default=[], metavar="K=V",
                     help="environment variable for every sluice process (repeatable)")
     ap.add_argument("--no-nginx", action="store_true", help="do not run the nginx reference")
+    ap.add_argument("--max-noise", type=float, default=25.0, metavar="PCT",
+                    help="a run during which other processes (anything but origin, client and "
+                         "proxy, seen in /proc/stat) used more than PCT%% of a core is repeated "
+                         "(default 25; -1 = off)")
+    ap.add_argument("--noise-retries", type=int, default=2,
+                    help="repeats of a noisy run before it is kept and flagged (default 2)")
+    ap.add_argument("--quiet-wait", type=float, default=20.0, metavar="S",
+                    help="before each measured run wait up to S s for the machine to be "
+                         "quiet (default 20; 0 = off)")
     ap.add_argument("--client-cpu", default="0",
                     help="CPU list for origin, wrk/h2load and this script (default 0)")
     ap.add_argument("--proxy-cpu", default="1", help="CPU list for the proxies (default 1)")

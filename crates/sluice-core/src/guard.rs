@@ -415,6 +415,7 @@ pin_project! {
         config: GuardConfig,
         opened: Instant,
         timer: Option<Pin<Box<Sleep>>>,
+        deadline: Instant,
         armed: Arm,
         ended: bool,
     }
@@ -438,7 +439,18 @@ impl<IO> ServerIo<IO> {
         conn: Arc<ConnectionInfo>,
         config: GuardConfig,
     ) -> Self {
-        Self { io, prefix, scanner, conn, config, opened: Instant::now(), timer: None, armed: Arm::None, ended: false }
+        Self {
+            io,
+            prefix,
+            scanner,
+            conn,
+            config,
+            opened: Instant::now(),
+            timer: None,
+            deadline: Instant::now(),
+            armed: Arm::None,
+            ended: false,
+        }
     }
 
     /// The wrapped stream.
@@ -482,15 +494,26 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
                             return Poll::Pending;
                         }
                     };
+                    // Lazy timer: moving a deadline later only records it; the registered
+                    // sleep is reset when it fires early. Keep-alive traffic thus costs no
+                    // timer-wheel update per request, only one per timeout period.
                     if *this.armed != arm {
                         *this.armed = arm;
+                        *this.deadline = deadline;
                         match this.timer {
-                            Some(timer) => timer.as_mut().reset(deadline),
+                            Some(timer) if timer.deadline() > deadline => timer.as_mut().reset(deadline),
+                            Some(_) => {}
                             None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
                         }
                     }
                     if let Some(timer) = this.timer {
-                        ready!(timer.as_mut().poll(cx));
+                        loop {
+                            ready!(timer.as_mut().poll(cx));
+                            if Instant::now() >= *this.deadline {
+                                break;
+                            }
+                            timer.as_mut().reset(*this.deadline);
+                        }
                         tracing::debug!(client = %this.conn.client_addr, idle = matches!(arm, Arm::Idle(..)),
                             "closing connection: read timeout");
                         *this.ended = true;

@@ -8,6 +8,7 @@
 //! appended.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{request, response, Method, Request, StatusCode, Uri, Version};
 use sluice_core::HttpProtocol;
 use sluice_upstream::UpstreamProtocol;
@@ -91,11 +92,15 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
     headers.remove(header::EXPECT);
 
     // X-Forwarded-For: append the client address to any list already there.
-    let client_ip = session.client_addr().ip().to_string();
-    let xff = match headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
-        prior if prior.is_empty() => client_ip,
-        prior => format!("{}, {client_ip}", prior.join(", ")),
-    };
+    let mut xff = String::with_capacity(48);
+    for prior in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
+        xff.push_str(prior);
+        xff.push_str(", ");
+    }
+    {
+        use std::fmt::Write as _;
+        let _ = write!(xff, "{}", session.client_addr().ip());
+    }
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
@@ -116,11 +121,14 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
     headers.append(header::VIA, HeaderValue::from_static(via));
     headers.insert(&X_REQUEST_ID, session.request_id().clone());
 
-    let path = down.uri.path_and_query().map_or("/", |p| p.as_str());
+    // PathAndQuery is backed by shared bytes: cloning it does not copy the path.
+    let path = down.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     match protocol {
         UpstreamProtocol::Http1 => {
             up.version = Version::HTTP_11;
-            up.uri = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(path);
+            up.uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
             if !headers.contains_key(header::HOST) {
                 if let Some(host) = host_value {
                     headers.insert(header::HOST, host);
