@@ -317,7 +317,8 @@ http {{
     return ["nginx", "-p", d, "-e", f"{d}/error.log", "-c", path]
 
 
-def write_nginx_proxy(workdir, name, port, h2c_port, origin_port, worker_connections, nofile):
+def write_nginx_proxy(workdir, name, port, h2c_port, origin_port, worker_connections, nofile,
+                      keepalive=64):
     d = os.path.join(workdir, name)
     os.makedirs(d, exist_ok=True)
     h2c = f"        listen 127.0.0.1:{h2c_port} http2 backlog=4096;\n" if h2c_port else ""
@@ -329,7 +330,7 @@ http {{
     keepalive_timeout 300s;
 {nginx_temp_paths(d)}    upstream origin {{
         server 127.0.0.1:{origin_port};
-        keepalive 64;
+        keepalive {keepalive};
         keepalive_requests 1000000000;
         keepalive_timeout 300s;
     }}
@@ -669,7 +670,8 @@ class Bench:
                 t.h2c_port = ports.take()
             wc = min(a.nofile - 100, 20000) if idle else 10240
             argv = write_nginx_proxy(self.workdir, f"{t.label}{suffix}", t.port,
-                                     None if idle else t.h2c_port, a.origin_port, wc, a.nofile)
+                                     None if idle else t.h2c_port, a.origin_port, wc, a.nofile,
+                                     a.nginx_keepalive)
             env = None
         t.argv = self.taskset(a.proxy_cpu, argv)
         t.proc = self.start(f"{t.label}{suffix}", t.argv, env=env)
@@ -1073,10 +1075,15 @@ def parse_args():
     ap.add_argument("--sluice-bin", default=DEFAULT_SLUICE,
                     help="sluice binary (default target/release/sluice)")
     ap.add_argument("--extra-sluice", action="append", default=[], metavar="LABEL=PATH",
-                    help="another sluice binary to compare, e.g. a mimalloc build (repeatable)")
+                    help="another sluice to compare, e.g. a mimalloc build (repeatable); "
+                         "'LABEL=PATH K=V ...' also sets environment variables for this one only")
     ap.add_argument("--sluice-env", action="append", default=[], metavar="K=V",
                     help="environment variable for every sluice process (repeatable)")
     ap.add_argument("--no-nginx", action="store_true", help="do not run the nginx reference")
+    ap.add_argument("--nginx-keepalive", type=int, default=64,
+                    help="nginx `keepalive` (idle upstream connections cached, default 64; "
+                         "below the h2c scenario's concurrency of --h2-clients x --h2-streams "
+                         "= 100, so nginx opens upstream connections there)")
     ap.add_argument("--max-noise", type=float, default=25.0, metavar="PCT",
                     help="a run during which other processes (anything but origin, client and "
                          "proxy, seen in /proc/stat) used more than PCT%% of a core is repeated "
@@ -1130,11 +1137,19 @@ def parse_args():
     a.sluice_bin = os.path.abspath(a.sluice_bin)
     a.targets = [Target("sluice", "sluice", a.sluice_bin)]
     for spec in a.extra_sluice:
-        label, sep, path = spec.partition("=")
-        if not sep or not re.match(r"^[A-Za-z0-9_.+-]+$", label) or not path:
-            ap.error(f"--extra-sluice wants LABEL=PATH (label: letters, digits, _ . + -), "
-                     f"got {spec!r}")
-        a.targets.append(Target(label, "sluice", os.path.abspath(path)))
+        label, sep, rest = spec.partition("=")
+        words = rest.split()
+        env = {}
+        for kv in words[1:]:
+            k, eq, v = kv.partition("=")
+            if not eq or not k:
+                words = []
+                break
+            env[k] = v
+        if not sep or not re.match(r"^[A-Za-z0-9_.+-]+$", label) or not words:
+            ap.error(f"--extra-sluice wants 'LABEL=PATH [K=V ...]' (label: letters, digits, "
+                     f"_ . + -), got {spec!r}")
+        a.targets.append(Target(label, "sluice", os.path.abspath(words[0]), env))
     if not a.no_nginx:
         a.targets.append(Target("nginx", "nginx"))
     labels = [t.label for t in a.targets]
