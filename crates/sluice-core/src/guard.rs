@@ -40,6 +40,10 @@ pub struct GuardConfig {
     pub header_read_timeout: Duration,
     /// Time a connection may stay idle between requests.
     pub keepalive_timeout: Duration,
+    /// After this much idle time between requests, the HTTP/1 session state (hyper's read
+    /// and write buffers) is released and the connection waits with only its socket;
+    /// `None` keeps it for the whole keep-alive period.
+    pub idle_release: Option<Duration>,
 }
 
 /// Why a request head was rejected.
@@ -416,8 +420,10 @@ pin_project! {
         opened: Instant,
         timer: Option<Pin<Box<Sleep>>>,
         deadline: Instant,
+        idle_since: Instant,
         armed: Arm,
         ended: bool,
+        released: bool,
     }
 }
 
@@ -448,9 +454,17 @@ impl<IO> ServerIo<IO> {
             opened: Instant::now(),
             timer: None,
             deadline: Instant::now(),
+            idle_since: Instant::now(),
             armed: Arm::None,
             ended: false,
+            released: false,
         }
+    }
+
+    /// Whether the stream was ended to release an idle session (see
+    /// [`GuardConfig::idle_release`]) rather than because the client went away.
+    pub fn released(&self) -> bool {
+        self.released
     }
 
     /// The wrapped stream.
@@ -470,6 +484,10 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // An advanced-to-empty `Bytes` still holds its buffer: drop it.
+                *this.prefix = Bytes::new();
+            }
         } else {
             match this.io.poll_read(cx, buf) {
                 Poll::Ready(Ok(())) => {}
@@ -485,10 +503,17 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
                         (State::Head, None) if scanner.heads_seen == 0 => {
                             (Arm::Head(0), *this.opened + this.config.header_read_timeout)
                         }
-                        (State::Head, None) if this.conn.in_flight() == 0 => (
-                            Arm::Idle(scanner.heads_seen, this.conn.finished()),
-                            Instant::now() + this.config.keepalive_timeout,
-                        ),
+                        (State::Head, None) if this.conn.in_flight() == 0 => {
+                            let arm = Arm::Idle(scanner.heads_seen, this.conn.finished());
+                            if *this.armed != arm {
+                                *this.idle_since = Instant::now();
+                            }
+                            let wait = match this.config.idle_release {
+                                Some(r) if r < this.config.keepalive_timeout => r,
+                                _ => this.config.keepalive_timeout,
+                            };
+                            (arm, *this.idle_since + wait)
+                        }
                         _ => {
                             *this.armed = Arm::None;
                             return Poll::Pending;
@@ -514,9 +539,17 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
                             }
                             timer.as_mut().reset(*this.deadline);
                         }
-                        tracing::debug!(client = %this.conn.client_addr, idle = matches!(arm, Arm::Idle(..)),
-                            "closing connection: read timeout");
                         *this.ended = true;
+                        if matches!(arm, Arm::Idle(..))
+                            && Instant::now() < *this.idle_since + this.config.keepalive_timeout
+                        {
+                            // Not a timeout: end hyper's session to free its buffers; the
+                            // server keeps the socket and starts a new session on new bytes.
+                            *this.released = true;
+                        } else {
+                            tracing::debug!(client = %this.conn.client_addr, idle = matches!(arm, Arm::Idle(..)),
+                                "closing connection: read timeout");
+                        }
                         return Poll::Ready(Ok(()));
                     }
                     return Poll::Pending;
@@ -560,7 +593,37 @@ impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.released {
+            // The session ended to release memory: the connection itself stays open.
+            return Poll::Ready(Ok(()));
+        }
         self.project().io.poll_shutdown(cx)
+    }
+}
+
+impl<IO: AsyncRead + Unpin> ServerIo<IO> {
+    /// After a released session: waits (at most the rest of the keep-alive period) for the
+    /// client's next bytes and keeps them for the next session. False when the client
+    /// closed, the keep-alive period ended, or reading failed.
+    pub async fn wait_for_request(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        self.ended = false;
+        self.released = false;
+        self.armed = Arm::None;
+        let deadline = self.idle_since + self.config.keepalive_timeout;
+        let mut buf = [0u8; 2048];
+        match tokio::time::timeout_at(deadline, self.io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.prefix = Bytes::copy_from_slice(&buf[..n]);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Consumes the wrapper, giving back the stream.
+    pub fn into_inner(self) -> IO {
+        self.io
     }
 }
 

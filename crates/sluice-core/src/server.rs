@@ -79,23 +79,42 @@ pub async fn serve_connection<IO, S>(
     };
     match protocol {
         HttpProtocol::Http1 => {
-            let io = TokioIo::new(ServerIo::http1(io, prefix, info.clone(), guard));
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .keep_alive(true)
                 .half_close(false)
                 .max_buf_size(guard.max_header_size.max(8192))
                 .header_read_timeout(None);
-            let mut conn = pin!(builder.serve_connection(io, svc).with_upgrades());
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.triggered() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            // One hyper session per burst of requests: when the connection idles past
+            // `idle_release`, the guard ends the session (freeing hyper's buffers) without
+            // closing the socket, and a new session starts when the client speaks again.
+            let mut server_io = ServerIo::http1(io, prefix, info.clone(), guard);
+            loop {
+                let mut conn = builder.serve_connection(TokioIo::new(server_io), svc.clone()).with_upgrades();
+                let result = tokio::select! {
+                    r = &mut conn => r,
+                    _ = shutdown.triggered() => {
+                        Pin::new(&mut conn).graceful_shutdown();
+                        (&mut conn).await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%client, error = %e, "http/1 connection ended with an error");
+                    break;
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%client, error = %e, "http/1 connection ended with an error");
+                // `None`: the connection was upgraded and now belongs to the tunnel.
+                let Some(parts) = conn.into_parts() else { break };
+                server_io = parts.io.into_inner();
+                if !server_io.released() || !parts.read_buf.is_empty() || shutdown.is_triggered() {
+                    break;
+                }
+                let next = tokio::select! {
+                    more = server_io.wait_for_request() => more,
+                    _ = shutdown.triggered() => false,
+                };
+                if !next {
+                    break;
+                }
             }
         }
         HttpProtocol::Http2 => {

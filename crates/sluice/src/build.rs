@@ -123,6 +123,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 max_header_size: l.max_header_size,
                 header_read_timeout: l.header_read_timeout,
                 keepalive_timeout: l.keepalive_timeout,
+                idle_release: Some(std::time::Duration::from_secs(1)),
             },
             h2c: l.h2c,
         })

@@ -200,3 +200,24 @@ async fn a_slow_response_is_not_cut_by_the_keepalive_timeout() {
     assert_eq!(status, 200);
     assert_eq!(body, "late but fine");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_released_its_session_and_still_serves_the_next_request() {
+    let origin = Origin::named("again").await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    for round in 0..3 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"again") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "round {round}: connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200 OK"), "round {round}");
+        // Longer than the 1 s idle release, shorter than the 75 s keep-alive timeout.
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+    assert_eq!(origin.requests(), 3);
+}

@@ -78,6 +78,7 @@ async fn main() -> std::io::Result<()> {
             max_header_size: 64 * 1024,
             header_read_timeout: std::time::Duration::from_secs(30),
             keepalive_timeout: std::time::Duration::from_secs(60),
+            idle_release: Some(std::time::Duration::from_secs(1)),
         },
         h2c: true,
     });
