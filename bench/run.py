@@ -9,6 +9,7 @@ bench/out/results.json.  Python 3 standard library only.  See bench/README.md.
 
 import argparse
 import errno
+import hashlib
 import http.client
 import json
 import os
@@ -767,6 +768,9 @@ class Bench:
             "upstream_new_conns": new_up,
             "reuse_pct": 100.0 * (1 - new_up / reqs) if reqs and new_up is not None else None,
             "origin_cpu_s": origin_s, "client_cpu_s": client_s,
+            # the origin does the same work per request whatever the proxy: if this moves
+            # between rounds, the machine itself got slower or faster (noisy neighbours)
+            "origin_us_per_req": origin_s * 1e6 / reqs if reqs else None,
             "client_core_busy_pct": core_pct(a.client_cpus),
             "proxy_core_busy_pct": core_pct(a.proxy_cpus),
             # user+nice+system time of the whole machine minus proxy, origin and client:
@@ -846,6 +850,7 @@ class Bench:
         log(f"workdir (configs, logs): {self.workdir}")
         R = self.results
         R["meta"] = meta(a, self.workdir)
+        R["meta"]["binaries"] = snapshot_binaries(a.targets, self.workdir)
         ports = Ports(a.origin_port + 10)
         ports.take(a.origin_port)
         ports.take(a.origin_status_port)
@@ -930,7 +935,7 @@ def median(vals):
 
 MEDIAN_KEYS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_kb", "hwm_kb",
                "upstream_new_conns", "reuse_pct", "client_core_busy_pct", "proxy_core_busy_pct",
-               "other_cpu_pct", "steal_pct", "mean_ms", "max_ms")
+               "other_cpu_pct", "steal_pct", "mean_ms", "max_ms", "origin_us_per_req")
 
 
 def medians(runs, scen, labels):
@@ -942,6 +947,9 @@ def medians(runs, scen, labels):
         m = {k: median([r.get(k) for r in rs]) for k in MEDIAN_KEYS}
         rps = [r["rps"] for r in rs]
         m["rps_spread_pct"] = 100.0 * (max(rps) - min(rps)) / m["rps"] if m["rps"] else None
+        cpu = [r["cpu_us_per_req"] for r in rs if r.get("cpu_us_per_req") is not None]
+        m["cpu_spread_pct"] = (100.0 * (max(cpu) - min(cpu)) / m["cpu_us_per_req"]
+                               if cpu and m["cpu_us_per_req"] else None)
         m["errors"] = sum(r["errors"] for r in rs)
         m["requests"] = sum(r["requests"] for r in rs)
         m["rounds"] = len(rs)
@@ -973,6 +981,12 @@ def report(R, a):
              f"h2load -t1 -c{a.h2_clients} -m{a.h2_streams} -D {a.duration}; "
              f"{a.rounds} round(s) interleaved, medians (errors: sum over rounds); "
              f"origin + load generator on CPU {a.client_cpu}, proxy on CPU {a.proxy_cpu}.\n"]
+    bins = R["meta"].get("binaries") or {}
+    if bins:
+        lines.append("Sluice builds: " + "; ".join(
+            f"{label} = {b['path']} ({b['mtime']}, sha256 {b['sha256'][:12]}, "
+            f"{b['allocator']}" + (f", env {b['env']}" if b.get("env") else "") + ")"
+            for label, b in bins.items()) + ".\n")
     cols = ["target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "RSS MiB",
             "upstream new conns", "reuse %", "errors"]
     for scen, med in R["medians"].items():
@@ -986,7 +1000,9 @@ def report(R, a):
         lines.append(f"### {scen}: {SCENARIOS[scen]['desc']}\n")
         lines.append(md_table(cols, rows, "lrrrrrrrr"))
         notes = "; ".join(
-            f"{label}: req/s spread {fmt(m['rps_spread_pct'], '.1f')}%, "
+            f"{label}: spread req/s {fmt(m['rps_spread_pct'], '.0f')}% / "
+            f"CPU µs/req {fmt(m['cpu_spread_pct'], '.0f')}%, "
+            f"origin {fmt(m.get('origin_us_per_req'), '.1f')} µs/req, "
             f"proxy core {fmt(m['proxy_core_busy_pct'], '.0f')}% busy, "
             f"client core {fmt(m['client_core_busy_pct'], '.0f')}% busy, "
             f"other processes {fmt(m['other_cpu_pct'], '.0f')}% of a core"
@@ -1010,6 +1026,23 @@ def report(R, a):
                          ", ".join(f"{k}: {v}" for k, v in r["failures"].items()) or "0"])
         lines.append(md_table(cols, rows, "lrrrrrrrrl") + "\n")
     return "\n".join(lines)
+
+
+def reprint(path):
+    with open(path) as f:
+        R = json.load(f)
+    st = R["meta"]["settings"]
+    a = argparse.Namespace(**{k: st.get(k) for k in (
+        "wrk_threads", "connections", "h2_clients", "h2_streams", "duration", "rounds",
+        "client_cpu", "proxy_cpu", "idle_conns", "idle_hold")})
+    for r in R["runs"]:  # results.json from before this field existed
+        if "origin_us_per_req" not in r and r.get("requests"):
+            r["origin_us_per_req"] = r["origin_cpu_s"] * 1e6 / r["requests"]
+    labels = list(dict.fromkeys(r["target"] for r in R["runs"]))
+    R["medians"] = {scen: medians(R["runs"], scen, labels)
+                    for scen in dict.fromkeys(r["scenario"] for r in R["runs"])}
+    print(report(R, a))
+    return 0
 
 
 # ------------------------------------------------------------------ setup
@@ -1039,13 +1072,38 @@ def meta(a, workdir):
          "targets": [{"label": t.label, "kind": t.kind, "binary": t.binary,
                       "env": {**a.sluice_env_dict, **t.env} if t.kind == "sluice" else {}}
                      for t in a.targets]}
-    for t in a.targets:
-        if t.binary:
-            st = os.stat(t.binary)
-            m.setdefault("binaries", {})[t.label] = {
-                "path": t.binary, "size": st.st_size,
-                "mtime": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime))}
     return m
+
+
+def snapshot_binaries(targets, workdir):
+    """Copy every sluice binary into the workdir and run the copies, so that a rebuild of
+    target/release/sluice during the benchmark cannot mix two builds in one result."""
+    info = {}
+    bindir = os.path.join(workdir, "bin")
+    os.makedirs(bindir, exist_ok=True)
+    for t in targets:
+        if t.kind != "sluice":
+            continue
+        st = os.stat(t.binary)
+        with open(t.binary, "rb") as f:
+            data = f.read()
+        copy = os.path.join(bindir, t.label)
+        with open(copy, "wb") as f:
+            f.write(data)
+        os.chmod(copy, 0o755)
+        info[t.label] = {
+            "path": t.binary, "copy": copy, "size": st.st_size,
+            "mtime": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime)),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            # a guess from the symbol table: is the mimalloc feature compiled in?
+            "allocator": "mimalloc" if b"_mi_heap_default_key" in data else "system (glibc)",
+            "env": {**t.env_all},
+        }
+        log(f"{t.label}: {t.binary} ({info[t.label]['mtime']}, sha256 "
+            f"{info[t.label]['sha256'][:12]}, allocator {info[t.label]['allocator']}) "
+            f"-> {copy}")
+        t.binary = copy
+    return info
 
 
 def parse_args():
@@ -1100,6 +1158,8 @@ def parse_args():
     ap.add_argument("--origin-status-port", type=int, default=18081)
     ap.add_argument("--ready-timeout", type=float, default=20.0)
     ap.add_argument("--workdir", help="configs and logs (default: a new /tmp/sluice-bench.*)")
+    ap.add_argument("--report", metavar="RESULTS_JSON",
+                    help="only print the tables again from an earlier results.json")
     ap.add_argument("--out", default=os.path.join(OUT_DIR, "results.json"),
                     help="raw results (default bench/out/results.json)")
     a = ap.parse_args()
@@ -1152,6 +1212,8 @@ def parse_args():
         a.targets.append(Target(label, "sluice", os.path.abspath(words[0]), env))
     if not a.no_nginx:
         a.targets.append(Target("nginx", "nginx"))
+    for t in a.targets:
+        t.env_all = {**a.sluice_env_dict, **t.env}
     labels = [t.label for t in a.targets]
     if len(set(labels)) != len(labels) or labels.count("nginx") > 1 or "origin" in labels:
         ap.error(f"target labels must be unique (and not 'origin'): {labels}")
@@ -1226,6 +1288,8 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    if a.report:
+        return reprint(a.report)
     bench = None
     try:
         prepare(a)

@@ -30,6 +30,8 @@ pub struct Config {
 pub struct ServerSettings {
     /// Worker threads of the runtime; `None` means one per available core.
     pub worker_threads: Option<usize>,
+    /// How worker threads are organised.
+    pub runtime: RuntimeKind,
     /// How long in-flight requests may run after SIGTERM/SIGINT before the process exits.
     pub shutdown_grace: Duration,
     /// Where and how the access log is written.
@@ -38,8 +40,23 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { worker_threads: None, shutdown_grace: Duration::from_secs(30), access_log: AccessLogConfig::default() }
+        Self {
+            worker_threads: None,
+            runtime: RuntimeKind::MultiThread,
+            shutdown_grace: Duration::from_secs(30),
+            access_log: AccessLogConfig::default(),
+        }
     }
+}
+
+/// How worker threads are organised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// One work-stealing runtime: any thread runs any connection.
+    MultiThread,
+    /// One single-threaded runtime per worker thread, each accepting on its own
+    /// `SO_REUSEPORT` socket; a connection stays on the thread that accepted it.
+    PerCore,
 }
 
 /// Access log destination and format.

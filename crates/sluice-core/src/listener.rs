@@ -36,9 +36,29 @@ pub struct ListenerSettings {
 
 /// Binds a TCP listening socket, ready for [`serve`].
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_one(addr, false)
+}
+
+/// Binds `count` sockets to one address with `SO_REUSEPORT`, so that the kernel spreads
+/// new connections across them (one per single-threaded runtime). Port 0 is resolved
+/// once: every socket gets the same port.
+pub fn bind_shared(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_one(addr, true)?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(bind_one(addr, true)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }

@@ -92,16 +92,13 @@ impl<P: Proxy> HttpProxy<P> {
             };
             session.upstream_time = Some(attempt.elapsed());
             let (mut parts, body) = response.into_parts();
-            if upgrade {
-                if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                    tunnel(session, &mut parts);
-                } else {
-                    // The client's connection is no longer followed by the framing guard.
-                    parts.headers.insert(CONNECTION, HeaderValue::from_static("close"));
-                }
+            if upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                tunnel(session, &mut parts);
             }
             forwarding::downstream_response(session, &mut parts);
             if upgrade && parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                // The origin refused the upgrade; the framing guard stopped following this
+                // client connection at the upgrade request, so it must not carry another.
                 parts.headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             session.status = Some(parts.status);

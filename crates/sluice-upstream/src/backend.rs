@@ -9,6 +9,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body::Body as _;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_core::Body;
@@ -348,7 +349,25 @@ impl UpstreamConn {
                     Ok(r) => r.map_err(classify)?,
                     Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
-                let driver = (!conn_done).then(|| H1Driver { h1, backend: backend.clone() });
+                let mut driver = (!conn_done).then(|| H1Driver { h1, backend: backend.clone() });
+                if response.body().is_end_stream() {
+                    // No body (HEAD, 204, 304, empty): one more turn settles the connection
+                    // into idle, so it goes back to the pool now.
+                    if let Some(mut d) = driver.take() {
+                        let ready = poll_fn(|cx| {
+                            if Pin::new(&mut d.h1.conn).poll(cx).is_ready() {
+                                return Poll::Ready(false);
+                            }
+                            Poll::Ready(matches!(d.h1.sender.poll_ready(cx), Poll::Ready(Ok(()))))
+                        })
+                        .await;
+                        if ready {
+                            backend.put_idle(d.h1);
+                        } else {
+                            driver = Some(d);
+                        }
+                    }
+                }
                 Ok(response.map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr)))
             }
             Kind::H2(mut sender) => {

@@ -58,6 +58,12 @@ enum Command {
         /// Access log: off, stdout, stderr or a file path.
         #[arg(long, default_value = "stdout")]
         access_log: String,
+        /// Worker threads (default: one per available core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Runtime layout: multi-thread (work-stealing) or per-core (one runtime per thread).
+        #[arg(long, default_value = "multi-thread", value_parser = ["multi-thread", "per-core"])]
+        runtime: String,
     },
 }
 
@@ -83,8 +89,14 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Proxy { listen, to, access_log } => match one_liner(listen, &to, &access_log) {
-            Ok(c) => exit(serve(c)),
+        Command::Proxy { listen, to, access_log, threads, runtime } => match one_liner(listen, &to, &access_log) {
+            Ok(mut c) => {
+                c.server.worker_threads = threads;
+                if runtime == "per-core" {
+                    c.server.runtime = sluice_config::RuntimeKind::PerCore;
+                }
+                exit(serve(c))
+            }
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(2)
@@ -120,10 +132,15 @@ fn init_tracing() {
 
 /// Runs `config` until SIGTERM or SIGINT, then drains.
 pub fn serve(config: Config) -> anyhow::Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.server.worker_threads {
-        builder.worker_threads(n);
-    }
+    // With per-core runtimes the main runtime only handles signals and the pool sweeper.
+    let mut builder = match config.server.runtime {
+        sluice_config::RuntimeKind::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(crate::server::worker_threads(&config));
+            b
+        }
+        sluice_config::RuntimeKind::PerCore => tokio::runtime::Builder::new_current_thread(),
+    };
     let runtime = builder.enable_all().thread_name("sluice-worker").build().context("starting the runtime")?;
     let result = runtime.block_on(async {
         let server = Server::start(&config).await?;

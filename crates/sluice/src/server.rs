@@ -1,19 +1,28 @@
 //! Starting and stopping the server: bind every listener first (so a bad address fails
 //! before anything serves), then serve, then drain on shutdown.
+//!
+//! Two runtime layouts (`server { runtime ... }`):
+//! - `multi-thread` (default): the listeners run on the caller's work-stealing runtime;
+//! - `per-core`: one single-threaded runtime per worker thread, each accepting on its own
+//!   `SO_REUSEPORT` socket of every listener; a connection lives on the thread that
+//!   accepted it. The upstream pool is still one pool shared by every thread.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sluice_config::Config;
-use sluice_core::listener;
-use sluice_core::shutdown::{self, ShutdownTrigger};
+use sluice_config::{Config, RuntimeKind};
+use sluice_core::listener::{self, ListenerSettings};
+use sluice_core::shutdown::{self, Shutdown, ShutdownTrigger};
 use sluice_proxy::HttpProxy;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::build::build;
 use crate::configured::ConfiguredProxy;
+
+type Service = Arc<HttpProxy<ConfiguredProxy>>;
 
 /// A running server.
 #[derive(Debug)]
@@ -21,33 +30,54 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     trigger: ShutdownTrigger,
     tasks: JoinSet<()>,
-    service: Arc<HttpProxy<ConfiguredProxy>>,
+    threads: Vec<(std::thread::JoinHandle<()>, oneshot::Sender<()>)>,
+    service: Service,
     grace: Duration,
     access_log: Option<Arc<sluice_filters::access_log::AccessLog>>,
+}
+
+/// Worker threads to use: the configured number, else one per available core.
+pub fn worker_threads(config: &Config) -> usize {
+    config.server.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl Server {
     /// Builds the engine, binds every listener, and starts serving.
     pub async fn start(config: &Config) -> anyhow::Result<Self> {
         let built = build(config).await?;
+        let per_core = config.server.runtime == RuntimeKind::PerCore;
+        let copies = if per_core { worker_threads(config) } else { 1 };
+        // sockets[listener][copy]
         let mut sockets = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let socket = listener::bind(l.address).with_context(|| format!("cannot listen on {}", l.address))?;
-            sockets.push(socket);
+            let bound = if per_core { listener::bind_shared(l.address, copies) } else { listener::bind(l.address).map(|s| vec![s]) };
+            sockets.push(bound.with_context(|| format!("cannot listen on {}", l.address))?);
         }
-        let addrs = sockets.iter().map(|s| s.local_addr()).collect::<Result<Vec<_>, _>>()?;
-        let service = Arc::new(HttpProxy::new(built.proxy));
+        let addrs = sockets.iter().map(|s| s[0].local_addr()).collect::<Result<Vec<_>, _>>()?;
+        let service: Service = Arc::new(HttpProxy::new(built.proxy));
+        let settings: Vec<Arc<ListenerSettings>> = built.listeners.into_iter().map(Arc::new).collect();
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
-        for (socket, settings) in sockets.into_iter().zip(built.listeners) {
-            let service = service.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                let name = settings.name.clone();
-                if let Err(e) = listener::serve(socket, Arc::new(settings), service, shutdown).await {
-                    tracing::error!(listener = %name, error = %e, "listener failed");
-                }
-            });
+        let mut threads = Vec::new();
+        if per_core {
+            for copy in 0..copies {
+                let mine: Vec<_> = sockets
+                    .iter_mut()
+                    .zip(&settings)
+                    .map(|(s, settings)| (s.remove(0), settings.clone()))
+                    .collect();
+                let (stop_tx, stop_rx) = oneshot::channel();
+                let (service, shutdown) = (service.clone(), shutdown.clone());
+                let handle = std::thread::Builder::new()
+                    .name(format!("sluice-core-{copy}"))
+                    .spawn(move || run_core(mine, service, shutdown, stop_rx))
+                    .context("starting a worker thread")?;
+                threads.push((handle, stop_tx));
+            }
+        } else {
+            for (mut s, settings) in sockets.into_iter().zip(&settings) {
+                tasks.spawn(serve_listener(s.remove(0), settings.clone(), service.clone(), shutdown.clone()));
+            }
         }
         let backends = built.backends;
         let mut sweeper_shutdown = shutdown.clone();
@@ -65,7 +95,15 @@ impl Server {
             }
         });
         drop(shutdown);
-        Ok(Self { addrs, trigger, tasks, service, grace: config.server.shutdown_grace, access_log: built.access_log })
+        Ok(Self {
+            addrs,
+            trigger,
+            tasks,
+            threads,
+            service,
+            grace: config.server.shutdown_grace,
+            access_log: built.access_log,
+        })
     }
 
     /// The bound addresses, in listener order (useful with port 0).
@@ -74,7 +112,7 @@ impl Server {
     }
 
     /// The service (for inspection in tests).
-    pub fn service(&self) -> &Arc<HttpProxy<ConfiguredProxy>> {
+    pub fn service(&self) -> &Service {
         &self.service
     }
 
@@ -92,9 +130,50 @@ impl Server {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        for (handle, stop) in std::mem::take(&mut self.threads) {
+            let _ = stop.send(());
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
         if let Some(log) = &self.access_log {
             log.flush();
         }
         drained
     }
+}
+
+async fn serve_listener(
+    socket: std::net::TcpListener,
+    settings: Arc<ListenerSettings>,
+    service: Service,
+    shutdown: Shutdown,
+) {
+    let name = settings.name.clone();
+    if let Err(e) = listener::serve(socket, settings, service, shutdown).await {
+        tracing::error!(listener = %name, error = %e, "listener failed");
+    }
+}
+
+/// One per-core worker: a single-threaded runtime serving its own sockets until told to
+/// stop (after the drain), so that its connections can finish.
+fn run_core(
+    sockets: Vec<(std::net::TcpListener, Arc<ListenerSettings>)>,
+    service: Service,
+    shutdown: Shutdown,
+    stop: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        for (socket, settings) in sockets {
+            tokio::spawn(serve_listener(socket, settings, service.clone(), shutdown.clone()));
+        }
+        drop(shutdown);
+        let _ = stop.await;
+    });
+    runtime.shutdown_timeout(Duration::from_millis(100));
 }

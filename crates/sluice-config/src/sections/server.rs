@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{LogFormat, LogTarget, ServerSettings};
+use crate::model::{LogFormat, LogTarget, RuntimeKind, ServerSettings};
 use crate::reader::{children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::value::{choice, duration, integer, non_empty_string};
 
-const NODES: &[&str] = &["worker-threads", "shutdown-grace", "access-log"];
+const NODES: &[&str] = &["worker-threads", "runtime", "shutdown-grace", "access-log"];
 
 /// Reads a `server` block into `settings` (which holds the defaults).
 pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut ServerSettings) {
@@ -26,6 +26,15 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut Serve
                 if let Some(entry) = single(d, child, "worker-threads 4") {
                     if let Some(n) = integer(d, entry, 1, 1024) {
                         settings.worker_threads = usize::try_from(n).ok();
+                    }
+                }
+            }
+            "runtime" => {
+                if let Some(entry) = single(d, child, "runtime \"multi-thread\"") {
+                    match choice(d, entry, "runtime", &["multi-thread", "per-core"]) {
+                        Some("multi-thread") => settings.runtime = RuntimeKind::MultiThread,
+                        Some(_) => settings.runtime = RuntimeKind::PerCore,
+                        None => {}
                     }
                 }
             }
