@@ -20,6 +20,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -44,6 +45,10 @@ pub struct GuardConfig {
     /// and write buffers) is released and the connection waits with only its socket;
     /// `None` keeps it for the whole keep-alive period.
     pub idle_release: Option<Duration>,
+    /// With more open connections than this on the listener, an idle HTTP/1 session is
+    /// released as soon as its response is done: memory then follows requests in flight,
+    /// not open connections (nginx's behaviour with many idle keep-alive clients).
+    pub release_above: usize,
 }
 
 /// Why a request head was rejected.
@@ -424,6 +429,7 @@ pin_project! {
         armed: Arm,
         ended: bool,
         released: bool,
+        load: Option<Arc<AtomicUsize>>,
     }
 }
 
@@ -458,7 +464,20 @@ impl<IO> ServerIo<IO> {
             armed: Arm::None,
             ended: false,
             released: false,
+            load: None,
         }
+    }
+
+    /// Lets the guard see how many connections the listener has open (see
+    /// [`GuardConfig::release_above`]).
+    pub fn with_load(mut self, open: Arc<AtomicUsize>) -> Self {
+        self.load = Some(open);
+        self
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
     }
 
     /// Whether the stream was ended to release an idle session (see
@@ -503,7 +522,20 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
                         (State::Head, None) if scanner.heads_seen == 0 => {
                             (Arm::Head(0), *this.opened + this.config.header_read_timeout)
                         }
-                        (State::Head, None) if this.conn.in_flight() == 0 => {
+                        // Idle: every request whose head was read has its response finished.
+                        (State::Head, None)
+                            if scanner.heads_seen <= this.conn.finished() && this.conn.in_flight() == 0 =>
+                        {
+                            let crowded = this
+                                .load
+                                .as_ref()
+                                .is_some_and(|l| l.load(Ordering::Relaxed) > this.config.release_above);
+                            if crowded && this.config.idle_release.is_some() {
+                                *this.idle_since = Instant::now();
+                                *this.ended = true;
+                                *this.released = true;
+                                return Poll::Ready(Ok(()));
+                            }
                             let arm = Arm::Idle(scanner.heads_seen, this.conn.finished());
                             if *this.armed != arm {
                                 *this.idle_since = Instant::now();
@@ -611,10 +643,11 @@ impl<IO: AsyncRead + Unpin> ServerIo<IO> {
         self.released = false;
         self.armed = Arm::None;
         let deadline = self.idle_since + self.config.keepalive_timeout;
-        let mut buf = [0u8; 2048];
-        match tokio::time::timeout_at(deadline, self.io.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {
-                self.prefix = Bytes::copy_from_slice(&buf[..n]);
+        // One byte: waiting must not hold a buffer (this is what idle connections do).
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout_at(deadline, self.io.read(&mut byte)).await {
+            Ok(Ok(1)) => {
+                self.prefix = Bytes::copy_from_slice(&byte);
                 true
             }
             _ => false,

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +79,7 @@ pub async fn serve<S: HttpService>(
     let listener = TcpListener::from_std(listener)?;
     let local = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let open = Arc::new(AtomicUsize::new(0));
     tracing::info!(listener = %settings.name, address = %local, "listening");
     loop {
         let permit = tokio::select! {
@@ -104,9 +106,13 @@ pub async fn serve<S: HttpService>(
         let settings = settings.clone();
         let service = service.clone();
         let watcher = shutdown.clone();
+        let open = open.clone();
+        open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(stream, client, local, &settings, service, watcher, ProtocolHint::Detect).await;
+            serve_connection(stream, client, local, &settings, service, watcher, ProtocolHint::Detect, open.clone())
+                .await;
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
     tracing::info!(listener = %settings.name, address = %local, "stopped accepting");

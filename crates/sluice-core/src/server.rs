@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -40,8 +41,9 @@ pub async fn serve_connection<IO, S>(
     local: SocketAddr,
     settings: &ListenerSettings,
     service: Arc<S>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     hint: ProtocolHint,
+    open: Arc<AtomicUsize>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: HttpService,
@@ -79,79 +81,115 @@ pub async fn serve_connection<IO, S>(
     };
     match protocol {
         HttpProtocol::Http1 => {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .keep_alive(true)
-                .half_close(false)
-                .max_buf_size(guard.max_header_size.max(8192))
-                .header_read_timeout(None);
-            // One hyper session per burst of requests: when the connection idles past
-            // `idle_release`, the guard ends the session (freeing hyper's buffers) without
-            // closing the socket, and a new session starts when the client speaks again.
-            let mut server_io = ServerIo::http1(io, prefix, info.clone(), guard);
-            loop {
-                let mut conn = builder.serve_connection(TokioIo::new(server_io), svc.clone()).with_upgrades();
-                let result = tokio::select! {
-                    r = &mut conn => r,
-                    _ = shutdown.triggered() => {
-                        Pin::new(&mut conn).graceful_shutdown();
-                        (&mut conn).await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%client, error = %e, "http/1 connection ended with an error");
-                    break;
-                }
-                // `None`: the connection was upgraded and now belongs to the tunnel.
-                let Some(parts) = conn.into_parts() else { break };
-                server_io = parts.io.into_inner();
-                if !server_io.released() || !parts.read_buf.is_empty() || shutdown.is_triggered() {
-                    break;
-                }
-                let next = tokio::select! {
-                    more = server_io.wait_for_request() => more,
-                    _ = shutdown.triggered() => false,
-                };
-                if !next {
-                    break;
-                }
-            }
+            let io = ServerIo::http1(io, prefix, info, guard).with_load(open);
+            serve_http1(io, svc, client, shutdown).await;
         }
+        // Boxed: HTTP/2 session state is large and rare next to HTTP/1 idle connections,
+        // which should not pay for its size in their task.
         HttpProtocol::Http2 => {
-            let io = TokioIo::new(ServerIo::passthrough(io, prefix, info.clone(), guard));
-            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(256)
-                .max_header_list_size(u32::try_from(guard.max_header_size).unwrap_or(u32::MAX))
-                .initial_stream_window_size(1 << 20)
-                .initial_connection_window_size(2 << 20);
-            let mut conn = pin!(builder.serve_connection(io, svc));
-            let mut idle_check = tokio::time::interval(guard.keepalive_timeout);
-            idle_check.tick().await;
-            let mut last_finished = u64::MAX;
-            let result = loop {
-                tokio::select! {
-                    r = conn.as_mut() => break r,
-                    _ = shutdown.triggered() => {
-                        conn.as_mut().graceful_shutdown();
-                        break conn.await;
-                    }
-                    _ = idle_check.tick() => {
-                        let finished = info.finished();
-                        if info.in_flight() == 0 && finished == last_finished {
-                            tracing::debug!(%client, "closing idle http/2 connection");
-                            conn.as_mut().graceful_shutdown();
-                            break conn.await;
-                        }
-                        last_finished = finished;
-                    }
+            Box::pin(serve_http2(ServerIo::passthrough(io, prefix, info.clone(), guard), svc, info, client, shutdown))
+                .await
+        }
+    }
+}
+
+/// HTTP/1.1: one hyper session per burst of requests. When the connection goes idle the
+/// guard may end the session (freeing hyper's buffers) without closing the socket; a new
+/// session starts when the client speaks again.
+async fn serve_http1<IO, Svc, B>(mut server_io: ServerIo<IO>, svc: Svc, client: SocketAddr, mut shutdown: Shutdown)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .half_close(false)
+        .max_buf_size(server_io.config().max_header_size.max(8192))
+        .header_read_timeout(None);
+    loop {
+        // Boxed so that an idle connection's task does not reserve room for it.
+        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(server_io), svc.clone()).with_upgrades());
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.triggered() => {
+                conn.as_mut().graceful_shutdown();
+                conn.as_mut().await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%client, error = %e, "http/1 connection ended with an error");
+            return;
+        }
+        // `None`: the connection was upgraded and now belongs to the tunnel.
+        let Some(parts) = Pin::into_inner(conn).into_parts() else { return };
+        server_io = parts.io.into_inner();
+        if !server_io.released() || !parts.read_buf.is_empty() || shutdown.is_triggered() {
+            return;
+        }
+        drop(parts.service);
+        let next = tokio::select! {
+            more = server_io.wait_for_request() => more,
+            _ = shutdown.triggered() => false,
+        };
+        if !next {
+            return;
+        }
+    }
+}
+
+async fn serve_http2<IO, Svc, B>(
+    io: ServerIo<IO>,
+    svc: Svc,
+    info: Arc<ConnectionInfo>,
+    client: SocketAddr,
+    mut shutdown: Shutdown,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    let guard = *io.config();
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(guard.max_header_size).unwrap_or(u32::MAX))
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(2 << 20);
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), svc));
+    let mut idle_check = tokio::time::interval(guard.keepalive_timeout);
+    idle_check.tick().await;
+    let mut last_finished = u64::MAX;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = shutdown.triggered() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = idle_check.tick() => {
+                let finished = info.finished();
+                if info.in_flight() == 0 && finished == last_finished {
+                    tracing::debug!(%client, "closing idle http/2 connection");
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%client, error = %e, "http/2 connection ended with an error");
+                last_finished = finished;
             }
         }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%client, error = %e, "http/2 connection ended with an error");
     }
 }
 

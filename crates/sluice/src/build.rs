@@ -124,6 +124,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 header_read_timeout: l.header_read_timeout,
                 keepalive_timeout: l.keepalive_timeout,
                 idle_release: Some(std::time::Duration::from_secs(1)),
+                release_above: 256,
             },
             h2c: l.h2c,
         })

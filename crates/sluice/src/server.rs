@@ -50,7 +50,11 @@ impl Server {
         // sockets[listener][copy]
         let mut sockets = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let bound = if per_core { listener::bind_shared(l.address, copies) } else { listener::bind(l.address).map(|s| vec![s]) };
+            let bound = if per_core {
+                listener::bind_shared(l.address, copies)
+            } else {
+                listener::bind(l.address).map(|s| vec![s])
+            };
             sockets.push(bound.with_context(|| format!("cannot listen on {}", l.address))?);
         }
         let addrs = sockets.iter().map(|s| s[0].local_addr()).collect::<Result<Vec<_>, _>>()?;
@@ -61,11 +65,8 @@ impl Server {
         let mut threads = Vec::new();
         if per_core {
             for copy in 0..copies {
-                let mine: Vec<_> = sockets
-                    .iter_mut()
-                    .zip(&settings)
-                    .map(|(s, settings)| (s.remove(0), settings.clone()))
-                    .collect();
+                let mine: Vec<_> =
+                    sockets.iter_mut().zip(&settings).map(|(s, settings)| (s.remove(0), settings.clone())).collect();
                 let (stop_tx, stop_rx) = oneshot::channel();
                 let (service, shutdown) = (service.clone(), shutdown.clone());
                 let handle = std::thread::Builder::new()

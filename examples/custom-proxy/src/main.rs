@@ -79,6 +79,7 @@ async fn main() -> std::io::Result<()> {
             header_read_timeout: std::time::Duration::from_secs(30),
             keepalive_timeout: std::time::Duration::from_secs(60),
             idle_release: Some(std::time::Duration::from_secs(1)),
+            release_above: 256,
         },
         h2c: true,
     });
