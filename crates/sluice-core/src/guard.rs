@@ -430,6 +430,7 @@ pin_project! {
         ended: bool,
         released: bool,
         load: Option<Arc<AtomicUsize>>,
+        shutdown_on_close: bool,
     }
 }
 
@@ -465,6 +466,7 @@ impl<IO> ServerIo<IO> {
             ended: false,
             released: false,
             load: None,
+            shutdown_on_close: true,
         }
     }
 
@@ -472,6 +474,13 @@ impl<IO> ServerIo<IO> {
     /// [`GuardConfig::release_above`]).
     pub fn with_load(mut self, open: Arc<AtomicUsize>) -> Self {
         self.load = Some(open);
+        self
+    }
+
+    /// Whether ending the connection calls the stream's shutdown (needed for TLS'
+    /// `close_notify`; plain TCP sends its FIN on close anyway).
+    pub fn shutdown_on_close(mut self, yes: bool) -> Self {
+        self.shutdown_on_close = yes;
         self
     }
 
@@ -625,8 +634,9 @@ impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.released {
-            // The session ended to release memory: the connection itself stays open.
+        if self.released || !self.shutdown_on_close {
+            // Released: the session ended to free memory, the connection stays open.
+            // Plain TCP: dropping the socket closes it with a FIN after pending data.
             return Poll::Ready(Ok(()));
         }
         self.project().io.poll_shutdown(cx)

@@ -5,6 +5,7 @@
 //!   chosen by the transport, e.g. ALPN later), graceful shutdown, keep-alive;
 //! - [`guard`]: the byte-level HTTP/1 request framing guard in front of hyper's parser
 //!   (rejects smuggling-prone framing) and the header/keep-alive timeouts;
+//! - [`deadline`]: lazily re-armed timers for per-request timeouts on long-lived objects;
 //! - [`body`]: the one body type used for requests sent upstream and responses sent down;
 //! - [`shutdown`]: the process-wide shutdown signal and connection drain tracking.
 //!
@@ -12,6 +13,7 @@
 //! calls an [`HttpService`].
 
 pub mod body;
+pub mod deadline;
 pub mod guard;
 pub mod listener;
 pub mod server;

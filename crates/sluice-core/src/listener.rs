@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::guard::GuardConfig;
-use crate::server::{serve_connection, ProtocolHint};
+use crate::server::{serve_connection, Accepted, ProtocolHint};
 use crate::shutdown::Shutdown;
 use crate::HttpService;
 
@@ -63,6 +63,8 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    // Accepted sockets inherit it on Linux: one setsockopt per listener, not per client.
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
@@ -102,6 +104,8 @@ pub async fn serve<S: HttpService>(
                 continue;
             }
         };
+        // Linux copies TCP_NODELAY from the listening socket; elsewhere set it here.
+        #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
         let settings = settings.clone();
         let service = service.clone();
@@ -110,8 +114,8 @@ pub async fn serve<S: HttpService>(
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(stream, client, local, &settings, service, watcher, ProtocolHint::Detect, open.clone())
-                .await;
+            let accepted = Accepted { client, local, hint: ProtocolHint::Detect, shutdown_on_close: false };
+            serve_connection(stream, accepted, &settings, service, watcher, open.clone()).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }

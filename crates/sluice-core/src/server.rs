@@ -33,22 +33,37 @@ pub enum ProtocolHint {
     Http2,
 }
 
+/// What the acceptor knows about a new connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The local address it connected to.
+    pub local: SocketAddr,
+    /// How to choose the protocol.
+    pub hint: ProtocolHint,
+    /// Whether closing needs an explicit shutdown of the stream first. Plain TCP does not:
+    /// `close` sends the FIN after pending data, so the extra `shutdown` call is skipped.
+    /// TLS does (to send `close_notify`).
+    pub shutdown_on_close: bool,
+}
+
 /// Serves one connection until it closes, the keep-alive timeout ends it, or shutdown
-/// has drained it.
+/// has drained it. `open` counts the listener's open connections (see
+/// [`crate::guard::GuardConfig::release_above`]).
 pub async fn serve_connection<IO, S>(
     mut io: IO,
-    client: SocketAddr,
-    local: SocketAddr,
+    accepted: Accepted,
     settings: &ListenerSettings,
     service: Arc<S>,
     shutdown: Shutdown,
-    hint: ProtocolHint,
     open: Arc<AtomicUsize>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: HttpService,
 {
     let guard = settings.guard;
+    let Accepted { client, local, hint, shutdown_on_close } = accepted;
     let (protocol, prefix) = match hint {
         ProtocolHint::Http1 => (HttpProtocol::Http1, Bytes::new()),
         ProtocolHint::Http2 => (HttpProtocol::Http2, Bytes::new()),
@@ -81,7 +96,7 @@ pub async fn serve_connection<IO, S>(
     };
     match protocol {
         HttpProtocol::Http1 => {
-            let io = ServerIo::http1(io, prefix, info, guard).with_load(open);
+            let io = ServerIo::http1(io, prefix, info, guard).with_load(open).shutdown_on_close(shutdown_on_close);
             serve_http1(io, svc, client, shutdown).await;
         }
         // Boxed: HTTP/2 session state is large and rare next to HTTP/1 idle connections,

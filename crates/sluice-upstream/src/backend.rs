@@ -12,6 +12,7 @@ use http::{Request, Response};
 use http_body::Body as _;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use sluice_core::deadline::Deadline;
 use sluice_core::Body;
 use sluice_error::{Error, ErrorKind, Result};
 use tokio::net::TcpStream;
@@ -93,6 +94,9 @@ pub struct BackendStats {
 pub(crate) struct H1 {
     pub(crate) sender: H1Sender,
     pub(crate) conn: H1Connection,
+    /// First-byte and read-idle timeouts of whichever request uses the connection: one
+    /// lazily re-armed timer per connection rather than a timer-wheel update per request.
+    pub(crate) deadline: Deadline,
 }
 
 struct IdleH1 {
@@ -255,7 +259,7 @@ impl Backend {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("handshake with {}", self.addr), e))?;
-        Ok(Box::new(H1 { sender, conn }))
+        Ok(Box::new(H1 { sender, conn, deadline: Deadline::default() }))
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Body>> {
@@ -335,19 +339,21 @@ impl UpstreamConn {
                 let mut conn_done = false;
                 let fut = h1.sender.send_request(request);
                 let mut fut = std::pin::pin!(fut);
-                let waited = tokio::time::timeout(
-                    timeouts.first_byte,
-                    poll_fn(|cx| {
-                        if !conn_done && Pin::new(&mut h1.conn).poll(cx).is_ready() {
-                            conn_done = true;
-                        }
-                        fut.as_mut().poll(cx)
-                    }),
-                )
+                h1.deadline.set(Instant::now() + timeouts.first_byte);
+                let waited = poll_fn(|cx| {
+                    if !conn_done && Pin::new(&mut h1.conn).poll(cx).is_ready() {
+                        conn_done = true;
+                    }
+                    if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                        return Poll::Ready(Some(r));
+                    }
+                    h1.deadline.poll_expired(cx).map(|()| None)
+                })
                 .await;
+                h1.deadline.clear();
                 let response = match waited {
-                    Ok(r) => r.map_err(classify)?,
-                    Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
+                    Some(r) => r.map_err(classify)?,
+                    None => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
                 let mut driver = (!conn_done).then(|| H1Driver { h1, backend: backend.clone() });
                 if response.body().is_end_stream() {
@@ -380,7 +386,7 @@ impl UpstreamConn {
             }
             Kind::Upgrade(h1) => {
                 let addr = backend.addr;
-                let H1 { mut sender, conn } = *h1;
+                let H1 { mut sender, conn, .. } = *h1;
                 tokio::spawn(async move {
                     if let Err(e) = conn.with_upgrades().await {
                         tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");

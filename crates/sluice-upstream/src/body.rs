@@ -10,9 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
+use sluice_core::deadline::Deadline;
 use sluice_core::BoxError;
 use sluice_error::{Error, ErrorKind};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::backend::H1;
 use crate::Backend;
@@ -34,8 +35,8 @@ pub struct UpstreamBody {
     incoming: Incoming,
     driver: Option<H1Driver>,
     read_idle: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    timer_armed: bool,
+    /// For bodies without a driver (HTTP/2); HTTP/1 uses its connection's deadline.
+    deadline: Deadline,
     addr: SocketAddr,
     done: bool,
 }
@@ -48,7 +49,7 @@ impl std::fmt::Debug for UpstreamBody {
 
 impl UpstreamBody {
     pub(crate) fn new(incoming: Incoming, driver: Option<H1Driver>, read_idle: Duration, addr: SocketAddr) -> Self {
-        let mut body = Self { incoming, driver, read_idle, timer: None, timer_armed: false, addr, done: false };
+        let mut body = Self { incoming, driver, read_idle, deadline: Deadline::default(), addr, done: false };
         if body.incoming.is_end_stream() {
             body.finish(None);
         }
@@ -65,11 +66,19 @@ impl UpstreamBody {
         self.incoming
     }
 
+    fn deadline_mut(&mut self) -> &mut Deadline {
+        match self.driver.as_mut() {
+            Some(d) => &mut d.h1.deadline,
+            None => &mut self.deadline,
+        }
+    }
+
     fn finish(&mut self, cx: Option<&mut Context<'_>>) {
         self.done = true;
         let Some(mut d) = self.driver.take() else {
             return;
         };
+        d.h1.deadline.clear();
         // One more turn lets the connection settle into "idle, ready for the next request".
         let ready = match cx {
             Some(cx) => {
@@ -121,7 +130,7 @@ impl http_body::Body for UpstreamBody {
         }
         match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.timer_armed = false;
+                this.deadline_mut().clear();
                 if this.incoming.is_end_stream() {
                     this.finish(Some(cx));
                 }
@@ -138,23 +147,18 @@ impl http_body::Body for UpstreamBody {
                 Poll::Ready(Some(Err(Error::because(kind, format!("reading the response body from {}", this.addr), e))))
             }
             Poll::Pending => {
-                let deadline = Instant::now() + this.read_idle;
-                if !this.timer_armed {
-                    this.timer_armed = true;
-                    match this.timer.as_mut() {
-                        Some(t) => t.as_mut().reset(deadline),
-                        None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    }
+                let read_idle = this.read_idle;
+                let deadline = this.deadline_mut();
+                if deadline.get().is_none() {
+                    deadline.set(Instant::now() + read_idle);
                 }
-                if let Some(t) = this.timer.as_mut() {
-                    if t.as_mut().poll(cx).is_ready() {
-                        this.driver = None;
-                        this.done = true;
-                        return Poll::Ready(Some(Err(Error::explain(
-                            ErrorKind::UpstreamReadTimeout,
-                            format!("{} sent nothing for {:?}", this.addr, this.read_idle),
-                        ))));
-                    }
+                if deadline.poll_expired(cx).is_ready() {
+                    this.driver = None;
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Error::explain(
+                        ErrorKind::UpstreamReadTimeout,
+                        format!("{} sent nothing for {:?}", this.addr, this.read_idle),
+                    ))));
                 }
                 Poll::Pending
             }
