@@ -410,6 +410,8 @@ enum Arm {
     Head(u64),
     /// Idle between requests (by head count and finished-request count).
     Idle(u64, u64),
+    /// A response in progress: re-check for idleness later.
+    Busy(u64, u64),
 }
 
 pin_project! {
@@ -431,6 +433,8 @@ pin_project! {
         released: bool,
         load: Option<Arc<AtomicUsize>>,
         shutdown_on_close: bool,
+        poisoned: bool,
+        written_since_poison: bool,
     }
 }
 
@@ -467,6 +471,8 @@ impl<IO> ServerIo<IO> {
             released: false,
             load: None,
             shutdown_on_close: true,
+            poisoned: false,
+            written_since_poison: false,
         }
     }
 
@@ -482,6 +488,17 @@ impl<IO> ServerIo<IO> {
     pub fn shutdown_on_close(mut self, yes: bool) -> Self {
         self.shutdown_on_close = yes;
         self
+    }
+
+    /// Whether a head was rejected and no response followed it (hyper gave up on the
+    /// poisoned head as incomplete): the caller should answer 400 itself.
+    pub fn owes_bad_request(&self) -> bool {
+        self.poisoned && !self.written_since_poison
+    }
+
+    /// The connection this stream belongs to.
+    pub fn connection(&self) -> &Arc<ConnectionInfo> {
+        &self.conn
     }
 
     /// The limits in force.
@@ -524,61 +541,85 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
                     let Some(scanner) = this.scanner.as_deref() else {
                         return Poll::Pending;
                     };
-                    let (arm, deadline) = match (scanner.state, scanner.head_started) {
-                        (State::Head, Some(started)) => {
-                            (Arm::Head(scanner.heads_seen), started + this.config.header_read_timeout)
-                        }
-                        (State::Head, None) if scanner.heads_seen == 0 => {
-                            (Arm::Head(0), *this.opened + this.config.header_read_timeout)
-                        }
-                        // Idle: every request whose head was read has its response finished.
-                        (State::Head, None)
-                            if scanner.heads_seen <= this.conn.finished() && this.conn.in_flight() == 0 =>
-                        {
-                            let crowded = this
-                                .load
-                                .as_ref()
-                                .is_some_and(|l| l.load(Ordering::Relaxed) > this.config.release_above);
-                            if crowded && this.config.idle_release.is_some() {
-                                *this.idle_since = Instant::now();
-                                *this.ended = true;
-                                *this.released = true;
-                                return Poll::Ready(Ok(()));
+                    loop {
+                        let heads = scanner.heads_seen;
+                        let finished = this.conn.finished();
+                        let busy = heads > finished || this.conn.in_flight() > 0;
+                        let crowded =
+                            this.load.as_ref().is_some_and(|l| l.load(Ordering::Relaxed) > this.config.release_above)
+                                && this.config.idle_release.is_some();
+                        let (arm, deadline) = match (scanner.state, scanner.head_started) {
+                            (State::Head, Some(started)) => {
+                                (Arm::Head(heads), started + this.config.header_read_timeout)
                             }
-                            let arm = Arm::Idle(scanner.heads_seen, this.conn.finished());
-                            if *this.armed != arm {
-                                *this.idle_since = Instant::now();
+                            (State::Head, None) if heads == 0 => {
+                                (Arm::Head(0), *this.opened + this.config.header_read_timeout)
                             }
-                            let wait = match this.config.idle_release {
-                                Some(r) if r < this.config.keepalive_timeout => r,
-                                _ => this.config.keepalive_timeout,
-                            };
-                            (arm, *this.idle_since + wait)
+                            (State::Head, None) if !busy => {
+                                if crowded {
+                                    // Many connections: memory follows requests, not connections.
+                                    *this.idle_since = Instant::now();
+                                    *this.ended = true;
+                                    *this.released = true;
+                                    return Poll::Ready(Ok(()));
+                                }
+                                let arm = Arm::Idle(heads, finished);
+                                if *this.armed != arm {
+                                    *this.idle_since = Instant::now();
+                                }
+                                let wait = match this.config.idle_release {
+                                    Some(r) if r < this.config.keepalive_timeout => r,
+                                    _ => this.config.keepalive_timeout,
+                                };
+                                (arm, *this.idle_since + wait)
+                            }
+                            (State::Head, None) => {
+                                // A response is still on its way, and hyper may not read again
+                                // once it is done: look again then (crowded: as soon as it
+                                // finishes; otherwise at the next idle-release tick).
+                                if crowded {
+                                    this.conn.idle_waker.register(cx.waker());
+                                    if heads <= this.conn.finished() && this.conn.in_flight() == 0 {
+                                        continue;
+                                    }
+                                    *this.armed = Arm::None;
+                                    return Poll::Pending;
+                                }
+                                let check = this
+                                    .config
+                                    .idle_release
+                                    .unwrap_or(this.config.keepalive_timeout)
+                                    .min(this.config.keepalive_timeout);
+                                (Arm::Busy(heads, finished), Instant::now() + check)
+                            }
+                            _ => {
+                                *this.armed = Arm::None;
+                                return Poll::Pending;
+                            }
+                        };
+                        // Lazy timer: moving a deadline later only records it; the registered
+                        // sleep is reset when it fires early. Keep-alive traffic thus costs no
+                        // timer-wheel update per request, only one per timeout period.
+                        if *this.armed != arm {
+                            *this.armed = arm;
+                            *this.deadline = deadline;
+                            match this.timer {
+                                Some(timer) if timer.deadline() > deadline => timer.as_mut().reset(deadline),
+                                Some(_) => {}
+                                None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                            }
                         }
-                        _ => {
-                            *this.armed = Arm::None;
-                            return Poll::Pending;
-                        }
-                    };
-                    // Lazy timer: moving a deadline later only records it; the registered
-                    // sleep is reset when it fires early. Keep-alive traffic thus costs no
-                    // timer-wheel update per request, only one per timeout period.
-                    if *this.armed != arm {
-                        *this.armed = arm;
-                        *this.deadline = deadline;
-                        match this.timer {
-                            Some(timer) if timer.deadline() > deadline => timer.as_mut().reset(deadline),
-                            Some(_) => {}
-                            None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                        }
-                    }
-                    if let Some(timer) = this.timer {
+                        let Some(timer) = this.timer.as_mut() else { return Poll::Pending };
                         loop {
                             ready!(timer.as_mut().poll(cx));
                             if Instant::now() >= *this.deadline {
                                 break;
                             }
                             timer.as_mut().reset(*this.deadline);
+                        }
+                        if matches!(arm, Arm::Busy(..)) {
+                            *this.armed = Arm::None;
+                            continue;
                         }
                         *this.ended = true;
                         if matches!(arm, Arm::Idle(..))
@@ -593,7 +634,6 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
                         }
                         return Poll::Ready(Ok(()));
                     }
-                    return Poll::Pending;
                 }
             }
         }
@@ -606,6 +646,7 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
             if let Scan::Poison { keep } = scanner.scan(&mut buf.filled_mut()[before..]) {
                 buf.set_filled(before + keep);
                 *this.ended = true;
+                *this.poisoned = true;
             }
         }
         Poll::Ready(Ok(()))
@@ -614,7 +655,9 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
 
 impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        *this.written_since_poison |= *this.poisoned;
+        this.io.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -622,7 +665,9 @@ impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        *this.written_since_poison |= *this.poisoned;
+        this.io.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -648,20 +693,39 @@ impl<IO: AsyncRead + Unpin> ServerIo<IO> {
     /// client's next bytes and keeps them for the next session. False when the client
     /// closed, the keep-alive period ended, or reading failed.
     pub async fn wait_for_request(&mut self) -> bool {
-        use tokio::io::AsyncReadExt;
         self.ended = false;
         self.released = false;
         self.armed = Arm::None;
         let deadline = self.idle_since + self.config.keepalive_timeout;
-        // One byte: waiting must not hold a buffer (this is what idle connections do).
-        let mut byte = [0u8; 1];
-        match tokio::time::timeout_at(deadline, self.io.read(&mut byte)).await {
-            Ok(Ok(1)) => {
-                self.prefix = Bytes::copy_from_slice(&byte);
-                true
-            }
-            _ => false,
+        match &mut self.timer {
+            Some(timer) if timer.deadline() > deadline => timer.as_mut().reset(deadline),
+            Some(_) => {}
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
         }
+        // One byte, and the connection's own timer: an idle connection holds no buffer
+        // and no extra timer while it waits.
+        let mut byte = [0u8; 1];
+        let got = std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut byte);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => return Poll::Ready(buf.filled().len() == 1),
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Pending => {}
+            }
+            let Some(timer) = self.timer.as_mut() else { return Poll::Ready(false) };
+            loop {
+                ready!(timer.as_mut().poll(cx));
+                if Instant::now() >= deadline {
+                    return Poll::Ready(false);
+                }
+                timer.as_mut().reset(deadline);
+            }
+        })
+        .await;
+        if got {
+            self.prefix = Bytes::copy_from_slice(&byte);
+        }
+        got
     }
 
     /// Consumes the wrapper, giving back the stream.

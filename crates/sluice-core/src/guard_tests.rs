@@ -84,3 +84,14 @@ fn oversized_heads_are_left_to_hyper() {
     assert!(matches!(scanner.scan(&mut big), Scan::Ok));
     assert_eq!(scanner.state, State::Passthrough);
 }
+
+#[test]
+fn poison_works_when_the_head_is_split() {
+    let req: &[u8] = b"GET / HTTP/1.1\r\nHost : a\r\n\r\n";
+    for split in 1..req.len() {
+        let (out, scanner) = scan_all(&[&req[..split], &req[split..]]);
+        assert_eq!(scanner.state, State::Poisoned, "split at {split}");
+        assert_eq!(out.len(), req.len(), "split at {split}");
+        assert_eq!(out[req.len() - 1], 0, "split at {split}");
+    }
+}

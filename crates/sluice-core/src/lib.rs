@@ -54,6 +54,10 @@ pub struct ConnectionInfo {
     pub protocol: HttpProtocol,
     in_flight: AtomicUsize,
     finished: AtomicU64,
+    sessions: AtomicU64,
+    /// Woken when a request finishes (the framing guard waits on it to release idle
+    /// sessions on crowded listeners).
+    pub(crate) idle_waker: atomic_waker::AtomicWaker,
 }
 
 impl ConnectionInfo {
@@ -67,6 +71,8 @@ impl ConnectionInfo {
             protocol,
             in_flight: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
+            idle_waker: atomic_waker::AtomicWaker::new(),
         }
     }
 
@@ -79,6 +85,16 @@ impl ConnectionInfo {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// HTTP/1 protocol sessions started on this connection: 1, plus one per time the
+    /// connection went idle and released its session state.
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn session_started(&self) {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Requests finished on this connection so far.
     pub fn finished(&self) -> u64 {
         self.finished.load(Ordering::Acquire)
@@ -87,6 +103,7 @@ impl ConnectionInfo {
     pub(crate) fn request_finished(&self) {
         self.finished.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.idle_waker.wake();
     }
 }
 

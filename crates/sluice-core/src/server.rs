@@ -21,6 +21,7 @@ use crate::shutdown::Shutdown;
 use crate::{BoxError, ConnectionInfo, HttpProtocol, HttpService};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// How to choose the protocol of a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,18 +69,21 @@ pub async fn serve_connection<IO, S>(
         ProtocolHint::Http1 => (HttpProtocol::Http1, Bytes::new()),
         ProtocolHint::Http2 => (HttpProtocol::Http2, Bytes::new()),
         ProtocolHint::Detect if !settings.h2c => (HttpProtocol::Http1, Bytes::new()),
-        ProtocolHint::Detect => match tokio::time::timeout(guard.header_read_timeout, detect(&mut io)).await {
-            Ok(Ok(Some(found))) => found,
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => {
-                tracing::debug!(%client, error = %e, "connection failed before a request");
-                return;
+        // Boxed: detection happens once, its state should not stay in every connection's task.
+        ProtocolHint::Detect => {
+            match Box::pin(tokio::time::timeout(guard.header_read_timeout, detect(&mut io))).await {
+                Ok(Ok(Some(found))) => found,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(%client, error = %e, "connection failed before a request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%client, "closing connection: nothing received in time");
+                    return;
+                }
             }
-            Err(_) => {
-                tracing::debug!(%client, "closing connection: nothing received in time");
-                return;
-            }
-        },
+        }
     };
     let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol));
     let svc = {
@@ -128,6 +132,7 @@ where
         .max_buf_size(server_io.config().max_header_size.max(8192))
         .header_read_timeout(None);
     loop {
+        server_io.connection().session_started();
         // Boxed so that an idle connection's task does not reserve room for it.
         let mut conn = Box::pin(builder.serve_connection(TokioIo::new(server_io), svc.clone()).with_upgrades());
         let result = tokio::select! {
@@ -137,13 +142,21 @@ where
                 conn.as_mut().await
             }
         };
+        // `None`: the connection was upgraded and now belongs to the tunnel.
+        let Some(parts) = Pin::into_inner(conn).into_parts() else { return };
+        server_io = parts.io.into_inner();
+        if server_io.owes_bad_request() {
+            // The guard rejected a head that hyper could not answer itself (a head split
+            // across reads stops looking complete once poisoned): answer for it.
+            use tokio::io::AsyncWriteExt;
+            let _ = server_io.write_all(BAD_REQUEST).await;
+            let _ = server_io.flush().await;
+            return;
+        }
         if let Err(e) = result {
             tracing::debug!(%client, error = %e, "http/1 connection ended with an error");
             return;
         }
-        // `None`: the connection was upgraded and now belongs to the tunnel.
-        let Some(parts) = Pin::into_inner(conn).into_parts() else { return };
-        server_io = parts.io.into_inner();
         if !server_io.released() || !parts.read_buf.is_empty() || shutdown.is_triggered() {
             return;
         }

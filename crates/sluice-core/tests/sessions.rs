@@ -15,8 +15,10 @@ struct Echo;
 
 impl HttpService for Echo {
     type Body = Body;
-    async fn call(&self, req: http::Request<Incoming>, _conn: &Arc<ConnectionInfo>) -> http::Response<Body> {
-        http::Response::new(Body::full(format!("path={}", req.uri().path())))
+    async fn call(&self, req: http::Request<Incoming>, conn: &Arc<ConnectionInfo>) -> http::Response<Body> {
+        let mut resp = http::Response::new(Body::full(format!("path={}", req.uri().path())));
+        resp.headers_mut().insert("x-session", conn.sessions().into());
+        resp
     }
 }
 
@@ -91,4 +93,40 @@ async fn a_released_connection_still_rejects_smuggling_attempts() {
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&out));
+}
+
+async fn get_session(s: &mut TcpStream, path: &str) -> u64 {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(&format!("path={path}")) {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let line = got.lines().find(|l| l.starts_with("x-session: ")).unwrap();
+    line["x-session: ".len()..].trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn crowded_listeners_release_the_session_after_every_response() {
+    let addr = start(0).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(get_session(&mut s, "/a").await, 1);
+    assert_eq!(get_session(&mut s, "/b").await, 2);
+    assert_eq!(get_session(&mut s, "/c").await, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quiet_listeners_release_the_session_after_a_second_of_idleness() {
+    let addr = start(1000).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(get_session(&mut s, "/a").await, 1);
+    assert_eq!(get_session(&mut s, "/b").await, 1, "busy connections keep their session");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get_session(&mut s, "/c").await, 2, "idle for 3 s: a new session");
+    // The keep-alive timeout (10 s here) still closes the connection after release.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).await.unwrap_or(0), 0);
 }
