@@ -1,6 +1,6 @@
 //! The `sluice` binary: parses the command line and hands over to `sluice::cli`.
 
-#[cfg(feature = "mimalloc")]
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
