@@ -112,17 +112,38 @@ pub async fn serve_connection<IO, S>(
     }
 }
 
+/// The hyper service a connection runs: the handler wrapped with request accounting.
+trait ConnService<B>:
+    hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T, B> ConnService<B> for T where
+    T: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// HTTP/1.1: one hyper session per burst of requests. When the connection goes idle the
 /// guard may end the session (freeing hyper's buffers) without closing the socket; a new
 /// session starts when the client speaks again.
 async fn serve_http1<IO, Svc, B>(mut server_io: ServerIo<IO>, svc: Svc, client: SocketAddr, mut shutdown: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    Svc: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    Svc::Future: Send + 'static,
+    Svc: ConnService<B>,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -179,11 +200,7 @@ async fn serve_http2<IO, Svc, B>(
     mut shutdown: Shutdown,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    Svc: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    Svc::Future: Send + 'static,
+    Svc: ConnService<B>,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
     let guard = *io.config();
