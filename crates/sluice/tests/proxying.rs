@@ -276,3 +276,47 @@ async fn large_bodies_stream_both_ways_with_bounded_memory() {
     // Client, proxy and origin all live in this process: 512 MiB went through it.
     assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB while streaming");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_client_bodies_reach_http1_origins() {
+    let origin = Origin::start(false, echo_handler()).await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let mut client = h2_client(proxy.addr()).await;
+    let req = Request::post("http://example.test/upload").body(full("h2 body to an h1 origin")).unwrap();
+    let resp = client.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "h2 body to an h1 origin");
+    assert_eq!(origin.last_head().version, http::Version::HTTP_11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodiless_responses_return_their_connection_to_the_pool() {
+    let origin = Origin::start(
+        false,
+        Arc::new(|req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                let mut resp = Response::new(full(""));
+                if req.uri().path() == "/204" {
+                    *resp.status_mut() = StatusCode::NO_CONTENT;
+                } else if req.uri().path() == "/304" {
+                    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                }
+                resp
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let mut client = h1_client(proxy.addr()).await;
+    for (method, path, status) in
+        [("HEAD", "/", 200), ("GET", "/204", 204), ("GET", "/304", 304), ("GET", "/", 200), ("HEAD", "/", 200)]
+    {
+        client.ready().await.unwrap();
+        let req = Request::builder().method(method).uri(path).body(full("")).unwrap();
+        let resp = client.send_request(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!(origin.requests(), 5);
+    assert_eq!(origin.connections(), 1, "every bodiless response returned its connection");
+}
