@@ -99,6 +99,25 @@ pub(crate) struct H1 {
     pub(crate) deadline: Deadline,
 }
 
+impl H1 {
+    /// Drives the connection once and says whether it can take a request now: false when
+    /// the origin closed it or it is still busy with the previous exchange.
+    pub(crate) fn ready_now(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if Pin::new(&mut self.conn).poll(cx).is_ready() {
+            return false;
+        }
+        matches!(self.sender.poll_ready(cx), Poll::Ready(Ok(())))
+    }
+
+    /// Like [`H1::ready_now`] but waits for a busy connection to finish.
+    pub(crate) fn poll_settled(&mut self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+        if Pin::new(&mut self.conn).poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        self.sender.poll_ready(cx).map(|r| r.is_ok())
+    }
+}
+
 struct IdleH1 {
     h1: Box<H1>,
     since: Instant,
@@ -178,13 +197,7 @@ impl Backend {
             UpstreamProtocol::Http1 => {
                 while let Some(mut idle) = self.take_idle() {
                     // Let the connection notice a close from the origin, then ask if it is ready.
-                    let ready = poll_fn(|cx| {
-                        if Pin::new(&mut idle.h1.conn).poll(cx).is_ready() {
-                            return Poll::Ready(false);
-                        }
-                        Poll::Ready(matches!(idle.h1.sender.poll_ready(cx), Poll::Ready(Ok(()))))
-                    })
-                    .await;
+                    let ready = poll_fn(|cx| Poll::Ready(idle.h1.ready_now(cx))).await;
                     if ready {
                         return Ok(self.h1_conn(idle.h1, true));
                     }
@@ -360,13 +373,7 @@ impl UpstreamConn {
                     // No body (HEAD, 204, 304, empty): one more turn settles the connection
                     // into idle, so it goes back to the pool now.
                     if let Some(mut d) = driver.take() {
-                        let ready = poll_fn(|cx| {
-                            if Pin::new(&mut d.h1.conn).poll(cx).is_ready() {
-                                return Poll::Ready(false);
-                            }
-                            Poll::Ready(matches!(d.h1.sender.poll_ready(cx), Poll::Ready(Ok(()))))
-                        })
-                        .await;
+                        let ready = poll_fn(|cx| Poll::Ready(d.h1.ready_now(cx))).await;
                         if ready {
                             backend.put_idle(d.h1);
                         } else {

@@ -81,12 +81,7 @@ impl UpstreamBody {
         d.h1.deadline.clear();
         // One more turn lets the connection settle into "idle, ready for the next request".
         let ready = match cx {
-            Some(cx) => {
-                if Pin::new(&mut d.h1.conn).poll(cx).is_ready() {
-                    return;
-                }
-                matches!(d.h1.sender.poll_ready(cx), Poll::Ready(Ok(())))
-            }
+            Some(cx) => d.h1.ready_now(cx),
             None => d.h1.sender.is_ready(),
         };
         if ready {
@@ -96,16 +91,8 @@ impl UpstreamBody {
             // its own task and pool it afterwards.
             tokio::spawn(async move {
                 let H1Driver { mut h1, backend } = d;
-                let settled = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    std::future::poll_fn(|cx| {
-                        if Pin::new(&mut h1.conn).poll(cx).is_ready() {
-                            return Poll::Ready(false);
-                        }
-                        h1.sender.poll_ready(cx).map(|r| r.is_ok())
-                    }),
-                )
-                .await;
+                let settled =
+                    tokio::time::timeout(Duration::from_secs(1), std::future::poll_fn(|cx| h1.poll_settled(cx))).await;
                 if settled == Ok(true) {
                     backend.put_idle(h1);
                 }
