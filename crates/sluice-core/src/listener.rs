@@ -119,6 +119,8 @@ pub async fn serve<S: HttpService>(
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+    // Close the socket before saying so: new clients are refused from this line on.
+    drop(listener);
     tracing::info!(listener = %settings.name, address = %local, "stopped accepting");
     Ok(())
 }
