@@ -52,6 +52,7 @@ pub struct ConnectionInfo {
     pub tls: bool,
     /// The protocol spoken on this connection.
     pub protocol: HttpProtocol,
+    client_ip: http::HeaderValue,
     in_flight: AtomicUsize,
     finished: AtomicU64,
     sessions: AtomicU64,
@@ -69,11 +70,18 @@ impl ConnectionInfo {
             listener_id,
             tls: false,
             protocol,
+            client_ip: http::HeaderValue::try_from(client_addr.ip().to_string())
+                .unwrap_or(http::HeaderValue::from_static("unknown")),
             in_flight: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
             idle_waker: atomic_waker::AtomicWaker::new(),
         }
+    }
+
+    /// The client's IP address as a header value (for `X-Forwarded-For`), formatted once.
+    pub fn client_ip(&self) -> &http::HeaderValue {
+        &self.client_ip
     }
 
     /// Requests currently being served on this connection (response not finished).

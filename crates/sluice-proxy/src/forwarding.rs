@@ -38,15 +38,61 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Which hop-by-hop (and proxy-handled) headers a message carries, found in one pass
+/// over its header names so that the common message, which has few or none, costs no
+/// hash lookups for the absent ones.
+#[derive(Debug, Default, Clone, Copy)]
+struct HopHeaders {
+    connection: bool,
+    keep_alive: bool,
+    proxy_connection: bool,
+    transfer_encoding: bool,
+    upgrade: bool,
+    te: bool,
+    expect: bool,
+}
+
+impl HopHeaders {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut found = Self::default();
+        for name in headers.keys() {
+            if *name == header::CONNECTION {
+                found.connection = true;
+            } else if *name == header::TRANSFER_ENCODING {
+                found.transfer_encoding = true;
+            } else if *name == header::UPGRADE {
+                found.upgrade = true;
+            } else if *name == header::TE {
+                found.te = true;
+            } else if *name == header::EXPECT {
+                found.expect = true;
+            } else if *name == KEEP_ALIVE {
+                found.keep_alive = true;
+            } else if *name == PROXY_CONNECTION {
+                found.proxy_connection = true;
+            }
+        }
+        found
+    }
+}
+
 /// Removes hop-by-hop headers; keeps `Upgrade`/`Connection: upgrade` when `keep_upgrade`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    remove_found(headers, HopHeaders::scan(headers), keep_upgrade);
+}
+
+fn remove_found(headers: &mut HeaderMap, found: HopHeaders, keep_upgrade: bool) {
+    if found.connection {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            // The usual tokens name no other header (keep-alive is removed below anyway):
+            // skipping them keeps the common case free of allocation.
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             if keep_upgrade && name == header::UPGRADE {
@@ -59,13 +105,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
-    } else {
+    if found.keep_alive {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if found.proxy_connection {
+        headers.remove(&PROXY_CONNECTION);
+    }
+    if found.transfer_encoding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if found.upgrade {
+        headers.remove(header::UPGRADE);
     }
 }
 
@@ -76,33 +128,45 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
     up.method = down.method.clone();
     up.headers = down.headers.clone();
     let headers = &mut up.headers;
+    // Room for the forwarding headers below: one growth instead of several.
+    headers.reserve(6);
 
+    let found = HopHeaders::scan(headers);
     // TE is hop-by-hop, but `TE: trailers` must reach gRPC origins.
-    let wants_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    remove_hop_by_hop(headers, upgrade);
-    headers.remove(header::TE);
+    let wants_trailers = found.te
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    remove_found(headers, found, upgrade);
+    if found.te {
+        headers.remove(header::TE);
+    }
     if wants_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    headers.remove(header::EXPECT);
+    if found.expect {
+        headers.remove(header::EXPECT);
+    }
 
-    // X-Forwarded-For: append the client address to any list already there.
-    let mut xff = String::with_capacity(48);
-    for prior in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
-        xff.push_str(prior);
-        xff.push_str(", ");
-    }
-    {
-        use std::fmt::Write as _;
-        let _ = write!(xff, "{}", session.client_addr().ip());
-    }
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(&X_FORWARDED_FOR, v);
+    // X-Forwarded-For: append the client address to any list already there. The address
+    // is formatted once per connection (`ConnectionInfo::client_ip`), so the usual request,
+    // which brings no X-Forwarded-For of its own, only shares those bytes.
+    let client_ip = session.connection().client_ip();
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = String::with_capacity(64);
+        for prior in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
+            xff.push_str(prior);
+            xff.push_str(", ");
+        }
+        xff.push_str(client_ip.to_str().unwrap_or(""));
+        if let Ok(v) = HeaderValue::try_from(xff) {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
+    } else {
+        headers.insert(&X_FORWARDED_FOR, client_ip.clone());
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(session.scheme()));
     let host_value = down
@@ -153,6 +217,7 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
 /// Cleans a response head from upstream before it goes downstream.
 pub fn downstream_response(session: &Session, response: &mut response::Parts) {
     let upgraded = response.status == StatusCode::SWITCHING_PROTOCOLS;
+    response.headers.reserve(2);
     remove_hop_by_hop(&mut response.headers, upgraded);
     let via = match response.version {
         Version::HTTP_2 => "2 sluice",

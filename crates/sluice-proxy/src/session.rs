@@ -36,7 +36,8 @@ pub struct Session {
 
 impl Session {
     pub(crate) fn new(req: request::Parts, body: Incoming, conn: Arc<ConnectionInfo>) -> Self {
-        let request_id = match req.headers.get("x-request-id") {
+        static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+        let request_id = match req.headers.get(&X_REQUEST_ID) {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
             _ => new_request_id(),
         };
