@@ -28,7 +28,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use crate::deadline::Deadline;
 
 use crate::ConnectionInfo;
 
@@ -425,8 +427,7 @@ pin_project! {
         conn: Arc<ConnectionInfo>,
         config: GuardConfig,
         opened: Instant,
-        timer: Option<Pin<Box<Sleep>>>,
-        deadline: Instant,
+        deadline: Deadline,
         idle_since: Instant,
         armed: Arm,
         ended: bool,
@@ -463,8 +464,7 @@ impl<IO> ServerIo<IO> {
             conn,
             config,
             opened: Instant::now(),
-            timer: None,
-            deadline: Instant::now(),
+            deadline: Deadline::default(),
             idle_since: Instant::now(),
             armed: Arm::None,
             ended: false,
@@ -597,26 +597,13 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
                                 return Poll::Pending;
                             }
                         };
-                        // Lazy timer: moving a deadline later only records it; the registered
-                        // sleep is reset when it fires early. Keep-alive traffic thus costs no
-                        // timer-wheel update per request, only one per timeout period.
+                        // A lazily re-armed deadline: keep-alive traffic costs no timer-wheel
+                        // update per request, only one per timeout period.
                         if *this.armed != arm {
                             *this.armed = arm;
-                            *this.deadline = deadline;
-                            match this.timer {
-                                Some(timer) if timer.deadline() > deadline => timer.as_mut().reset(deadline),
-                                Some(_) => {}
-                                None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                            }
+                            this.deadline.set(deadline);
                         }
-                        let Some(timer) = this.timer.as_mut() else { return Poll::Pending };
-                        loop {
-                            ready!(timer.as_mut().poll(cx));
-                            if Instant::now() >= *this.deadline {
-                                break;
-                            }
-                            timer.as_mut().reset(*this.deadline);
-                        }
+                        ready!(this.deadline.poll_expired(cx));
                         if matches!(arm, Arm::Busy(..)) {
                             *this.armed = Arm::None;
                             continue;
@@ -696,12 +683,7 @@ impl<IO: AsyncRead + Unpin> ServerIo<IO> {
         self.ended = false;
         self.released = false;
         self.armed = Arm::None;
-        let deadline = self.idle_since + self.config.keepalive_timeout;
-        match &mut self.timer {
-            Some(timer) if timer.deadline() > deadline => timer.as_mut().reset(deadline),
-            Some(_) => {}
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
+        self.deadline.set(self.idle_since + self.config.keepalive_timeout);
         // One byte, and the connection's own timer: an idle connection holds no buffer
         // and no extra timer while it waits.
         let mut byte = [0u8; 1];
@@ -712,14 +694,7 @@ impl<IO: AsyncRead + Unpin> ServerIo<IO> {
                 Poll::Ready(Err(_)) => return Poll::Ready(false),
                 Poll::Pending => {}
             }
-            let Some(timer) = self.timer.as_mut() else { return Poll::Ready(false) };
-            loop {
-                ready!(timer.as_mut().poll(cx));
-                if Instant::now() >= deadline {
-                    return Poll::Ready(false);
-                }
-                timer.as_mut().reset(deadline);
-            }
+            self.deadline.poll_expired(cx).map(|()| false)
         })
         .await;
         if got {
@@ -733,8 +708,6 @@ impl<IO: AsyncRead + Unpin> ServerIo<IO> {
         self.io
     }
 }
-
-use std::future::Future as _;
 
 #[cfg(test)]
 #[path = "guard_tests.rs"]

@@ -61,11 +61,6 @@ impl UpstreamBody {
         self.addr
     }
 
-    /// Gives the hyper body back (for protocol upgrades, where the connection is not pooled).
-    pub fn into_incoming(self) -> Incoming {
-        self.incoming
-    }
-
     fn deadline_mut(&mut self) -> &mut Deadline {
         match self.driver.as_mut() {
             Some(d) => &mut d.h1.deadline,
