@@ -7,7 +7,8 @@
 //!   (rejects smuggling-prone framing) and the header/keep-alive timeouts;
 //! - [`deadline`]: lazily re-armed timers for per-request timeouts on long-lived objects;
 //! - [`body`]: the one body type used for requests sent upstream and responses sent down;
-//! - [`shutdown`]: the process-wide shutdown signal and connection drain tracking.
+//! - [`shutdown`]: the process-wide shutdown signal and connection drain tracking;
+//! - [`tls`]: TLS termination (SNI, ALPN, client certificates, reload) and certificate loading.
 //!
 //! The request path itself (phases, forwarding) lives in `sluice-proxy`; this crate only
 //! calls an [`HttpService`].
@@ -18,6 +19,7 @@ pub mod guard;
 pub mod listener;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,8 +50,8 @@ pub struct ConnectionInfo {
     pub local_addr: SocketAddr,
     /// Index of the listener in the configuration (routing tables are per listener).
     pub listener_id: usize,
-    /// Whether the connection is encrypted (always false until TLS lands).
-    pub tls: bool,
+    /// What the TLS handshake established; `None` on plain-text connections.
+    pub tls: Option<tls::server::TlsInfo>,
     /// The protocol spoken on this connection.
     pub protocol: HttpProtocol,
     client_ip: http::HeaderValue,
@@ -63,12 +65,18 @@ pub struct ConnectionInfo {
 
 impl ConnectionInfo {
     /// Describes a new connection.
-    pub fn new(client_addr: SocketAddr, local_addr: SocketAddr, listener_id: usize, protocol: HttpProtocol) -> Self {
+    pub fn new(
+        client_addr: SocketAddr,
+        local_addr: SocketAddr,
+        listener_id: usize,
+        protocol: HttpProtocol,
+        tls: Option<tls::server::TlsInfo>,
+    ) -> Self {
         Self {
             client_addr,
             local_addr,
             listener_id,
-            tls: false,
+            tls,
             protocol,
             client_ip: http::HeaderValue::try_from(client_addr.ip().to_string())
                 .unwrap_or(http::HeaderValue::from_static("unknown")),

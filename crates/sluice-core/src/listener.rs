@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::guard::GuardConfig;
 use crate::server::{serve_connection, Accepted, ProtocolHint};
 use crate::shutdown::Shutdown;
+use crate::tls::server::TlsAcceptor;
 use crate::HttpService;
 
 /// Per-listener settings the runtime needs.
@@ -31,8 +32,10 @@ pub struct ListenerSettings {
     pub max_connections: usize,
     /// Framing guard limits and read timeouts.
     pub guard: GuardConfig,
-    /// Accept HTTP/2 with prior knowledge beside HTTP/1.1.
+    /// Accept HTTP/2 with prior knowledge beside HTTP/1.1 (plain-text listeners).
     pub h2c: bool,
+    /// TLS termination; `None` for plain text.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 /// Binds a TCP listening socket, ready for [`serve`].
@@ -114,8 +117,29 @@ pub async fn serve<S: HttpService>(
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
-            let accepted = Accepted { client, local, hint: ProtocolHint::Detect, shutdown_on_close: false };
-            serve_connection(stream, accepted, &settings, service, watcher, open.clone()).await;
+            match &settings.tls {
+                None => {
+                    let accepted =
+                        Accepted { client, local, hint: ProtocolHint::Detect, shutdown_on_close: false, tls: None };
+                    serve_connection(stream, accepted, &settings, service, watcher, open.clone()).await;
+                }
+                Some(tls) => {
+                    // Boxed: the handshake's state is large and only lives until it is done.
+                    match Box::pin(tls.accept(stream)).await {
+                        Ok(done) => {
+                            let accepted = Accepted {
+                                client,
+                                local,
+                                hint: done.hint,
+                                shutdown_on_close: true,
+                                tls: Some(done.info),
+                            };
+                            serve_connection(done.stream, accepted, &settings, service, watcher, open.clone()).await;
+                        }
+                        Err(e) => tracing::debug!(listener = %settings.name, %client, error = %e, "TLS handshake failed"),
+                    }
+                }
+            }
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }

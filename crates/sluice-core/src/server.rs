@@ -35,7 +35,7 @@ pub enum ProtocolHint {
 }
 
 /// What the acceptor knows about a new connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Accepted {
     /// The client's address.
     pub client: SocketAddr,
@@ -47,6 +47,8 @@ pub struct Accepted {
     /// `close` sends the FIN after pending data, so the extra `shutdown` call is skipped.
     /// TLS does (to send `close_notify`).
     pub shutdown_on_close: bool,
+    /// What the TLS handshake established, on TLS connections.
+    pub tls: Option<crate::tls::server::TlsInfo>,
 }
 
 /// Serves one connection until it closes, the keep-alive timeout ends it, or shutdown
@@ -64,7 +66,7 @@ pub async fn serve_connection<IO, S>(
     S: HttpService,
 {
     let guard = settings.guard;
-    let Accepted { client, local, hint, shutdown_on_close } = accepted;
+    let Accepted { client, local, hint, shutdown_on_close, tls } = accepted;
     let (protocol, prefix) = match hint {
         ProtocolHint::Http1 => (HttpProtocol::Http1, Bytes::new()),
         ProtocolHint::Http2 => (HttpProtocol::Http2, Bytes::new()),
@@ -85,7 +87,7 @@ pub async fn serve_connection<IO, S>(
             }
         }
     };
-    let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol));
+    let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol, tls));
     let svc = {
         let info = info.clone();
         service_fn(move |req| {

@@ -37,6 +37,7 @@ async fn start(release_above: usize) -> std::net::SocketAddr {
             release_above,
         },
         h2c: true,
+        tls: None,
     });
     let (trigger, watcher) = shutdown::channel();
     tokio::spawn(async move {

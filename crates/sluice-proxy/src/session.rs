@@ -76,7 +76,7 @@ impl Session {
 
     /// `https` on TLS connections, else `http`.
     pub fn scheme(&self) -> &'static str {
-        if self.conn.tls {
+        if self.conn.tls.is_some() {
             "https"
         } else {
             "http"

@@ -127,6 +127,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 release_above: 256,
             },
             h2c: l.h2c,
+            tls: None,
         })
         .collect();
 

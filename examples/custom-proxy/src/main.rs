@@ -82,6 +82,7 @@ async fn main() -> std::io::Result<()> {
             release_above: 256,
         },
         h2c: true,
+        tls: None,
     });
     let (trigger, watcher) = shutdown::channel();
     let server = tokio::spawn(listener::serve(socket, settings, service, watcher));
