@@ -198,12 +198,42 @@ impl Diagnostic for ProblemReport<'_> {
 pub(crate) struct Diagnostics<'t> {
     text: &'t str,
     problems: Vec<Problem>,
+    warnings: Vec<(SourceSpan, String)>,
+    base: std::path::PathBuf,
 }
 
 impl<'t> Diagnostics<'t> {
-    /// A collector for problems in `text`.
-    pub(crate) fn new(text: &'t str) -> Self {
-        Self { text, problems: Vec::new() }
+    /// A collector for problems in `text`; relative file paths in it are resolved from `base`.
+    pub(crate) fn new(text: &'t str, base: std::path::PathBuf) -> Self {
+        Self { text, problems: Vec::new(), warnings: Vec::new(), base }
+    }
+
+    /// A path named in the file: absolute as written, or relative to the file's directory.
+    pub(crate) fn path(&self, written: &str) -> std::path::PathBuf {
+        let path = std::path::Path::new(written);
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base.join(path)
+        }
+    }
+
+    /// Records something allowed but probably wrong (it does not fail the file).
+    pub(crate) fn warning(&mut self, span: SourceSpan, message: impl Into<String>) {
+        let span = self.clamp(span);
+        self.warnings.push((span, message.into()));
+    }
+
+    /// The warnings as `file:line:col: message` lines.
+    pub(crate) fn take_warnings(&mut self, file_name: &str) -> Vec<String> {
+        let text = self.text;
+        std::mem::take(&mut self.warnings)
+            .into_iter()
+            .map(|(span, message)| {
+                let (line, col) = line_col(text, span.offset());
+                format!("{file_name}:{line}:{col}: {message}")
+            })
+            .collect()
     }
 
     /// Records a problem at `span`; the returned handle adds a label, help and more spans.
@@ -291,7 +321,7 @@ mod tests {
 
     #[test]
     fn spans_past_the_end_are_pulled_back() {
-        let mut d = Diagnostics::new("a {");
+        let mut d = Diagnostics::new("a {", std::path::PathBuf::new());
         d.error(SourceSpan::new(3.into(), 1), "unclosed");
         let err = d.into_error("x.kdl");
         assert_eq!(err.problems()[0].span(), Some(2..3));

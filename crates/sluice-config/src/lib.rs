@@ -21,6 +21,7 @@ pub mod model;
 mod diagnostic;
 mod reader;
 mod sections;
+mod tls_files;
 mod validate;
 mod value;
 
@@ -32,8 +33,12 @@ pub use model::*;
 use diagnostic::Diagnostics;
 
 /// Parses and validates config text. `file_name` is only used in error reports.
+///
+/// Relative paths in the text (certificates, keys, CA bundles) are resolved from the
+/// directory part of `file_name`, so a config loaded from a file finds files next to it.
 pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigError> {
-    let mut d = Diagnostics::new(text);
+    let base = Path::new(file_name).parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut d = Diagnostics::new(text, base);
     let doc = match kdl::KdlDocument::parse_v2(text) {
         Ok(doc) => doc,
         Err(err) => {
@@ -48,10 +53,11 @@ pub fn parse(file_name: &str, text: &str) -> Result<Config, ConfigError> {
         }
     };
     let raw = sections::read_document(&mut d, &doc);
-    let config = validate::validate(&mut d, raw);
+    let mut config = validate::validate(&mut d, raw);
     if d.has_errors() {
         return Err(d.into_error(file_name));
     }
+    config.warnings = d.take_warnings(file_name);
     Ok(config)
 }
 

@@ -23,6 +23,9 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Sites (virtual hosts), in file order.
     pub sites: Vec<SiteConfig>,
+    /// Things that are allowed but probably wrong (an expired certificate, TLS
+    /// verification turned off), as `file:line:col: message` lines.
+    pub warnings: Vec<String>,
 }
 
 /// Process-wide settings.
@@ -111,8 +114,10 @@ pub struct ListenerConfig {
     pub header_read_timeout: Duration,
     /// How long an idle keep-alive connection is kept open between requests.
     pub keepalive_timeout: Duration,
-    /// Whether HTTP/2 with prior knowledge (h2c) is accepted beside HTTP/1.1.
+    /// Whether HTTP/2 with prior knowledge (h2c) is accepted beside HTTP/1.1 (plain text only).
     pub h2c: bool,
+    /// TLS termination; `None` serves plain text.
+    pub tls: Option<ListenerTls>,
 }
 
 impl ListenerConfig {
@@ -126,8 +131,100 @@ impl ListenerConfig {
             header_read_timeout: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(75),
             h2c: true,
+            tls: None,
         }
     }
+}
+
+/// TLS settings of a listener (`listener ... { tls { ... } }`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// The default certificate: for clients without SNI, and for names no site claims.
+    /// When absent, the certificate of the listener's `*` site, else of its first site
+    /// with a certificate, is the default.
+    pub certificate: Option<CertificatePair>,
+    /// Lowest accepted protocol version.
+    pub min_version: TlsMinVersion,
+    /// Offer HTTP/2 by ALPN (`h2`), beside `http/1.1`.
+    pub http2: bool,
+    /// What a handshake without SNI gets.
+    pub without_sni: SniFallback,
+    /// What a handshake naming no configured site gets.
+    pub unknown_sni: SniFallback,
+    /// Issue stateless session tickets (resumption without server state).
+    pub session_tickets: bool,
+    /// Size of the server-side session cache (0 disables it).
+    pub session_cache: usize,
+    /// Time allowed for the whole handshake.
+    pub handshake_timeout: Duration,
+    /// Client certificate policy for every site on the listener (a site may set its own).
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+impl Default for ListenerTls {
+    fn default() -> Self {
+        Self {
+            certificate: None,
+            min_version: TlsMinVersion::Tls12,
+            http2: true,
+            without_sni: SniFallback::Default,
+            unknown_sni: SniFallback::Default,
+            session_tickets: true,
+            session_cache: 20_000,
+            handshake_timeout: Duration::from_secs(10),
+            client_auth: None,
+        }
+    }
+}
+
+/// Lowest TLS version a listener accepts (1.0 and 1.1 are never offered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    /// TLS 1.2 and 1.3.
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// What a TLS listener does with a handshake it has no site certificate for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SniFallback {
+    /// Answer with the default certificate.
+    Default,
+    /// Refuse the handshake.
+    Refuse,
+}
+
+/// A certificate chain file and its private key file (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificatePair {
+    /// Certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519).
+    pub key: PathBuf,
+}
+
+/// Client certificate (mTLS) policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuthConfig {
+    /// Refuse handshakes without a valid client certificate (else a certificate is optional,
+    /// but one that is sent must be valid).
+    pub required: bool,
+    /// CA bundle client certificates must chain to (PEM).
+    pub ca: PathBuf,
+    /// Request header that carries the verified subject to the origin (always overwritten).
+    pub subject_header: Option<HeaderName>,
+    /// Request header that carries the verified subjectAltNames to the origin (always overwritten).
+    pub san_header: Option<HeaderName>,
+}
+
+/// Redirecting plain-text requests to HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpsRedirect {
+    /// 301, 302, 307 or 308.
+    pub status: StatusCode,
+    /// Port in the new URL; `None` leaves it out (443).
+    pub port: Option<u16>,
 }
 
 /// A named group of origin servers.
@@ -143,6 +240,21 @@ pub struct UpstreamConfig {
     pub pool: PoolConfig,
     /// Timeouts towards the servers.
     pub timeouts: UpstreamTimeouts,
+    /// TLS towards the servers; `None` speaks plain text.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS towards an upstream group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// SNI and verification name; `None` uses the host part of each server's address.
+    pub server_name: Option<String>,
+    /// CA bundle to verify the servers with; `None` uses the system's trusted roots.
+    pub ca: Option<PathBuf>,
+    /// Verify the servers' certificates (turning this off is reported as a warning).
+    pub verify: bool,
+    /// Client certificate presented to the servers.
+    pub client_certificate: Option<CertificatePair>,
 }
 
 impl UpstreamConfig {
@@ -154,6 +266,7 @@ impl UpstreamConfig {
             protocol: UpstreamProtocol::Http1,
             pool: PoolConfig::default(),
             timeouts: UpstreamTimeouts::default(),
+            tls: None,
         }
     }
 }
@@ -174,6 +287,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 over cleartext with prior knowledge (multiplexed).
     H2c,
+    /// HTTP/2 over TLS, chosen by ALPN (multiplexed).
+    H2,
 }
 
 /// Keep-alive pool settings of an upstream group.
@@ -225,6 +340,12 @@ pub struct SiteConfig {
     pub response_headers: HeaderEdits,
     /// Routes; the longest matching path wins.
     pub routes: Vec<RouteConfig>,
+    /// The site's certificate on TLS listeners.
+    pub certificate: Option<CertificatePair>,
+    /// Client certificate policy (overrides the listener's).
+    pub client_auth: Option<ClientAuthConfig>,
+    /// Redirect plain-text requests to HTTPS.
+    pub https_redirect: Option<HttpsRedirect>,
 }
 
 /// How a site matches the request's host.

@@ -26,11 +26,18 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
 
     let mut claims: HashMap<(usize, &HostPattern), SourceSpan> = HashMap::new();
     let mut sites = Vec::with_capacity(raw.sites.len());
+    let mut certificates_per_listener = vec![0usize; raw.listeners.len()];
     for site in &raw.sites {
         let listen = resolve_listen(d, site, &raw.listeners, &refs);
         let serving: Vec<usize> =
             if site.listen.is_empty() { (0..raw.listeners.len()).collect() } else { listen.clone() };
         check_hosts(d, site, &serving, &raw.listeners, &mut claims);
+        crate::tls_files::check_site(d, site, &serving, &raw.listeners);
+        if site.certificate.is_some() {
+            for &l in &serving {
+                certificates_per_listener[l] += 1;
+            }
+        }
         check_routes(d, &site.routes, &upstream_names);
         let mut listeners: Vec<String> = Vec::new();
         for index in listen {
@@ -45,7 +52,16 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
             request_headers: site.request_headers.clone(),
             response_headers: site.response_headers.clone(),
             routes: site.routes.iter().map(|route| route.config.clone()).collect(),
+            certificate: site.certificate.as_ref().map(|c| c.pair.clone()),
+            client_auth: site.client_auth.as_ref().map(|c| c.config.clone()),
+            https_redirect: site.https_redirect,
         });
+    }
+    for (listener, count) in raw.listeners.iter().zip(certificates_per_listener) {
+        crate::tls_files::check_listener(d, listener, count);
+    }
+    for upstream in &raw.upstreams {
+        crate::tls_files::check_upstream(d, upstream);
     }
 
     Config {
@@ -53,6 +69,7 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
         listeners: raw.listeners.into_iter().filter_map(|l| l.config).collect(),
         upstreams: raw.upstreams.into_iter().map(|u| u.config).collect(),
         sites,
+        warnings: Vec::new(),
     }
 }
 

@@ -136,7 +136,9 @@ pub async fn serve<S: HttpService>(
                             };
                             serve_connection(done.stream, accepted, &settings, service, watcher, open.clone()).await;
                         }
-                        Err(e) => tracing::debug!(listener = %settings.name, %client, error = %e, "TLS handshake failed"),
+                        Err(e) => {
+                            tracing::debug!(listener = %settings.name, %client, error = %e, "TLS handshake failed")
+                        }
                     }
                 }
             }

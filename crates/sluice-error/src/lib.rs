@@ -47,6 +47,9 @@ pub enum ErrorKind {
     ConnectTimeout,
     /// Connecting to the upstream server failed otherwise.
     ConnectFailed,
+    /// The TLS handshake with the upstream server failed: untrusted or mismatched
+    /// certificate, no common protocol version or cipher, ALPN refused.
+    UpstreamTls,
     /// The upstream server did not send a response head in time.
     UpstreamFirstByteTimeout,
     /// The upstream server paused too long while sending the body.
@@ -76,6 +79,7 @@ impl ErrorKind {
             ConnectRefused
             | ConnectTimeout
             | ConnectFailed
+            | UpstreamTls
             | UpstreamFirstByteTimeout
             | UpstreamReadTimeout
             | UpstreamReset
@@ -88,7 +92,10 @@ impl ErrorKind {
     /// Whether a request that failed this way may be sent to another server: true only when
     /// nothing can have reached the origin (the connection was never established).
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::ConnectFailed)
+        matches!(
+            self,
+            ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::ConnectFailed | ErrorKind::UpstreamTls
+        )
     }
 
     /// A short stable name, used in logs.
@@ -103,6 +110,7 @@ impl ErrorKind {
             ConnectRefused => "connect_refused",
             ConnectTimeout => "connect_timeout",
             ConnectFailed => "connect_failed",
+            UpstreamTls => "upstream_tls",
             UpstreamFirstByteTimeout => "upstream_first_byte_timeout",
             UpstreamReadTimeout => "upstream_read_timeout",
             UpstreamReset => "upstream_reset",

@@ -3,6 +3,7 @@
 //! - [`router`]: sites matched by host and routes matched by path and method;
 //! - [`headers`]: request and response header `set` / `add` / `remove`;
 //! - [`respond`]: fixed responses and redirects (short-circuit filters);
+//! - [`tls`]: HTTPS redirects and client certificate headers;
 //! - [`access_log`]: one line per request (JSON or text), written off the request path.
 //!
 //! Request-side filters implement [`RequestFilter`], response-side ones
@@ -13,6 +14,7 @@ pub mod access_log;
 pub mod headers;
 pub mod respond;
 pub mod router;
+pub mod tls;
 
 use http::response;
 use sluice_proxy::{Flow, Result, Session};

@@ -94,6 +94,8 @@ impl Route {
 /// A site: routes plus site-wide header edits.
 #[derive(Debug, Clone, Default)]
 pub struct Site {
+    /// Site-wide request filters (HTTPS redirect, client certificate headers), run first.
+    pub request_filters: Vec<Arc<dyn crate::RequestFilter>>,
     /// Site-wide request header edits (run before the route's filters).
     pub request_headers: HeaderRules,
     /// Site-wide response header edits (run after the route's filters).

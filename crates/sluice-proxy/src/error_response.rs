@@ -12,7 +12,7 @@ use sluice_error::{Error, ErrorKind};
 /// | invalid request | 400 |
 /// | request head too large | 431 |
 /// | no route | 404 |
-/// | connect refused / failed, upstream reset or protocol error | 502 |
+/// | connect refused / failed, upstream TLS failure, upstream reset or protocol error | 502 |
 /// | no upstream server available | 503 |
 /// | connect, first-byte or read timeout | 504 |
 /// | client gone | 499 (logged only; nothing can be sent) |
@@ -24,6 +24,7 @@ pub fn status_for(error: &Error) -> StatusCode {
         ErrorKind::NoRoute => StatusCode::NOT_FOUND,
         ErrorKind::ConnectRefused
         | ErrorKind::ConnectFailed
+        | ErrorKind::UpstreamTls
         | ErrorKind::UpstreamReset
         | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
         ErrorKind::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,

@@ -199,11 +199,12 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
                 }
             }
         }
-        UpstreamProtocol::H2c => {
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
             up.version = Version::HTTP_2;
             let authority = host_value.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            let scheme = if protocol == UpstreamProtocol::H2 { "https" } else { "http" };
             up.uri = Uri::builder()
-                .scheme("http")
+                .scheme(scheme)
                 .authority(authority)
                 .path_and_query(path)
                 .build()

@@ -15,14 +15,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_core::deadline::Deadline;
 use sluice_core::Body;
 use sluice_error::{Error, ErrorKind, Result};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{H1Driver, UpstreamBody};
 use crate::connect;
+use crate::tls::{Stream, TlsConnector};
 
 pub(crate) type H1Sender = http1::SendRequest<Body>;
-pub(crate) type H1Connection = http1::Connection<TokioIo<TcpStream>, Body>;
+pub(crate) type H1Connection = http1::Connection<TokioIo<Stream>, Body>;
 
 /// Protocol spoken to a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 over cleartext with prior knowledge; one multiplexed connection.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`); one multiplexed connection.
+    H2,
 }
 
 /// Keep-alive pool limits.
@@ -54,7 +56,7 @@ pub struct Timeouts {
 }
 
 /// Everything about how to talk to a backend.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BackendSettings {
     /// Protocol.
     pub protocol: UpstreamProtocol,
@@ -62,6 +64,8 @@ pub struct BackendSettings {
     pub pool: PoolSettings,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// TLS client of the backend's group; `None` for plain text.
+    pub tls: Option<Arc<TlsConnector>>,
 }
 
 impl Default for BackendSettings {
@@ -74,6 +78,7 @@ impl Default for BackendSettings {
                 first_byte: Duration::from_secs(60),
                 read_idle: Duration::from_secs(60),
             },
+            tls: None,
         }
     }
 }
@@ -205,7 +210,7 @@ impl Backend {
                 let h1 = self.connect_h1().await?;
                 Ok(self.h1_conn(h1, false))
             }
-            UpstreamProtocol::H2c => {
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
                 let mut slot = self.h2.lock().await;
                 if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
                     let kind = Kind::H2(sender.clone());
@@ -220,7 +225,7 @@ impl Backend {
 
     /// A new HTTP/1 connection that is never pooled, for protocol upgrades (WebSocket).
     pub async fn connect_for_upgrade(self: &Arc<Self>) -> Result<UpstreamConn> {
-        let h1 = self.connect_h1().await?;
+        let h1 = self.connect_h1_with(true).await?;
         Ok(UpstreamConn { backend: self.clone(), kind: Kind::Upgrade(h1), reused: false })
     }
 
@@ -266,8 +271,30 @@ impl Backend {
     }
 
     async fn connect_h1(&self) -> Result<Box<H1>> {
-        let stream = connect::tcp(self.addr, self.settings.timeouts.connect).await?;
+        self.connect_h1_with(false).await
+    }
+
+    /// A TCP connection, with the TLS handshake done when the group uses TLS. `http1`
+    /// asks for HTTP/1.1 by ALPN whatever the group's protocol (for upgrades).
+    async fn connect_stream(&self, http1: bool) -> Result<Stream> {
+        let tcp = connect::tcp(self.addr, self.settings.timeouts.connect).await?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let Some(tls) = &self.settings.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let name = tls.name_for(&self.name)?;
+        let timeout = self.settings.timeouts.connect;
+        match tokio::time::timeout(timeout, tls.connect(name, tcp, http1)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::explain(
+                ErrorKind::ConnectTimeout,
+                format!("TLS handshake with {}: no answer in {timeout:?}", self.addr),
+            )),
+        }
+    }
+
+    async fn connect_h1_with(&self, force_http1: bool) -> Result<Box<H1>> {
+        let stream = self.connect_stream(force_http1).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -276,19 +303,24 @@ impl Backend {
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Body>> {
-        let stream = connect::tcp(self.addr, self.settings.timeouts.connect).await?;
-        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let stream = self.connect_stream(false).await?;
+        if matches!(stream, Stream::Tls(_)) && stream.alpn() != Some(b"h2") {
+            return Err(Error::explain(
+                ErrorKind::UpstreamTls,
+                format!("{} did not agree to HTTP/2 (ALPN h2); use protocol \"http1\" for this upstream", self.addr),
+            ));
+        }
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(2 << 20)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("h2c handshake with {}", self.addr), e))?;
+            .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("HTTP/2 handshake with {}", self.addr), e))?;
         let addr = self.addr;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(upstream = %addr, error = %e, "h2c connection ended");
+                tracing::debug!(upstream = %addr, error = %e, "HTTP/2 connection ended");
             }
         });
         Ok(sender)
@@ -328,7 +360,7 @@ impl UpstreamConn {
     /// The protocol of the connection.
     pub fn protocol(&self) -> UpstreamProtocol {
         match self.kind {
-            Kind::H2(_) => UpstreamProtocol::H2c,
+            Kind::H2(_) => self.backend.settings.protocol,
             _ => UpstreamProtocol::Http1,
         }
     }

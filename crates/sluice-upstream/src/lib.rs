@@ -6,8 +6,9 @@
 //!   keeps the origin's connection count low under load.
 //! - [`UpstreamConn`]: a checked-out connection. HTTP/1.1 connections are driven *inline*
 //!   by the task that uses them (no separate connection task, no cross-task wake-ups per
-//!   request) and go back to the pool when the response body ends. HTTP/2 (h2c)
-//!   connections are shared and multiplexed.
+//!   request) and go back to the pool when the response body ends. HTTP/2 (h2c, or h2
+//!   over TLS) connections are shared and multiplexed. TLS connections ([`TlsConnector`],
+//!   one per group so sessions resume) are pooled exactly like plain ones.
 //! - [`UpstreamBody`]: a response body streamed from an origin, enforcing the idle-read
 //!   timeout and returning the connection to the pool at its end.
 //! - [`Upstream`]: a named group of backends with round-robin selection (the load
@@ -17,7 +18,9 @@ mod backend;
 mod body;
 mod connect;
 mod group;
+mod tls;
 
 pub use backend::{Backend, BackendSettings, BackendStats, PoolSettings, Timeouts, UpstreamConn, UpstreamProtocol};
 pub use body::UpstreamBody;
 pub use group::Upstream;
+pub use tls::{Stream, TlsConnector, UpstreamTlsSettings};

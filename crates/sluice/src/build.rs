@@ -8,12 +8,18 @@ use anyhow::{anyhow, Context as _};
 use sluice_config::{self as config, Config};
 use sluice_core::guard::GuardConfig;
 use sluice_core::listener::ListenerSettings;
+use sluice_core::tls::server::{
+    ClientAuth, ServerTlsSettings, SniFallback, SniName, TlsAcceptor, TlsEntry, TlsVersion,
+};
 use sluice_filters::access_log::{self, AccessLog};
 use sluice_filters::headers::{HeaderEdit, HeaderRules};
 use sluice_filters::respond::{Redirect, Respond};
 use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
+use sluice_filters::tls::{ClientCertHeaders, HttpsRedirect};
 use sluice_filters::{RequestFilter, ResponseFilter};
-use sluice_upstream::{Backend, BackendSettings, PoolSettings, Timeouts, Upstream, UpstreamProtocol};
+use sluice_upstream::{
+    Backend, BackendSettings, PoolSettings, Timeouts, TlsConnector, Upstream, UpstreamProtocol, UpstreamTlsSettings,
+};
 
 use crate::configured::ConfiguredProxy;
 
@@ -28,6 +34,8 @@ pub struct Built {
     pub backends: Vec<Arc<Backend>>,
     /// The access log, if enabled (flushed at shutdown).
     pub access_log: Option<Arc<AccessLog>>,
+    /// TLS acceptors of the TLS listeners (for certificate reloads).
+    pub tls: Vec<Arc<TlsAcceptor>>,
 }
 
 /// Builds the engine from a configuration; resolves upstream server names.
@@ -35,17 +43,38 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
     let mut upstreams = HashMap::new();
     let mut all_backends = Vec::new();
     for u in &config.upstreams {
+        let protocol = match u.protocol {
+            config::UpstreamProtocol::Http1 => UpstreamProtocol::Http1,
+            config::UpstreamProtocol::H2c => UpstreamProtocol::H2c,
+            config::UpstreamProtocol::H2 => UpstreamProtocol::H2,
+        };
+        let tls = match &u.tls {
+            None => None,
+            Some(t) => {
+                let settings = UpstreamTlsSettings {
+                    server_name: t.server_name.clone(),
+                    ca: t.ca.clone(),
+                    verify: t.verify,
+                    client_certificate: t.client_certificate.as_ref().map(|c| (c.certificate.clone(), c.key.clone())),
+                };
+                let alpn: &[&[u8]] = if protocol == UpstreamProtocol::H2 { &[b"h2"] } else { &[b"http/1.1"] };
+                let connector =
+                    TlsConnector::new(&settings, alpn).map_err(|e| anyhow!("upstream `{}`: {e}", u.name))?;
+                if !t.verify {
+                    tracing::warn!(upstream = %u.name, "TLS certificate verification is OFF for this upstream");
+                }
+                Some(Arc::new(connector))
+            }
+        };
         let settings = BackendSettings {
-            protocol: match u.protocol {
-                config::UpstreamProtocol::Http1 => UpstreamProtocol::Http1,
-                config::UpstreamProtocol::H2c => UpstreamProtocol::H2c,
-            },
+            protocol,
             pool: PoolSettings { max_idle: u.pool.max_idle_per_server, idle_timeout: u.pool.idle_timeout },
             timeouts: Timeouts {
                 connect: u.timeouts.connect,
                 first_byte: u.timeouts.first_byte,
                 read_idle: u.timeouts.read_idle,
             },
+            tls,
         };
         let mut backends = Vec::with_capacity(u.servers.len());
         for s in &u.servers {
@@ -54,7 +83,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 .with_context(|| format!("upstream `{}`: cannot resolve server `{}`", u.name, s.address))?
                 .next()
                 .ok_or_else(|| anyhow!("upstream `{}`: server `{}` resolved to no address", u.name, s.address))?;
-            let backend = Arc::new(Backend::new(s.address.clone(), addr, s.weight, settings));
+            let backend = Arc::new(Backend::new(s.address.clone(), addr, s.weight, settings.clone()));
             all_backends.push(backend.clone());
             backends.push(backend);
         }
@@ -88,6 +117,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             routes.push(build_route(r, &upstreams)?);
         }
         let built = Site {
+            request_filters: site_filters(config, site, &listener_ids),
             request_headers: rules(&site.request_headers),
             response_headers: rules(&site.response_headers),
             routes,
@@ -111,11 +141,20 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         }
     };
 
-    let listeners = config
-        .listeners
-        .iter()
-        .enumerate()
-        .map(|(id, l)| ListenerSettings {
+    let mut acceptors = Vec::new();
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for (id, l) in config.listeners.iter().enumerate() {
+        let tls = match &l.tls {
+            None => None,
+            Some(tls) => {
+                let acceptor = TlsAcceptor::new(server_tls(config, id, tls))
+                    .with_context(|| format!("listener `{}`: loading TLS certificates", l.name))?;
+                let acceptor = Arc::new(acceptor);
+                acceptors.push(acceptor.clone());
+                Some(acceptor)
+            }
+        };
+        listeners.push(ListenerSettings {
             id,
             name: l.name.clone(),
             max_connections: l.max_connections,
@@ -127,11 +166,132 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 release_above: 256,
             },
             h2c: l.h2c,
-            tls: None,
-        })
-        .collect();
+            tls,
+        });
+    }
 
-    Ok(Built { proxy: ConfiguredProxy::new(router, access_log.clone()), listeners, backends: all_backends, access_log })
+    Ok(Built {
+        proxy: ConfiguredProxy::new(router, access_log.clone()),
+        listeners,
+        backends: all_backends,
+        access_log,
+        tls: acceptors,
+    })
+}
+
+/// Whether `site` is served on listener `id`.
+fn serves(config: &Config, site: &config::SiteConfig, id: usize) -> bool {
+    let l = &config.listeners[id];
+    site.listeners.is_empty() || site.listeners.iter().any(|n| *n == l.name || *n == l.address.to_string())
+}
+
+/// The TLS settings of listener `id`: one certificate entry per site it serves (sites
+/// without a certificate of their own use the default one), plus the listener's own
+/// default certificate if it has one.
+fn server_tls(config: &Config, id: usize, tls: &config::ListenerTls) -> ServerTlsSettings {
+    let sites: Vec<&config::SiteConfig> = config.sites.iter().filter(|s| serves(config, s, id)).collect();
+    // The certificate of sites that have none.
+    let default_pair = tls
+        .certificate
+        .clone()
+        .or_else(|| {
+            sites.iter().find(|s| s.hosts.contains(&config::HostPattern::Any)).and_then(|s| s.certificate.clone())
+        })
+        .or_else(|| sites.iter().find_map(|s| s.certificate.clone()));
+    let client_auth = |c: &config::ClientAuthConfig| ClientAuth { required: c.required, ca: c.ca.clone() };
+    let mut entries = Vec::new();
+    let mut default_entry = None;
+    let mut default_is_catch_all = false;
+    if let Some(pair) = &tls.certificate {
+        default_entry = Some(0);
+        entries.push(TlsEntry {
+            label: "default".into(),
+            names: Vec::new(),
+            certificate: pair.certificate.clone(),
+            key: pair.key.clone(),
+            client_auth: tls.client_auth.as_ref().map(client_auth),
+        });
+    }
+    for site in sites {
+        let Some(pair) = site.certificate.as_ref().or(default_pair.as_ref()) else { continue };
+        let names: Vec<SniName> = site
+            .hosts
+            .iter()
+            .map(|h| match h {
+                config::HostPattern::Exact(n) => SniName::Exact(n.clone()),
+                config::HostPattern::Wildcard(s) => SniName::Suffix(s.clone()),
+                config::HostPattern::Any => SniName::Any,
+            })
+            .collect();
+        // Without a listener certificate, the default is the `*` site's own certificate,
+        // else the first site's own certificate (nginx's "first server" rule).
+        if tls.certificate.is_none() && site.certificate.is_some() {
+            let catch_all = names.contains(&SniName::Any);
+            if default_entry.is_none() || (catch_all && !default_is_catch_all) {
+                default_entry = Some(entries.len());
+                default_is_catch_all = catch_all;
+            }
+        }
+        entries.push(TlsEntry {
+            label: site_label(site),
+            names,
+            certificate: pair.certificate.clone(),
+            key: pair.key.clone(),
+            client_auth: site.client_auth.as_ref().or(tls.client_auth.as_ref()).map(client_auth),
+        });
+    }
+    ServerTlsSettings {
+        min_version: match tls.min_version {
+            config::TlsMinVersion::Tls12 => TlsVersion::Tls12,
+            config::TlsMinVersion::Tls13 => TlsVersion::Tls13,
+        },
+        http2: tls.http2,
+        without_sni: fallback(tls.without_sni),
+        unknown_sni: fallback(tls.unknown_sni),
+        session_tickets: tls.session_tickets,
+        session_cache: tls.session_cache,
+        entries,
+        default_entry: default_entry.unwrap_or(0),
+        handshake_timeout: tls.handshake_timeout,
+    }
+}
+
+fn fallback(f: config::SniFallback) -> SniFallback {
+    match f {
+        config::SniFallback::Default => SniFallback::Default,
+        config::SniFallback::Refuse => SniFallback::Refuse,
+    }
+}
+
+fn site_label(site: &config::SiteConfig) -> String {
+    match site.hosts.first() {
+        Some(config::HostPattern::Exact(n)) => n.clone(),
+        Some(config::HostPattern::Wildcard(s)) => format!("*{s}"),
+        _ => "*".into(),
+    }
+}
+
+/// Site-wide filters: the HTTPS redirect and client certificate headers.
+fn site_filters(config: &Config, site: &config::SiteConfig, listener_ids: &[usize]) -> Vec<Arc<dyn RequestFilter>> {
+    let mut filters: Vec<Arc<dyn RequestFilter>> = Vec::new();
+    if let Some(r) = &site.https_redirect {
+        filters.push(Arc::new(HttpsRedirect::new(r.status, r.port)));
+    }
+    // The site's own policy, else that of the first TLS listener serving it that has one.
+    let auth = site.client_auth.as_ref().or_else(|| {
+        listener_ids.iter().find_map(|&i| config.listeners[i].tls.as_ref().and_then(|t| t.client_auth.as_ref()))
+    });
+    if let Some(a) = auth {
+        if a.required || a.subject_header.is_some() || a.san_header.is_some() {
+            filters.push(Arc::new(ClientCertHeaders::new(
+                a.required,
+                a.ca.clone(),
+                a.subject_header.clone(),
+                a.san_header.clone(),
+            )));
+        }
+    }
+    filters
 }
 
 fn rules(edits: &config::HeaderEdits) -> HeaderRules {

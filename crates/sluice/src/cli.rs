@@ -21,6 +21,10 @@ Examples:
   sluice check -c /etc/sluice/sluice.kdl    validate a configuration and exit
   sluice proxy --listen 127.0.0.1:8080 --to http://127.0.0.1:3000 --to http://127.0.0.1:3001
                                             a reverse proxy without a configuration file
+  sluice proxy --listen 0.0.0.0:8443 --cert cert.pem --key key.pem --to http://127.0.0.1:3000
+                                            the same over HTTPS (HTTP/2 and HTTP/1.1 by ALPN)
+
+Signals: SIGTERM/SIGINT drain and exit; SIGHUP reloads TLS certificates.
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=sluice_core=debug,info).
 Docs: docs/config.md (configuration), docs/architecture.md (how a request flows).";
@@ -52,9 +56,16 @@ enum Command {
         /// Address to listen on.
         #[arg(long, value_name = "ADDR")]
         listen: SocketAddr,
-        /// Origin URL: http://host:port (HTTP/1.1) or h2c://host:port (HTTP/2 cleartext). Repeatable.
+        /// Origin URL: http://host:port (HTTP/1.1), h2c://host:port (HTTP/2 cleartext) or
+        /// https://host:port (HTTP/1.1 over TLS, verified against the system's CAs). Repeatable.
         #[arg(long = "to", value_name = "URL", required = true)]
         to: Vec<String>,
+        /// Serve HTTPS with this PEM certificate chain (needs --key).
+        #[arg(long, value_name = "FILE", requires = "key")]
+        cert: Option<PathBuf>,
+        /// The PEM private key of --cert.
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<PathBuf>,
         /// Access log: off, stdout, stderr or a file path.
         #[arg(long, default_value = "stdout")]
         access_log: String,
@@ -73,7 +84,10 @@ pub fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::Check { config } => match load(&config) {
-            Ok(_) => {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -89,19 +103,27 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Proxy { listen, to, access_log, threads, runtime } => match one_liner(listen, &to, &access_log) {
-            Ok(mut c) => {
-                c.server.worker_threads = threads;
-                if runtime == "per-core" {
-                    c.server.runtime = sluice_config::RuntimeKind::PerCore;
+        Command::Proxy { listen, to, access_log, threads, runtime, cert, key } => {
+            match one_liner(listen, &to, &access_log) {
+                Ok(mut c) => {
+                    if let (Some(certificate), Some(key)) = (cert, key) {
+                        c.listeners[0].tls = Some(sluice_config::ListenerTls {
+                            certificate: Some(sluice_config::CertificatePair { certificate, key }),
+                            ..Default::default()
+                        });
+                    }
+                    c.server.worker_threads = threads;
+                    if runtime == "per-core" {
+                        c.server.runtime = sluice_config::RuntimeKind::PerCore;
+                    }
+                    exit(serve(c))
                 }
-                exit(serve(c))
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        }
     }
 }
 
@@ -143,9 +165,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     };
     let runtime = builder.enable_all().thread_name("sluice-worker").build().context("starting the runtime")?;
     let result = runtime.block_on(async {
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
         let server = Server::start(&config).await?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "sluice started");
-        wait_for_signal().await?;
+        wait_for_signal(&server).await?;
         server.shutdown().await;
         anyhow::Ok(())
     });
@@ -153,13 +178,21 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; reloads TLS certificates on every SIGHUP meanwhile.
+async fn wait_for_signal(server: &Server) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break }
+            _ = int.recv() => { tracing::info!("SIGINT received"); break }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading TLS certificates");
+                server.reload_certificates();
+            }
+        }
     }
     Ok(())
 }
@@ -172,27 +205,34 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
         let (proto, rest) = match url.split_once("://") {
             Some(("http", rest)) => (UpstreamProtocol::Http1, rest),
             Some(("h2c", rest)) => (UpstreamProtocol::H2c, rest),
+            Some(("https", rest)) => (UpstreamProtocol::Http1, rest),
             Some((scheme, _)) => {
-                bail!("--to {url}: unsupported scheme `{scheme}` (use http:// or h2c://)")
+                bail!("--to {url}: unsupported scheme `{scheme}` (use http://, https:// or h2c://)")
             }
             None => (UpstreamProtocol::Http1, url.as_str()),
         };
+        let https = url.starts_with("https://");
         let authority = rest.trim_end_matches('/');
         if authority.contains('/') {
             bail!("--to {url}: paths are not supported, give only scheme://host:port");
         }
         let address = match authority.rsplit_once(':') {
             Some((_, port)) if port.parse::<u16>().is_ok() => authority.to_string(),
+            _ if https => format!("{authority}:443"),
             _ => format!("{authority}:80"),
         };
-        if protocol.is_some_and(|p| p != proto) {
-            bail!("--to {url}: all origins must use the same protocol");
+        if protocol.is_some_and(|p| p != (proto, https)) {
+            bail!("--to {url}: all origins must use the same scheme");
         }
-        protocol = Some(proto);
+        protocol = Some((proto, https));
         servers.push(UpstreamServer { address, weight: 1 });
     }
     let mut upstream = UpstreamConfig::new("origins", servers);
-    upstream.protocol = protocol.ok_or_else(|| anyhow!("at least one --to is required"))?;
+    let (proto, https) = protocol.ok_or_else(|| anyhow!("at least one --to is required"))?;
+    upstream.protocol = proto;
+    if https {
+        upstream.tls = Some(sluice_config::UpstreamTls { verify: true, ..Default::default() });
+    }
     let target = match access_log {
         "off" => LogTarget::Off,
         "stdout" => LogTarget::Stdout,
@@ -220,6 +260,9 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
             request_headers: Default::default(),
             response_headers: Default::default(),
         }],
+        certificate: None,
+        client_auth: None,
+        https_redirect: None,
     });
     Ok(config)
 }

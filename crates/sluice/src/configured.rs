@@ -49,7 +49,13 @@ impl Proxy for ConfiguredProxy {
             .find(listener, session.host(), session.path(), &session.req.method)
             .ok_or_else(|| Error::explain(ErrorKind::NoRoute, "no site or route matches"))?;
         ctx.matched = Some(matched);
-        self.router.site(matched.site).request_headers.apply(&mut session.req.headers);
+        let site = self.router.site(matched.site);
+        for filter in &site.request_filters {
+            if let Flow::Respond(response) = filter.on_request(session)? {
+                return Ok(Flow::Respond(response));
+            }
+        }
+        site.request_headers.apply(&mut session.req.headers);
         for filter in &self.router.route(matched).request_filters {
             if let Flow::Respond(response) = filter.on_request(session)? {
                 return Ok(Flow::Respond(response));

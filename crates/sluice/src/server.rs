@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use sluice_config::{Config, RuntimeKind};
 use sluice_core::listener::{self, ListenerSettings};
 use sluice_core::shutdown::{self, Shutdown, ShutdownTrigger};
+use sluice_core::tls::server::TlsAcceptor;
 use sluice_proxy::HttpProxy;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -34,6 +35,7 @@ pub struct Server {
     service: Service,
     grace: Duration,
     access_log: Option<Arc<sluice_filters::access_log::AccessLog>>,
+    tls: Vec<Arc<TlsAcceptor>>,
 }
 
 /// Worker threads to use: the configured number, else one per available core.
@@ -104,12 +106,37 @@ impl Server {
             service,
             grace: config.server.shutdown_grace,
             access_log: built.access_log,
+            tls: built.tls,
         })
     }
 
     /// The bound addresses, in listener order (useful with port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Re-reads every TLS listener's certificates, keys and CA bundles (SIGHUP). New
+    /// handshakes use the new files; open connections are not touched. A site whose files
+    /// are broken keeps its previous certificate. Returns how many sites failed to reload.
+    pub fn reload_certificates(&self) -> usize {
+        if self.tls.is_empty() {
+            return 0;
+        }
+        let failed: usize = self.tls.iter().map(|a| a.reload().len()).sum();
+        if failed == 0 {
+            tracing::info!(listeners = self.tls.len(), "TLS certificates reloaded");
+        } else {
+            tracing::warn!(
+                failed,
+                "TLS certificates reloaded; sites with broken files kept their previous certificate"
+            );
+        }
+        failed
+    }
+
+    /// The TLS acceptors, one per TLS listener in configuration order (for inspection).
+    pub fn tls_acceptors(&self) -> &[Arc<TlsAcceptor>] {
+        &self.tls
     }
 
     /// The service (for inspection in tests).

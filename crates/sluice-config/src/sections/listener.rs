@@ -7,10 +7,12 @@ use kdl::KdlNode;
 use crate::diagnostic::Diagnostics;
 use crate::model::ListenerConfig;
 use crate::reader::{children, name, single, take_args, take_props, unknown_node, Arity, Once};
+use crate::sections::tls::{read_listener_tls, RawListenerTls};
 use crate::sections::RawListener;
 use crate::value::{boolean, duration, integer, non_empty_string, size, string};
 
-const NODES: &[&str] = &["max-connections", "max-header-size", "header-read-timeout", "keepalive-timeout", "h2c"];
+const NODES: &[&str] =
+    &["max-connections", "max-header-size", "header-read-timeout", "keepalive-timeout", "h2c", "tls"];
 const USAGE: &str = "listener \"127.0.0.1:8080\" name=\"public\"";
 
 /// hyper refuses a smaller read buffer, so smaller head limits cannot be honoured.
@@ -41,7 +43,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawListene
 
     // Children are read even when the address is bad, to report their problems too.
     let mut scratch = ListenerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
-    read_children(d, node, config.as_mut().unwrap_or(&mut scratch));
+    let tls = read_children(d, node, config.as_mut().unwrap_or(&mut scratch));
 
     let (address_text, address_span) = address_text?;
     let (name, name_span) = match explicit_name {
@@ -50,8 +52,9 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawListene
     };
     if let Some(config) = config.as_mut() {
         config.name.clone_from(&name);
+        config.tls = tls.as_ref().map(|t| t.config.clone());
     }
-    Some(RawListener { config, name, name_span, address_text, address_span })
+    Some(RawListener { config, name, name_span, address_text, address_span, tls })
 }
 
 fn address_help(text: &str) -> String {
@@ -65,8 +68,9 @@ fn address_help(text: &str) -> String {
         .to_owned()
 }
 
-fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerConfig) {
+fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerConfig) -> Option<RawListenerTls> {
     let mut once = Once::default();
+    let mut tls = None;
     for child in children(node) {
         let known = NODES.contains(&name(child));
         if known && !once.first(d, child, "in `listener`") {
@@ -124,7 +128,9 @@ fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerC
                     }
                 }
             }
+            "tls" => tls = Some(read_listener_tls(d, child)),
             _ => unknown_node(d, child, Some("listener"), NODES),
         }
     }
+    tls
 }

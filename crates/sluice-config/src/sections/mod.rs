@@ -9,13 +9,16 @@ mod listener;
 mod route;
 mod server;
 mod site;
+pub(crate) mod tls;
 mod upstream;
 
 use kdl::KdlDocument;
 use miette::SourceSpan;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{HeaderEdits, HostPattern, ListenerConfig, RouteConfig, ServerSettings, UpstreamConfig};
+use crate::model::{
+    HeaderEdits, HostPattern, HttpsRedirect, ListenerConfig, RouteConfig, ServerSettings, UpstreamConfig,
+};
 use crate::reader::{name, unknown_node, Once};
 
 /// Valid top-level nodes.
@@ -49,6 +52,8 @@ pub(crate) struct RawListener {
     pub address_text: String,
     /// Where the address was written.
     pub address_span: SourceSpan,
+    /// The `tls` block, if any.
+    pub tls: Option<tls::RawListenerTls>,
 }
 
 /// An upstream group with the span of its name.
@@ -58,6 +63,8 @@ pub(crate) struct RawUpstream {
     pub config: UpstreamConfig,
     /// Where the name was written.
     pub name_span: SourceSpan,
+    /// The `tls` block, if any.
+    pub tls: Option<tls::RawUpstreamTls>,
 }
 
 /// A site with spans for host patterns, listener references and routes.
@@ -73,6 +80,14 @@ pub(crate) struct RawSite {
     pub response_headers: HeaderEdits,
     /// Routes that could be read completely.
     pub routes: Vec<RawRoute>,
+    /// The site's certificate.
+    pub certificate: Option<tls::RawCertificate>,
+    /// The site's client certificate policy.
+    pub client_auth: Option<tls::RawClientAuth>,
+    /// Redirect plain-text requests to HTTPS.
+    pub https_redirect: Option<HttpsRedirect>,
+    /// Where the site's name (`site`) was written.
+    pub span: SourceSpan,
 }
 
 /// A route and the spans validation needs.

@@ -5,14 +5,19 @@ use std::net::Ipv6Addr;
 use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{HeaderEdits, HostPattern};
-use crate::reader::{children, leaf, name, take_args, take_props, unknown_node, Arity, Once};
+use http::StatusCode;
+
+use crate::model::{HeaderEdits, HostPattern, HttpsRedirect};
+use crate::reader::{children, leaf, name, name_span, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::headers::read_edits;
+use crate::sections::tls::{read_certificate, read_client_auth};
 use crate::sections::upstream::check_host_name;
 use crate::sections::{route, RawSite};
-use crate::value::string;
+use crate::value::{integer, string};
 
-const NODES: &[&str] = &["listen", "request-headers", "response-headers", "route"];
+const NODES: &[&str] =
+    &["listen", "request-headers", "response-headers", "route", "certificate", "client-auth", "https-redirect"];
+const REDIRECT_USAGE: &str = "https-redirect status=308 port=8443";
 const USAGE: &str = "site \"example.com\" \"*.example.com\" { route \"/\" { proxy \"origins\" } }";
 const LISTEN_USAGE: &str = "listen \"public\"";
 
@@ -26,6 +31,10 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
         request_headers: HeaderEdits::default(),
         response_headers: HeaderEdits::default(),
         routes: Vec::new(),
+        certificate: None,
+        client_auth: None,
+        https_redirect: None,
+        span: name_span(node),
     };
     for entry in args {
         let Some(text) = string(d, entry, USAGE) else {
@@ -61,10 +70,47 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
                 }
             }
             "route" => site.routes.extend(route::read(d, child)),
+            "certificate" => {
+                if once.first(d, child, "in `site`") {
+                    site.certificate = read_certificate(d, child);
+                }
+            }
+            "client-auth" => {
+                if once.first(d, child, "in `site`") {
+                    site.client_auth = read_client_auth(d, child);
+                }
+            }
+            "https-redirect" => {
+                if once.first(d, child, "in `site`") {
+                    site.https_redirect = read_https_redirect(d, child);
+                }
+            }
             _ => unknown_node(d, child, Some("site"), NODES),
         }
     }
     site
+}
+
+/// Reads `https-redirect [status=301|302|307|308] [port=N]`.
+fn read_https_redirect(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<HttpsRedirect> {
+    let (_, props) = leaf(d, node, Arity::Exactly(0), &["status", "port"], REDIRECT_USAGE);
+    let mut redirect = HttpsRedirect { status: StatusCode::PERMANENT_REDIRECT, port: None };
+    if let Some(e) = props.get("status") {
+        let code = integer(d, e, 300, 399)?;
+        match code {
+            301 | 302 | 307 | 308 => redirect.status = StatusCode::from_u16(u16::try_from(code).ok()?).ok()?,
+            _ => {
+                d.error(e.span(), format!("`https-redirect` status must be 301, 302, 307 or 308, found {code}"))
+                    .label("not a redirect status")
+                    .help("308 (the default) and 307 keep the method and body; 301 and 302 may turn a POST into a GET");
+                return None;
+            }
+        }
+    }
+    if let Some(e) = props.get("port") {
+        redirect.port = Some(u16::try_from(integer(d, e, 1, 65_535)?).ok()?);
+    }
+    Some(redirect)
 }
 
 /// Parses `*`, `*.example.com`, `example.com` (any case) or `[::1]`.

@@ -7,10 +7,11 @@ use kdl::KdlNode;
 use crate::diagnostic::Diagnostics;
 use crate::model::{UpstreamConfig, UpstreamProtocol, UpstreamServer};
 use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
+use crate::sections::tls::read_upstream_tls;
 use crate::sections::RawUpstream;
 use crate::value::{choice, duration, integer, non_empty_string};
 
-const NODES: &[&str] = &["server", "protocol", "pool", "timeouts"];
+const NODES: &[&str] = &["server", "protocol", "pool", "timeouts", "tls"];
 const USAGE: &str = "upstream \"origins\" { server \"127.0.0.1:8081\" }";
 const SERVER_USAGE: &str = "server \"127.0.0.1:8081\" weight=2";
 
@@ -23,6 +24,8 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
 
     let mut config = UpstreamConfig::new(group_name.unwrap_or_default(), Vec::new());
     let mut any_server_node = false;
+    let mut tls = None;
+    let mut protocol_span = None;
     let mut once = Once::default();
     for child in children(node) {
         let child_name = name(child);
@@ -36,8 +39,10 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
             }
             "protocol" => {
                 if let Some(entry) = single(d, child, "protocol \"http1\"") {
-                    match choice(d, entry, "protocol", &["http1", "h2c"]) {
+                    protocol_span = Some(entry.span());
+                    match choice(d, entry, "protocol", &["http1", "h2c", "h2"]) {
                         Some("h2c") => config.protocol = UpstreamProtocol::H2c,
+                        Some("h2") => config.protocol = UpstreamProtocol::H2,
                         Some(_) => config.protocol = UpstreamProtocol::Http1,
                         None => {}
                     }
@@ -78,6 +83,11 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                     config.timeouts.read_idle = timeout;
                 }
             }
+            "tls" => {
+                let raw = read_upstream_tls(d, child);
+                config.tls = Some(raw.config.clone());
+                tls = Some(raw);
+            }
             _ => unknown_node(d, child, Some("upstream"), NODES),
         }
     }
@@ -89,7 +99,22 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
             .help(format!("add at least one, like: upstream {group_name:?} {{ {SERVER_USAGE} }}"));
     }
     let name_span = name_entry.map_or_else(|| name_span(node), |entry| entry.span());
-    Some(RawUpstream { config, name_span })
+    if let Some(span) = protocol_span {
+        match (config.protocol, &tls) {
+            (UpstreamProtocol::H2, None) => {
+                d.error(span, "protocol \"h2\" needs TLS")
+                    .label("HTTP/2 over TLS")
+                    .help("add a `tls { }` block to the upstream, or use \"h2c\" for HTTP/2 in plain text");
+            }
+            (UpstreamProtocol::H2c, Some(_)) => {
+                d.error(span, "protocol \"h2c\" is plain-text HTTP/2, but this upstream uses TLS")
+                    .label("plain text only")
+                    .help("use protocol \"h2\" for HTTP/2 over TLS (negotiated by ALPN)");
+            }
+            _ => {}
+        }
+    }
+    Some(RawUpstream { config, name_span, tls })
 }
 
 fn read_server(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<UpstreamServer> {
@@ -115,7 +140,7 @@ fn check_server_address(text: &str) -> Result<(), (String, String)> {
     if let Some((scheme, _)) = text.split_once("://") {
         return Err((
             format!("invalid server address `{text}`: no scheme allowed"),
-            format!("remove `{scheme}://`; the protocol is set with `protocol` (http1 or h2c)"),
+            format!("remove `{scheme}://`; the protocol is set with `protocol` (http1, h2c or h2) and TLS with a `tls` block"),
         ));
     }
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {

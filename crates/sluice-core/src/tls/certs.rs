@@ -159,15 +159,15 @@ impl CertificateInfo {
     /// as the site pattern `*.example.com` is stored): it holds the wildcard itself or a
     /// name under it.
     pub fn covers_some_name_under(&self, suffix: &str) -> bool {
-        self.dns_names.iter().any(|n| n.strip_prefix('*') == Some(suffix) || (n.len() > suffix.len() && n.ends_with(suffix)))
+        self.dns_names
+            .iter()
+            .any(|n| n.strip_prefix('*') == Some(suffix) || (n.len() > suffix.len() && n.ends_with(suffix)))
     }
 }
 
 fn dns_name_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_prefix("*.") {
-        Some(rest) => name
-            .split_once('.')
-            .is_some_and(|(label, tail)| !label.is_empty() && tail == rest),
+        Some(rest) => name.split_once('.').is_some_and(|(label, tail)| !label.is_empty() && tail == rest),
         None => pattern == name,
     }
 }
@@ -252,9 +252,11 @@ pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
 pub fn load_ca_bundle(path: &Path) -> Result<RootCertStore, TlsFileError> {
     let mut roots = RootCertStore::empty();
     for der in read_certificates(path)? {
-        roots
-            .add(der)
-            .map_err(|e| TlsFileError::BadCertificate { path: path.to_owned(), index: roots.len() + 1, detail: e.to_string() })?;
+        roots.add(der).map_err(|e| TlsFileError::BadCertificate {
+            path: path.to_owned(),
+            index: roots.len() + 1,
+            detail: e.to_string(),
+        })?;
     }
     Ok(roots)
 }

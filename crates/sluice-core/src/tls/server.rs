@@ -18,7 +18,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{ProtocolVersion, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -174,7 +176,10 @@ impl Table {
         if let Some(&i) = self.exact.get(name) {
             return Some(i);
         }
-        self.suffixes.iter().find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str())).map(|(_, i)| *i)
+        self.suffixes
+            .iter()
+            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
+            .map(|(_, i)| *i)
     }
 }
 
