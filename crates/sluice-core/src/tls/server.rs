@@ -162,6 +162,32 @@ struct Entry {
     info: CertificateInfo,
 }
 
+/// Resumption state shared by the configs of one table: ticket keys and session cache.
+#[derive(Clone)]
+struct Resumption {
+    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
+    cache: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+impl Resumption {
+    fn new(settings: &ServerTlsSettings) -> Result<Self, EntryError> {
+        let ticketer = if settings.session_tickets {
+            Some(rustls::crypto::ring::Ticketer::new().map_err(|e| EntryError {
+                label: "session tickets".into(),
+                error: TlsFileError::BadKey { path: PathBuf::new(), detail: e.to_string() },
+            })?)
+        } else {
+            None
+        };
+        let cache: Arc<dyn rustls::server::StoresServerSessions> = if settings.session_cache > 0 {
+            ServerSessionMemoryCache::new(settings.session_cache)
+        } else {
+            Arc::new(NoServerSessionStorage {})
+        };
+        Ok(Self { ticketer, cache })
+    }
+}
+
 #[derive(Default)]
 struct Table {
     entries: Vec<Entry>,
@@ -187,8 +213,6 @@ impl Table {
 pub struct TlsAcceptor {
     settings: ServerTlsSettings,
     table: RwLock<Arc<Table>>,
-    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
-    cache: Arc<dyn rustls::server::StoresServerSessions>,
 }
 
 impl fmt::Debug for TlsAcceptor {
@@ -210,40 +234,35 @@ pub struct EntryError {
 impl TlsAcceptor {
     /// Loads every certificate, key and CA bundle; fails on the first unusable file.
     pub fn new(settings: ServerTlsSettings) -> Result<Self, EntryError> {
-        let ticketer = if settings.session_tickets {
-            Some(rustls::crypto::ring::Ticketer::new().map_err(|e| EntryError {
-                label: "session tickets".into(),
-                error: TlsFileError::BadKey { path: PathBuf::new(), detail: e.to_string() },
-            })?)
-        } else {
-            None
-        };
-        let cache: Arc<dyn rustls::server::StoresServerSessions> = if settings.session_cache > 0 {
-            ServerSessionMemoryCache::new(settings.session_cache)
-        } else {
-            Arc::new(NoServerSessionStorage {})
-        };
-        let mut acceptor = Self { settings, table: RwLock::new(Arc::new(Table::default())), ticketer, cache };
-        let mut entries = Vec::with_capacity(acceptor.settings.entries.len());
-        for spec in &acceptor.settings.entries {
-            entries.push(acceptor.build_entry(spec)?);
+        let resumption = Resumption::new(&settings)?;
+        let mut entries = Vec::with_capacity(settings.entries.len());
+        for spec in &settings.entries {
+            entries.push(build_entry(&settings, spec, &resumption)?);
         }
-        acceptor.table = RwLock::new(Arc::new(acceptor.index(entries)));
-        for e in &acceptor.current().entries {
+        for e in &entries {
             warn_about_validity(&e.spec.label, &e.spec.certificate, &e.info);
         }
-        Ok(acceptor)
+        let table = index(&settings, entries);
+        Ok(Self { settings, table: RwLock::new(Arc::new(table)) })
     }
 
     /// Re-reads every certificate, key and CA bundle. Entries whose files are broken keep
     /// their previous configuration; their errors are returned (and logged). New
     /// handshakes use the new table; established connections are not touched.
+    ///
+    /// New session-ticket keys and an empty session cache come with the reload (as with
+    /// nginx): a session made with a replaced certificate, perhaps a compromised one,
+    /// cannot be resumed afterwards.
     pub fn reload(&self) -> Vec<EntryError> {
         let old = self.current();
         let mut errors = Vec::new();
+        let resumption = match Resumption::new(&self.settings) {
+            Ok(r) => r,
+            Err(e) => return vec![e],
+        };
         let mut entries = Vec::with_capacity(self.settings.entries.len());
         for (i, spec) in self.settings.entries.iter().enumerate() {
-            match self.build_entry(spec) {
+            match build_entry(&self.settings, spec, &resumption) {
                 Ok(entry) => {
                     warn_about_validity(&spec.label, &spec.certificate, &entry.info);
                     entries.push(entry);
@@ -261,7 +280,7 @@ impl TlsAcceptor {
                 }
             }
         }
-        let table = Arc::new(self.index(entries));
+        let table = Arc::new(index(&self.settings, entries));
         if let Ok(mut current) = self.table.write() {
             *current = table;
         }
@@ -278,60 +297,6 @@ impl TlsAcceptor {
             Ok(t) => t.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
-    }
-
-    fn build_entry(&self, spec: &TlsEntry) -> Result<Entry, EntryError> {
-        let err = |error| EntryError { label: spec.label.clone(), error };
-        let LoadedCertificate { key, info } = load_certificate(&spec.certificate, &spec.key).map_err(err)?;
-        let versions: &[&rustls::SupportedProtocolVersion] = match self.settings.min_version {
-            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            TlsVersion::Tls13 => &[&rustls::version::TLS13],
-        };
-        let builder = ServerConfig::builder_with_provider(super::provider())
-            .with_protocol_versions(versions)
-            .map_err(|e| err(TlsFileError::BadKey { path: spec.key.clone(), detail: e.to_string() }))?;
-        let (builder, client_ca) = match &spec.client_auth {
-            None => (builder.with_no_client_auth(), None),
-            Some(auth) => {
-                let roots = load_ca_bundle(&auth.ca).map_err(err)?;
-                let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider());
-                if !auth.required {
-                    verifier = verifier.allow_unauthenticated();
-                }
-                let verifier = verifier.build().map_err(|e| {
-                    err(TlsFileError::BadCertificate { path: auth.ca.clone(), index: 1, detail: e.to_string() })
-                })?;
-                (builder.with_client_cert_verifier(verifier), Some(Arc::new(auth.ca.clone())))
-            }
-        };
-        let mut config = builder.with_cert_resolver(Arc::new(Fixed(key)));
-        config.alpn_protocols =
-            if self.settings.http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
-        config.session_storage = self.cache.clone();
-        if let Some(ticketer) = &self.ticketer {
-            config.ticketer = ticketer.clone();
-        }
-        // No 0-RTT: early data can be replayed, and proxied requests are not all idempotent.
-        config.max_early_data_size = 0;
-        Ok(Entry { spec: spec.clone(), config: Arc::new(config), client_ca, info })
-    }
-
-    fn index(&self, entries: Vec<Entry>) -> Table {
-        let mut exact = HashMap::new();
-        let mut suffixes = Vec::new();
-        for (i, e) in entries.iter().enumerate() {
-            for name in &e.spec.names {
-                match name {
-                    SniName::Exact(n) => {
-                        exact.entry(n.clone()).or_insert(i);
-                    }
-                    SniName::Suffix(s) => suffixes.push((s.clone(), i)),
-                    SniName::Any => {}
-                }
-            }
-        }
-        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        Table { entries, exact, suffixes, default: self.settings.default_entry }
     }
 
     /// Performs the handshake on a new connection.
@@ -395,6 +360,60 @@ impl TlsAcceptor {
         };
         Ok(Handshaken { stream, hint, info })
     }
+}
+
+fn build_entry(settings: &ServerTlsSettings, spec: &TlsEntry, resumption: &Resumption) -> Result<Entry, EntryError> {
+    let err = |error| EntryError { label: spec.label.clone(), error };
+    let LoadedCertificate { key, info } = load_certificate(&spec.certificate, &spec.key).map_err(err)?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| err(TlsFileError::BadKey { path: spec.key.clone(), detail: e.to_string() }))?;
+    let (builder, client_ca) = match &spec.client_auth {
+        None => (builder.with_no_client_auth(), None),
+        Some(auth) => {
+            let roots = load_ca_bundle(&auth.ca).map_err(err)?;
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider());
+            if !auth.required {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|e| {
+                err(TlsFileError::BadCertificate { path: auth.ca.clone(), index: 1, detail: e.to_string() })
+            })?;
+            (builder.with_client_cert_verifier(verifier), Some(Arc::new(auth.ca.clone())))
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(Fixed(key)));
+    config.alpn_protocols =
+        if settings.http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    config.session_storage = resumption.cache.clone();
+    if let Some(ticketer) = &resumption.ticketer {
+        config.ticketer = ticketer.clone();
+    }
+    // No 0-RTT: early data can be replayed, and proxied requests are not all idempotent.
+    config.max_early_data_size = 0;
+    Ok(Entry { spec: spec.clone(), config: Arc::new(config), client_ca, info })
+}
+
+fn index(settings: &ServerTlsSettings, entries: Vec<Entry>) -> Table {
+    let mut exact = HashMap::new();
+    let mut suffixes = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        for name in &e.spec.names {
+            match name {
+                SniName::Exact(n) => {
+                    exact.entry(n.clone()).or_insert(i);
+                }
+                SniName::Suffix(s) => suffixes.push((s.clone(), i)),
+                SniName::Any => {}
+            }
+        }
+    }
+    suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    Table { entries, exact, suffixes, default: settings.default_entry }
 }
 
 /// The subjectAltName entries of a client certificate worth forwarding, comma-separated
