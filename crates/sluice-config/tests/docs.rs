@@ -61,7 +61,11 @@ fn every_kdl_example_in_the_docs_is_valid() {
         }
         let text = complete(&example);
         if let Err(err) = parse("docs.kdl", &text) {
-            panic!("example is invalid:\n{text}\n{}", err.render(false));
+            // Certificate and key files named in the examples do not exist here; every
+            // other problem is a real mistake in the docs.
+            if !err.problems().iter().all(|p| p.message.starts_with("cannot read `")) {
+                panic!("example is invalid:\n{text}\n{}", err.render(false));
+            }
         }
     }
 }

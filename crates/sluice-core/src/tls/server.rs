@@ -412,7 +412,7 @@ fn index(settings: &ServerTlsSettings, entries: Vec<Entry>) -> Table {
             }
         }
     }
-    suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
     Table { entries, exact, suffixes, default: settings.default_entry }
 }
 
