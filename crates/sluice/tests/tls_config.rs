@@ -281,3 +281,23 @@ async fn sighup_reloads_certificates_in_the_running_binary() {
     signal(&child, "-TERM");
     assert!(tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap().success());
 }
+
+#[test]
+fn the_tls_example_is_valid_once_its_certificate_exists() {
+    let pki = Pki::new("example");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tls.kdl");
+    std::fs::create_dir_all(pki.dir.join("certs")).unwrap();
+    let issued = pki.server("localhost", &["localhost", "*.localhost"]);
+    std::fs::rename(&issued.cert, pki.dir.join("certs/localhost.pem")).unwrap();
+    std::fs::rename(&issued.key, pki.dir.join("certs/localhost.key")).unwrap();
+    let copy = pki.dir.join("tls.kdl");
+    std::fs::copy(&example, &copy).unwrap();
+    let out = Command::new(BIN).args(["check", "-c", copy.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without the certificate, `check` says which file is missing, where.
+    std::fs::remove_file(pki.dir.join("certs/localhost.key")).unwrap();
+    let out = Command::new(BIN).args(["check", "-c", copy.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("certs/localhost.key") && stderr.contains("tls.kdl:"), "{stderr}");
+}
