@@ -87,6 +87,9 @@ pub async fn serve_connection<IO, S>(
             }
         }
     };
+    // TLS seals each buffer of a vectored write as its own record (an AEAD pass and ~22
+    // bytes each): hyper should hand it one flattened buffer instead.
+    let flatten = tls.is_some();
     let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol, tls));
     let svc = {
         let info = info.clone();
@@ -103,7 +106,7 @@ pub async fn serve_connection<IO, S>(
     match protocol {
         HttpProtocol::Http1 => {
             let io = ServerIo::http1(io, prefix, info, guard).with_load(open).shutdown_on_close(shutdown_on_close);
-            serve_http1(io, svc, client, shutdown).await;
+            serve_http1(io, svc, client, shutdown, flatten).await;
         }
         // Boxed: HTTP/2 session state is large and rare next to HTTP/1 idle connections,
         // which should not pay for its size in their task.
@@ -142,8 +145,13 @@ impl<T, B> ConnService<B> for T where
 /// HTTP/1.1: one hyper session per burst of requests. When the connection goes idle the
 /// guard may end the session (freeing hyper's buffers) without closing the socket; a new
 /// session starts when the client speaks again.
-async fn serve_http1<IO, Svc, B>(mut server_io: ServerIo<IO>, svc: Svc, client: SocketAddr, mut shutdown: Shutdown)
-where
+async fn serve_http1<IO, Svc, B>(
+    mut server_io: ServerIo<IO>,
+    svc: Svc,
+    client: SocketAddr,
+    mut shutdown: Shutdown,
+    flatten: bool,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: ConnService<B>,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
@@ -152,6 +160,7 @@ where
     builder
         .keep_alive(true)
         .half_close(false)
+        .writev(!flatten)
         .max_buf_size(server_io.config().max_header_size.max(8192))
         .header_read_timeout(None);
     loop {

@@ -167,6 +167,22 @@ fn format_json(out: &mut String, s: &Session, error: Option<&Error>) {
         s.retries()
     );
     push_json_str(out, s.request_id().to_str().unwrap_or(""));
+    if let Some(tls) = &s.connection().tls {
+        let _ = write!(
+            out,
+            ",\"tls\":{{\"version\":\"{}\",\"cipher\":\"{}\",\"resumed\":{},\"sni\":",
+            tls.version, tls.cipher, tls.resumed
+        );
+        match &tls.server_name {
+            Some(n) => push_json_str(out, n),
+            None => out.push_str("null"),
+        }
+        if let Some(cert) = &tls.client_certificate {
+            out.push_str(",\"client_subject\":");
+            push_json_str(out, &cert.subject);
+        }
+        out.push('}');
+    }
     if let Some(e) = error {
         out.push_str(",\"error\":");
         push_json_str(out, &e.to_string());
@@ -192,6 +208,9 @@ fn format_text(out: &mut String, s: &Session, error: Option<&Error>) {
         s.bytes_in(),
         s.request_id().to_str().unwrap_or("-"),
     );
+    if let Some(tls) = &s.connection().tls {
+        let _ = write!(out, " tls={}", tls.version);
+    }
     if let Some(e) = error {
         let _ = write!(out, " error=\"{}\"", e.to_string().replace('"', "'"));
     }

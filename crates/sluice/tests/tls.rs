@@ -651,3 +651,76 @@ site "example.test" {{
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"origin"[..]));
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_wide_client_auth_applies_to_sites_without_their_own() {
+    let pki = Pki::new("mtls-listener");
+    let clients = Pki::new("mtls-listener-clients");
+    let a = pki.server("a", &["a.test"]);
+    let origin = echo_origin().await;
+    let listener_tls = format!(
+        "{}\n client-auth \"required\" ca=\"{}\" subject-header=\"X-Client-Subject\"",
+        cert_line(&a),
+        clients.ca_path.display()
+    );
+    let proxy =
+        Proxy::start(&tls_config(&listener_tls, origin.addr, r#"site "*" { route "/" { proxy "origins" } }"#)).await;
+    let bob = clients.client("bob");
+    let s = connect(proxy.addr(), pki.client_config(&["http/1.1"], Some(&bob)), "a.test").await.unwrap();
+    let (status, _, body) = send(s, get("a.test", "/")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&body).starts_with("subject=CN=bob"), "{body:?}");
+    let refused = match connect(proxy.addr(), pki.client_config(&["http/1.1"], None), "a.test").await {
+        Ok(s) => send(s, get("a.test", "/")).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "no certificate, no request");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sni_defaults_to_the_servers_host_name() {
+    let pki = Pki::new("up-sni");
+    let cert = pki.server("localhost", &["localhost"]);
+    let origin = tls_origin(&cert, false, None, false).await;
+    let server = format!("localhost:{}", origin.addr.port());
+    let config = format!(
+        r#"
+server {{ access-log "off" }}
+listener "127.0.0.1:0"
+upstream "origins" {{
+    server "{server}"
+    tls {{ ca "{}" }}
+}}
+site "*" {{ route "/" {{ proxy "origins" }} }}
+"#,
+        pki.ca_path.display()
+    );
+    let proxy = Proxy::start(&config).await;
+    let (status, _, _) = common::get(proxy.addr(), "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.handshakes.sni.lock().unwrap()[0].as_deref(), Some("localhost"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_records_tls_details() {
+    let pki = Pki::new("tls-log");
+    let a = pki.server("a", &["a.test"]);
+    let origin = Origin::named("origin").await;
+    let log = pki.dir.join("access.json");
+    let config = tls_config(&cert_line(&a), origin.addr, r#"site "*" { route "/" { proxy "origins" } }"#)
+        .replace("server { access-log \"off\" }", &format!("server {{ access-log \"{}\" }}", log.display()));
+    let proxy = Proxy::start(&config).await;
+    let s = connect(proxy.addr(), pki.client_config(&["h2"], None), "a.test").await.unwrap();
+    assert_eq!(send(s, get("a.test", "/")).await.unwrap().0, StatusCode::OK);
+    assert!(proxy.shutdown().await);
+    let line = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        line.contains(
+            r#""tls":{"version":"TLSv1.3","cipher":"TLS13_AES_256_GCM_SHA384","resumed":false,"sni":"a.test"}"#
+        ),
+        "{line}"
+    );
+    assert!(line.contains(r#""protocol":"HTTP/2.0""#), "{line}");
+}
