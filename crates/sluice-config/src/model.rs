@@ -170,7 +170,7 @@ impl Default for ListenerTls {
             without_sni: SniFallback::Default,
             unknown_sni: SniFallback::Default,
             session_tickets: true,
-            session_cache: 20_000,
+            session_cache: 10_000,
             handshake_timeout: Duration::from_secs(10),
             client_auth: None,
         }

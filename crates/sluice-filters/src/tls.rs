@@ -79,11 +79,7 @@ impl RequestFilter for ClientCertHeaders {
             session.req.headers.remove(name);
         }
         let conn = session.connection().clone();
-        let cert = conn
-            .tls
-            .as_ref()
-            .and_then(|tls| tls.client_certificate.as_ref())
-            .filter(|c| c.ca == self.ca || *c.ca == *self.ca);
+        let cert = conn.tls.as_ref().and_then(|tls| tls.client_certificate.as_ref()).filter(|c| c.ca == self.ca);
         let Some(cert) = cert else {
             if self.required {
                 let mut response = Response::new(Body::full(Bytes::from_static(

@@ -71,6 +71,7 @@ fn address_help(text: &str) -> String {
 fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerConfig) -> Option<RawListenerTls> {
     let mut once = Once::default();
     let mut tls = None;
+    let mut h2c_span = None;
     for child in children(node) {
         let known = NODES.contains(&name(child));
         if known && !once.first(d, child, "in `listener`") {
@@ -122,6 +123,7 @@ fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerC
                 }
             }
             "h2c" => {
+                h2c_span = Some(child.span());
                 if let Some(entry) = single(d, child, "h2c #true") {
                     if let Some(on) = boolean(d, entry) {
                         config.h2c = on;
@@ -131,6 +133,11 @@ fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerC
             "tls" => tls = Some(read_listener_tls(d, child)),
             _ => unknown_node(d, child, Some("listener"), NODES),
         }
+    }
+    if let (Some(span), Some(_)) = (h2c_span, &tls) {
+        d.error(span, "`h2c` does not apply to a TLS listener")
+            .label("plain-text HTTP/2 only")
+            .help("on TLS, HTTP/2 is negotiated by ALPN: use `http2 #true` or `http2 #false` inside `tls`");
     }
     tls
 }

@@ -152,7 +152,7 @@ pub(crate) fn read_listener_tls(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawL
                 }
             }
             "session-cache" => {
-                if let Some(n) = single(d, child, "session-cache 20000").and_then(|e| integer(d, e, 0, 10_000_000)) {
+                if let Some(n) = single(d, child, "session-cache 10000").and_then(|e| integer(d, e, 0, 10_000_000)) {
                     c.session_cache = usize::try_from(n).unwrap_or(0);
                 }
             }

@@ -43,7 +43,7 @@ pub enum TlsVersion {
 pub enum SniFallback {
     /// Answer with the listener's default certificate.
     Default,
-    /// Refuse the handshake (`unrecognized_name` alert).
+    /// Refuse the handshake: the connection is closed before any certificate is sent.
     Refuse,
 }
 
