@@ -124,8 +124,17 @@ pub async fn serve<S: HttpService>(
                     serve_connection(stream, accepted, &settings, service, watcher, open.clone()).await;
                 }
                 Some(tls) => {
+                    let mut watcher = watcher;
                     // Boxed: the handshake's state is large and only lives until it is done.
-                    match Box::pin(tls.accept(stream)).await {
+                    // A handshake still running when shutdown starts is abandoned at once.
+                    let handshake = tokio::select! {
+                        r = Box::pin(tls.accept(stream)) => r,
+                        _ = watcher.triggered() => {
+                            open.fetch_sub(1, Ordering::Relaxed);
+                            return;
+                        }
+                    };
+                    match handshake {
                         Ok(done) => {
                             let accepted = Accepted {
                                 client,

@@ -724,3 +724,19 @@ async fn the_access_log_records_tls_details() {
     );
     assert!(line.contains(r#""protocol":"HTTP/2.0""#), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_handshake_that_never_comes() {
+    let pki = Pki::new("tls-drain");
+    let a = pki.server("a", &["a.test"]);
+    let origin = Origin::named("origin").await;
+    // Handshake timeout far longer than the shutdown is allowed to take.
+    let listener_tls = format!("{}\n handshake-timeout \"1h\"", cert_line(&a));
+    let proxy =
+        Proxy::start(&tls_config(&listener_tls, origin.addr, r#"site "*" { route "/" { proxy "origins" } }"#)).await;
+    let silent = TcpStream::connect(proxy.addr()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await; // let the proxy accept it
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(20), proxy.shutdown()).await;
+    assert_eq!(drained.ok(), Some(true), "shutdown drained without waiting for the silent client");
+    drop(silent);
+}
