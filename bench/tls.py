@@ -11,6 +11,8 @@ done; the proxy is pinned to one CPU, the origin and the load generator to the o
   tls-resumed     one connection at a time, resumed session + GET / (openssl s_time -reuse)
   tls-keepalive   HTTPS/1.1 keep-alive, 64 connections, GET / 1 KiB (wrk)
   tls-h2          HTTP/2 over TLS (ALPN h2), 64 connections x 10 streams, GET / 1 KiB (h2load)
+  tls-idle        memory: RSS growth for --idle-conns idle HTTPS/1.1 keep-alive connections
+                  that each served one GET / (ops = connections; "CPU" column = KiB each)
 
 Python 3 standard library only; helpers come from bench/run.py. See bench/README.md.
 Needs: nginx, wrk, h2load (nghttp2-client), openssl, taskset.
@@ -30,7 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as rb  # noqa: E402
 
-SCENARIOS = ["tls-full", "tls-full-seq", "tls-resumed", "tls-keepalive", "tls-h2"]
+SCENARIOS = ["tls-full", "tls-full-seq", "tls-resumed", "tls-keepalive", "tls-h2", "tls-idle"]
 
 
 def make_cert(d):
@@ -132,6 +134,28 @@ def parse_s_time(text):
     return {"requests": n, "rps": n / secs if secs else 0.0}
 
 
+def idle_connections(port, count):
+    """Opens `count` TLS connections that each complete one GET / and then stay open."""
+    import socket
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    conns = []
+    for _ in range(count):
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf or len(buf.split(b"\r\n\r\n", 1)[1]) < 1024:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise rb.BenchError("connection closed during the idle set-up")
+            buf += chunk
+        conns.append(s)
+    return conns
+
+
 def client(a, scen, port, duration):
     url = f"https://127.0.0.1:{port}/"
     if scen == "tls-keepalive":
@@ -172,6 +196,7 @@ def main():
     ap.add_argument("--extra-sluice", action="append", default=[], metavar="LABEL=PATH",
                     help="also measure another sluice binary (A/B comparisons)")
     ap.add_argument("--no-nginx", action="store_true")
+    ap.add_argument("--idle-conns", type=int, default=5000)
     ap.add_argument("--out", default=os.path.join(rb.OUT_DIR, "tls.json"))
     a = ap.parse_args()
     for tool in ["nginx", "wrk", "h2load", "openssl", "taskset", "curl"]:
@@ -209,8 +234,27 @@ def main():
             wait_tls_ready(p, port)
             targets.append((label, p, port))
             rb.log(f"{label}: pid {p.pid} on :{port}")
+        # the idle measurement first, while the processes are fresh
+        order = [s for s in a.scenarios if s == "tls-idle"] + [s for s in a.scenarios if s != "tls-idle"]
         for rnd in range(a.rounds):
-            for scen in a.scenarios:
+            for scen in order:
+                if scen == "tls-idle":
+                    if rnd > 0:
+                        continue  # memory needs fresh processes: measured once, see below
+                    for label, p, port in targets:
+                        rss0 = rb.session_mem_kb(p.pid)[0]
+                        conns = idle_connections(port, a.idle_conns)
+                        time.sleep(3)  # past the 1 s idle release of sluice's HTTP/1 sessions
+                        rss1 = rb.session_mem_kb(p.pid)[0]
+                        for c in conns:
+                            c.close()
+                        per = (rss1 - rss0) / a.idle_conns
+                        runs.append({"scenario": scen, "target": label, "round": rnd, "requests": a.idle_conns,
+                                     "per_s": 0, "cpu_s": 0, "cpu_us_per_op": per, "p99_ms": None,
+                                     "rss_growth_kib": rss1 - rss0})
+                        rb.log(f"tls-idle {label}: {a.idle_conns} idle TLS connections: RSS +{(rss1 - rss0) / 1024:.1f} MiB "
+                               f"({per:.1f} KiB each)")
+                    continue
                 for label, p, port in targets:
                     client(a, scen, port, 2)  # warm-up
                     t0 = rb.session_ticks(p.pid)
