@@ -1096,7 +1096,8 @@ def snapshot_binaries(targets, workdir):
             "mtime": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.st_mtime)),
             "sha256": hashlib.sha256(data).hexdigest(),
             # a guess from the symbol table: is the mimalloc feature compiled in?
-            "allocator": "mimalloc" if b"_mi_heap_default_key" in data else "system (glibc)",
+            "allocator": ("mimalloc" if b"_mi_heap_default_key" in data
+                          else "jemalloc" if b"_rjem_" in data else "system (glibc)"),
             "env": {**t.env_all},
         }
         log(f"{t.label}: {t.binary} ({info[t.label]['mtime']}, sha256 "

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::guard::GuardConfig;
@@ -117,38 +117,16 @@ pub async fn serve<S: HttpService>(
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
-            match &settings.tls {
+            match settings.tls.clone() {
                 None => {
                     let accepted =
                         Accepted { client, local, hint: ProtocolHint::Detect, shutdown_on_close: false, tls: None };
                     serve_connection(stream, accepted, &settings, service, watcher, open.clone()).await;
                 }
+                // Boxed: a TLS connection's state (rustls' connection inside the stream) must
+                // not enlarge the task of every plain-text connection.
                 Some(tls) => {
-                    let mut watcher = watcher;
-                    // Boxed: the handshake's state is large and only lives until it is done.
-                    // A handshake still running when shutdown starts is abandoned at once.
-                    let handshake = tokio::select! {
-                        r = Box::pin(tls.accept(stream)) => r,
-                        _ = watcher.triggered() => {
-                            open.fetch_sub(1, Ordering::Relaxed);
-                            return;
-                        }
-                    };
-                    match handshake {
-                        Ok(done) => {
-                            let accepted = Accepted {
-                                client,
-                                local,
-                                hint: done.hint,
-                                shutdown_on_close: true,
-                                tls: Some(done.info),
-                            };
-                            serve_connection(done.stream, accepted, &settings, service, watcher, open.clone()).await;
-                        }
-                        Err(e) => {
-                            tracing::debug!(listener = %settings.name, %client, error = %e, "TLS handshake failed")
-                        }
-                    }
+                    Box::pin(serve_tls(&tls, stream, client, local, &settings, service, watcher, open.clone())).await
                 }
             }
             open.fetch_sub(1, Ordering::Relaxed);
@@ -158,4 +136,31 @@ pub async fn serve<S: HttpService>(
     drop(listener);
     tracing::info!(listener = %settings.name, address = %local, "stopped accepting");
     Ok(())
+}
+
+/// Runs the TLS handshake, then serves the decrypted stream. A handshake still running when
+/// shutdown starts is abandoned at once.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls<S: HttpService>(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+    settings: &ListenerSettings,
+    service: Arc<S>,
+    mut watcher: Shutdown,
+    open: Arc<AtomicUsize>,
+) {
+    // Boxed: the handshake's state is large and only lives until it is done.
+    let handshake = tokio::select! {
+        r = Box::pin(tls.accept(stream)) => r,
+        _ = watcher.triggered() => return,
+    };
+    match handshake {
+        Ok(done) => {
+            let accepted = Accepted { client, local, hint: done.hint, shutdown_on_close: true, tls: Some(done.info) };
+            serve_connection(done.stream, accepted, settings, service, watcher, open).await;
+        }
+        Err(e) => tracing::debug!(listener = %settings.name, %client, error = %e, "TLS handshake failed"),
+    }
 }

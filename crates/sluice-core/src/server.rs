@@ -192,7 +192,10 @@ async fn serve_http1<IO, Svc, B>(
         if !server_io.released() || !parts.read_buf.is_empty() || shutdown.is_triggered() {
             return;
         }
+        // Drop what is left of the old session before waiting: the empty `read_buf` still
+        // owns hyper's whole read buffer (8 KiB or more), which is what releasing frees.
         drop(parts.service);
+        drop(parts.read_buf);
         let next = tokio::select! {
             more = server_io.wait_for_request() => more,
             _ = shutdown.triggered() => false,
