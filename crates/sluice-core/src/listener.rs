@@ -152,8 +152,17 @@ async fn serve_tls<S: HttpService>(
     open: Arc<AtomicUsize>,
 ) {
     // Boxed: the handshake's state is large and only lives until it is done.
+    let handshake = Box::pin(async {
+        if plain_http_on_tls_port(&stream, tls.handshake_timeout()).await {
+            return None;
+        }
+        Some(tls.accept(stream).await)
+    });
     let handshake = tokio::select! {
-        r = Box::pin(tls.accept(stream)) => r,
+        r = handshake => match r {
+            Some(r) => r,
+            None => return,
+        },
         _ = watcher.triggered() => return,
     };
     match handshake {
@@ -162,5 +171,29 @@ async fn serve_tls<S: HttpService>(
             serve_connection(done.stream, accepted, settings, service, watcher, open).await;
         }
         Err(e) => tracing::debug!(listener = %settings.name, %client, error = %e, "TLS handshake failed"),
+    }
+}
+
+/// A plain HTTP request sent to a TLS port gets a 400 that says so (as nginx does) instead of
+/// a TLS alert the client cannot read. One `peek` per connection: a TLS ClientHello starts
+/// with the handshake record type 0x16, an HTTP request with a method's letters.
+/// Returns true when the connection was answered (and is to be closed).
+async fn plain_http_on_tls_port(stream: &TcpStream, timeout: Duration) -> bool {
+    const ANSWER: &[u8] = concat!(
+        "HTTP/1.1 400 Bad Request\r\n",
+        "content-type: text/plain; charset=utf-8\r\n",
+        "connection: close\r\n",
+        "content-length: 57\r\n\r\n",
+        "This port speaks HTTPS: use https:// instead of http://.\n",
+    )
+    .as_bytes();
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+            let _ = stream.writable().await;
+            let _ = stream.try_write(ANSWER);
+            true
+        }
+        _ => false,
     }
 }

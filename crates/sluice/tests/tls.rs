@@ -740,3 +740,20 @@ async fn shutdown_does_not_wait_for_a_handshake_that_never_comes() {
     assert_eq!(drained.ok(), Some(true), "shutdown drained without waiting for the silent client");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_to_the_tls_port_gets_a_readable_400() {
+    let pki = Pki::new("tls-plain");
+    let a = pki.server("a", &["a.test"]);
+    let origin = Origin::named("origin").await;
+    let proxy =
+        Proxy::start(&tls_config(&cert_line(&a), origin.addr, r#"site "*" { route "/" { proxy "origins" } }"#)).await;
+    let reply = common::raw(proxy.addr(), b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\nThis port speaks HTTPS: use https:// instead of http://.\n"), "{reply}");
+    assert_eq!(origin.requests(), 0);
+    // TLS on the same port still works.
+    let s = connect(proxy.addr(), pki.client_config(&["http/1.1"], None), "a.test").await.unwrap();
+    assert_eq!(send(s, get("a.test", "/")).await.unwrap().0, StatusCode::OK);
+    proxy.shutdown().await;
+}

@@ -287,6 +287,11 @@ impl TlsAcceptor {
         errors
     }
 
+    /// Time allowed for a whole handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.settings.handshake_timeout
+    }
+
     /// The certificate details of every entry, in configuration order (for inspection).
     pub fn certificates(&self) -> Vec<(String, CertificateInfo)> {
         self.current().entries.iter().map(|e| (e.spec.label.clone(), e.info.clone())).collect()
