@@ -5,7 +5,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -29,13 +29,21 @@ pub struct UpstreamTlsSettings {
     pub client_certificate: Option<(PathBuf, PathBuf)>,
 }
 
-/// A group's TLS client: config (with its session cache) and the SNI override.
+/// A group's TLS client: config (with its session cache) and the SNI override. The config
+/// can be rebuilt from its files ([`TlsConnector::reload`], on SIGHUP): new connections use
+/// the new one, pooled connections carry on.
 pub struct TlsConnector {
-    connector: tokio_rustls::TlsConnector,
+    configs: RwLock<Arc<Configs>>,
+    settings: UpstreamTlsSettings,
+    alpn: Vec<Vec<u8>>,
+    server_name: Option<ServerName<'static>>,
+}
+
+struct Configs {
+    main: tokio_rustls::TlsConnector,
     /// The same config offering only `http/1.1` (for upgrades on an HTTP/2 group);
     /// `None` when the main one already does.
     http1: Option<tokio_rustls::TlsConnector>,
-    server_name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for TlsConnector {
@@ -47,41 +55,29 @@ impl std::fmt::Debug for TlsConnector {
 impl TlsConnector {
     /// Builds the client config; `alpn` lists the protocols to offer, in preference order.
     pub fn new(settings: &UpstreamTlsSettings, alpn: &[&[u8]]) -> Result<Self> {
-        let provider = sluice_core::tls::provider();
-        let config_err = |what: String| Error::explain(ErrorKind::Config, what);
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| config_err(format!("TLS versions: {e}")))?;
-        let builder = if settings.verify {
-            let roots = match &settings.ca {
-                Some(path) => load_ca_bundle(path).map_err(|e| config_err(e.to_string()))?,
-                None => system_roots().map_err(config_err)?,
-            };
-            builder.with_root_certificates(roots)
-        } else {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-        };
-        let mut config = match &settings.client_certificate {
-            None => builder.with_no_client_auth(),
-            Some((cert, key)) => {
-                let loaded = load_certificate(cert, key).map_err(|e| config_err(e.to_string()))?;
-                builder
-                    .with_client_auth_cert(loaded.key.cert.clone(), load_key(key)?)
-                    .map_err(|e| config_err(format!("client certificate: {e}")))?
-            }
-        };
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let http1 = (alpn != [b"http/1.1".as_slice()]).then(|| {
-            // A clone shares the session cache.
-            let mut h1 = config.clone();
-            h1.alpn_protocols = vec![b"http/1.1".to_vec()];
-            tokio_rustls::TlsConnector::from(Arc::new(h1))
-        });
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let configs = build_configs(settings, &alpn)?;
         let server_name = match &settings.server_name {
             Some(n) => Some(server_name(n)?),
             None => None,
         };
-        Ok(Self { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), http1, server_name })
+        Ok(Self { configs: RwLock::new(Arc::new(configs)), settings: settings.clone(), alpn, server_name })
+    }
+
+    /// Re-reads the CA bundle and client certificate. On error the current config stays.
+    pub fn reload(&self) -> Result<()> {
+        let configs = Arc::new(build_configs(&self.settings, &self.alpn)?);
+        if let Ok(mut current) = self.configs.write() {
+            *current = configs;
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Configs> {
+        match self.configs.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The name to send as SNI and verify for a server written as `host:port`.
@@ -103,15 +99,50 @@ impl TlsConnector {
             Some(a) => format!("TLS handshake with {a} ({})", name.to_str()),
             None => format!("TLS handshake with {}", name.to_str()),
         };
-        let connector = match (&self.http1, http1) {
+        let configs = self.current();
+        let connector = match (&configs.http1, http1) {
             (Some(h1), true) => h1,
-            _ => &self.connector,
+            _ => &configs.main,
         };
         match connector.connect(name.clone(), tcp).await {
             Ok(tls) => Ok(Stream::Tls(Box::new(tls))),
             Err(e) => Err(Error::because(ErrorKind::UpstreamTls, describe(), e)),
         }
     }
+}
+
+fn build_configs(settings: &UpstreamTlsSettings, alpn: &[Vec<u8>]) -> Result<Configs> {
+    let provider = sluice_core::tls::provider();
+    let config_err = |what: String| Error::explain(ErrorKind::Config, what);
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_err(format!("TLS versions: {e}")))?;
+    let builder = if settings.verify {
+        let roots = match &settings.ca {
+            Some(path) => load_ca_bundle(path).map_err(|e| config_err(e.to_string()))?,
+            None => system_roots().map_err(config_err)?,
+        };
+        builder.with_root_certificates(roots)
+    } else {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    };
+    let mut config = match &settings.client_certificate {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let loaded = load_certificate(cert, key).map_err(|e| config_err(e.to_string()))?;
+            builder
+                .with_client_auth_cert(loaded.key.cert.clone(), load_key(key)?)
+                .map_err(|e| config_err(format!("client certificate: {e}")))?
+        }
+    };
+    config.alpn_protocols = alpn.to_vec();
+    let http1 = (alpn != [b"http/1.1".to_vec()]).then(|| {
+        // A clone shares the session cache.
+        let mut h1 = config.clone();
+        h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(h1))
+    });
+    Ok(Configs { main: tokio_rustls::TlsConnector::from(Arc::new(config)), http1 })
 }
 
 fn load_key(path: &std::path::Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>> {

@@ -36,12 +36,15 @@ pub struct Built {
     pub access_log: Option<Arc<AccessLog>>,
     /// TLS acceptors of the TLS listeners (for certificate reloads).
     pub tls: Vec<Arc<TlsAcceptor>>,
+    /// TLS clients of the upstream groups that use TLS, with the group names (for reloads).
+    pub upstream_tls: Vec<(String, Arc<TlsConnector>)>,
 }
 
 /// Builds the engine from a configuration; resolves upstream server names.
 pub async fn build(config: &Config) -> anyhow::Result<Built> {
     let mut upstreams = HashMap::new();
     let mut all_backends = Vec::new();
+    let mut upstream_tls = Vec::new();
     for u in &config.upstreams {
         let protocol = match u.protocol {
             config::UpstreamProtocol::Http1 => UpstreamProtocol::Http1,
@@ -63,7 +66,9 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 if !t.verify {
                     tracing::warn!(upstream = %u.name, "TLS certificate verification is OFF for this upstream");
                 }
-                Some(Arc::new(connector))
+                let connector = Arc::new(connector);
+                upstream_tls.push((u.name.clone(), connector.clone()));
+                Some(connector)
             }
         };
         let settings = BackendSettings {
@@ -176,6 +181,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         backends: all_backends,
         access_log,
         tls: acceptors,
+        upstream_tls,
     })
 }
 

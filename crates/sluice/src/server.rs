@@ -36,6 +36,7 @@ pub struct Server {
     grace: Duration,
     access_log: Option<Arc<sluice_filters::access_log::AccessLog>>,
     tls: Vec<Arc<TlsAcceptor>>,
+    upstream_tls: Vec<(String, Arc<sluice_upstream::TlsConnector>)>,
 }
 
 /// Worker threads to use: the configured number, else one per available core.
@@ -107,6 +108,7 @@ impl Server {
             grace: config.server.shutdown_grace,
             access_log: built.access_log,
             tls: built.tls,
+            upstream_tls: built.upstream_tls,
         })
     }
 
@@ -115,16 +117,27 @@ impl Server {
         &self.addrs
     }
 
-    /// Re-reads every TLS listener's certificates, keys and CA bundles (SIGHUP). New
-    /// handshakes use the new files; open connections are not touched. A site whose files
-    /// are broken keeps its previous certificate. Returns how many sites failed to reload.
+    /// Re-reads every TLS listener's certificates, keys and CA bundles, and every TLS
+    /// upstream's CA bundle and client certificate (SIGHUP). New handshakes use the new
+    /// files; open connections are not touched. A site or upstream whose files are broken
+    /// keeps its previous ones. Returns how many sites and upstreams failed to reload.
     pub fn reload_certificates(&self) -> usize {
-        if self.tls.is_empty() {
+        if self.tls.is_empty() && self.upstream_tls.is_empty() {
             return 0;
         }
-        let failed: usize = self.tls.iter().map(|a| a.reload().len()).sum();
+        let mut failed: usize = self.tls.iter().map(|a| a.reload().len()).sum();
+        for (name, connector) in &self.upstream_tls {
+            if let Err(e) = connector.reload() {
+                tracing::error!(upstream = %name, error = %e, "upstream TLS reload failed; keeping the previous files");
+                failed += 1;
+            }
+        }
         if failed == 0 {
-            tracing::info!(listeners = self.tls.len(), "TLS certificates reloaded");
+            tracing::info!(
+                listeners = self.tls.len(),
+                upstreams = self.upstream_tls.len(),
+                "TLS certificates reloaded"
+            );
         } else {
             tracing::warn!(
                 failed,

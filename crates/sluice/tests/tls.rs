@@ -757,3 +757,35 @@ async fn plain_http_to_the_tls_port_gets_a_readable_400() {
     assert_eq!(send(s, get("a.test", "/")).await.unwrap().0, StatusCode::OK);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_client_certificates_reload_too() {
+    let pki = Pki::new("up-reload");
+    let clients = Pki::new("up-reload-clients");
+    let strangers = Pki::new("up-reload-strangers");
+    let cert = pki.server("origin", &["origin.test"]);
+    // Each response closes its connection: every request makes a new handshake.
+    let origin = tls_origin(&cert, false, Some(&clients), true).await;
+    let wrong = strangers.client("sluice-proxy");
+    let tls = format!(
+        "server-name \"origin.test\"\n ca \"{}\"\n certificate \"{}\" key=\"{}\"",
+        pki.ca_path.display(),
+        wrong.cert.display(),
+        wrong.key.display()
+    );
+    let proxy = Proxy::start(&upstream_tls_config(origin.addr, "http1", &tls)).await;
+    assert_eq!(common::get(proxy.addr(), "/").await.0, StatusCode::BAD_GATEWAY, "origin refuses the stranger");
+
+    // Put a certificate the origin trusts at the same paths, and reload.
+    let right = clients.client("sluice-proxy");
+    std::fs::copy(&right.cert, &wrong.cert).unwrap();
+    std::fs::copy(&right.key, &wrong.key).unwrap();
+    assert_eq!(proxy.server.as_ref().unwrap().reload_certificates(), 0);
+    assert_eq!(common::get(proxy.addr(), "/").await.0, StatusCode::OK);
+
+    // A broken key: the reload reports it and the working certificate stays.
+    std::fs::write(&wrong.key, "garbage").unwrap();
+    assert_eq!(proxy.server.as_ref().unwrap().reload_certificates(), 1);
+    assert_eq!(common::get(proxy.addr(), "/").await.0, StatusCode::OK);
+    proxy.shutdown().await;
+}
