@@ -789,3 +789,20 @@ async fn upstream_client_certificates_reload_too() {
     assert_eq!(common::get(proxy.addr(), "/").await.0, StatusCode::OK);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_chains_with_intermediates_are_served() {
+    let root = Pki::new("chain-root");
+    let intermediate = root.intermediate("chain-intermediate");
+    let leaf = intermediate.server("leaf", &["chain.test"]);
+    assert_eq!(std::fs::read_to_string(&leaf.cert).unwrap().matches("BEGIN CERTIFICATE").count(), 2);
+    let origin = Origin::named("origin").await;
+    let proxy =
+        Proxy::start(&tls_config(&cert_line(&leaf), origin.addr, r#"site "*" { route "/" { proxy "origins" } }"#))
+            .await;
+    // The client trusts only the root: the handshake works because the intermediate is sent.
+    let s = connect(proxy.addr(), root.client_config(&["http/1.1"], None), "chain.test").await.unwrap();
+    assert_eq!(s.get_ref().1.peer_certificates().unwrap().len(), 2);
+    assert_eq!(send(s, get("chain.test", "/")).await.unwrap().0, StatusCode::OK);
+    proxy.shutdown().await;
+}

@@ -43,6 +43,11 @@ pub struct Pki {
     pub ca_path: PathBuf,
     ca: rcgen::Certificate,
     ca_key: KeyPair,
+    /// PEM of the intermediates between `ca` and the root, appended to every issued
+    /// certificate file (a full chain).
+    chain: String,
+    /// The root this CA chains to (itself for a root).
+    root: rustls::pki_types::CertificateDer<'static>,
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -81,7 +86,23 @@ impl Pki {
         let ca = params.self_signed(&ca_key).unwrap();
         let ca_path = dir.join("ca.pem");
         std::fs::write(&ca_path, ca.pem()).unwrap();
-        Pki { dir, ca_path, ca, ca_key }
+        let root = ca.der().clone();
+        Pki { dir, ca_path, ca, ca_key, chain: String::new(), root }
+    }
+
+    /// An intermediate CA signed by this one: certificates it issues are written as full
+    /// chains (leaf, then the intermediates), and its `roots()` are this CA's.
+    pub fn intermediate(&self, name: &str) -> Pki {
+        let dir = temp_dir(name);
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, format!("{name} intermediate CA"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let ca = params.signed_by(&ca_key, &self.ca, &self.ca_key).unwrap();
+        let chain = format!("{}{}", ca.pem(), self.chain);
+        Pki { dir, ca_path: self.ca_path.clone(), ca, ca_key, chain, root: self.root.clone() }
     }
 
     /// A server certificate for `names` (DNS names, `*.` wildcards allowed).
@@ -113,7 +134,7 @@ impl Pki {
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let cert_path = self.dir.join(format!("{stem}.pem"));
         let key_path = self.dir.join(format!("{stem}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&cert_path, format!("{}{}", cert.pem(), self.chain)).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         Issued { cert: cert_path, key: key_path, der: cert.der().clone(), key_pem: key.serialize_pem() }
     }
@@ -126,7 +147,7 @@ impl Pki {
     /// Roots holding this CA.
     pub fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
+        roots.add(self.root.clone()).unwrap();
         roots
     }
 
