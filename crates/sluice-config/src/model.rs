@@ -242,6 +242,57 @@ pub struct UpstreamConfig {
     pub timeouts: UpstreamTimeouts,
     /// TLS towards the servers; `None` speaks plain text.
     pub tls: Option<UpstreamTls>,
+    /// How a server is chosen for each request.
+    pub balance: Balance,
+}
+
+/// Load balancing of an upstream group (`balance "..." hash="..."`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    /// The algorithm.
+    pub algorithm: BalanceAlgorithm,
+    /// The affinity key of the consistent-hashing algorithms (client IP by default).
+    pub hash: HashKey,
+}
+
+impl Default for Balance {
+    fn default() -> Self {
+        Self { algorithm: BalanceAlgorithm::WeightedRoundRobin, hash: HashKey::ClientIp }
+    }
+}
+
+/// Load-balancing algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceAlgorithm {
+    /// `round-robin`: each server in turn, weights ignored.
+    RoundRobin,
+    /// `weighted-round-robin`: nginx's smooth weighted round-robin (the default).
+    WeightedRoundRobin,
+    /// `random`: weighted random.
+    Random,
+    /// `least-requests`: fewest outstanding requests per weight, of two random servers.
+    LeastRequests,
+    /// `peak-ewma`: lowest latency × load, of two random servers.
+    PeakEwma,
+    /// `ketama`: consistent hashing on a ring.
+    Ketama,
+    /// `maglev`: consistent hashing with a Maglev table.
+    Maglev,
+}
+
+/// What a consistent-hashing algorithm hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address.
+    ClientIp,
+    /// A request header's value.
+    Header(HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+    /// The request path (without the query).
+    Path,
+    /// A query parameter's value.
+    Query(String),
 }
 
 /// TLS towards an upstream group.
@@ -267,6 +318,7 @@ impl UpstreamConfig {
             pool: PoolConfig::default(),
             timeouts: UpstreamTimeouts::default(),
             tls: None,
+            balance: Balance::default(),
         }
     }
 }

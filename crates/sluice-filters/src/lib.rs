@@ -1,6 +1,7 @@
 //! Built-in filters of the `sluice` server, on the same API framework users get.
 //!
 //! - [`router`]: sites matched by host and routes matched by path and method;
+//! - [`affinity`]: the request's key for consistent-hashing load balancing;
 //! - [`headers`]: request and response header `set` / `add` / `remove`;
 //! - [`respond`]: fixed responses and redirects (short-circuit filters);
 //! - [`tls`]: HTTPS redirects and client certificate headers;
@@ -11,6 +12,7 @@
 //! implementation in its `request_filter` and `response_filter` phases.
 
 pub mod access_log;
+pub mod affinity;
 pub mod headers;
 pub mod respond;
 pub mod router;

@@ -47,6 +47,8 @@ pub struct ProxyTarget {
     pub rewrite_prefix: Option<String>,
     /// Host header to send instead of the client's.
     pub host: Option<http::HeaderValue>,
+    /// The affinity key, when the group balances by consistent hashing.
+    pub affinity: Option<crate::affinity::AffinityKey>,
 }
 
 /// One route.
@@ -284,6 +286,7 @@ mod tests {
             strip_prefix: strip,
             rewrite_prefix: rewrite.map(String::from),
             host: None,
+            affinity: None,
         };
         let mut r = route(PathMatch::Prefix("/api".into()), vec![]);
         r.proxy = Some(target(true, None));

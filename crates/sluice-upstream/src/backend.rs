@@ -83,7 +83,7 @@ impl Default for BackendSettings {
     }
 }
 
-/// Connection counters of a backend.
+/// Connection and request counters of a backend, and what load balancing needs to know.
 #[derive(Debug, Default)]
 pub struct BackendStats {
     /// Connections opened.
@@ -92,6 +92,73 @@ pub struct BackendStats {
     pub reused: AtomicU64,
     /// Requests sent.
     pub requests: AtomicU64,
+    in_flight: AtomicU64,
+    /// Peak-EWMA of the time to the response head, in µs, as `f64` bits.
+    ewma_bits: AtomicU64,
+    /// When `ewma_bits` was last updated, in ms since [`clock_start`].
+    ewma_at_ms: AtomicU64,
+}
+
+/// Decay time of the latency average: a past peak weighs 1/e after this long.
+const EWMA_DECAY_MS: f64 = 10_000.0;
+
+fn clock_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+impl BackendStats {
+    /// Requests sent whose response has not finished (or failed) yet.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as outstanding.
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends an outstanding request.
+    pub fn request_finished(&self) {
+        let _ = self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Adds one response-head latency to the peak-EWMA: a slower response takes over at
+    /// once, faster ones pull the average down over ~10 s.
+    pub fn observe_latency(&self, latency: Duration) {
+        let rtt = latency.as_secs_f64() * 1e6;
+        let now = u64::try_from(clock_start().elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.ewma_at_ms.swap(now, Ordering::Relaxed);
+        let current = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        let next = if rtt > current || current == 0.0 {
+            rtt
+        } else {
+            let w = (-(now.saturating_sub(last) as f64) / EWMA_DECAY_MS).exp();
+            current * w + rtt * (1.0 - w)
+        };
+        self.ewma_bits.store(next.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The peak-EWMA latency in µs; 0 until a response was seen (new backends get tried).
+    pub fn latency_ewma_us(&self) -> f64 {
+        f64::from_bits(self.ewma_bits.load(Ordering::Relaxed))
+    }
+}
+
+/// Keeps a request counted in [`BackendStats::in_flight`] until dropped.
+pub(crate) struct Outstanding(Arc<Backend>);
+
+impl Outstanding {
+    pub(crate) fn start(backend: &Arc<Backend>) -> Self {
+        backend.stats.request_started();
+        Self(backend.clone())
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.stats.request_finished();
+    }
 }
 
 /// An HTTP/1 connection: the request handle and the connection state machine, boxed once
@@ -374,6 +441,8 @@ impl UpstreamConn {
     pub async fn send(self, request: Request<Body>, replayable: bool) -> Result<Response<UpstreamBody>> {
         let UpstreamConn { backend, kind, reused } = self;
         backend.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let outstanding = Outstanding::start(&backend);
+        let sent_at = Instant::now();
         if reused {
             backend.stats.reused.fetch_add(1, Ordering::Relaxed);
         }
@@ -400,6 +469,7 @@ impl UpstreamConn {
                     Some(r) => r.map_err(classify)?,
                     None => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
+                backend.stats.observe_latency(sent_at.elapsed());
                 let mut driver = (!conn_done).then(|| H1Driver { h1, backend: backend.clone() });
                 if response.body().is_end_stream() {
                     // No body (HEAD, 204, 304, empty): one more turn settles the connection
@@ -413,7 +483,7 @@ impl UpstreamConn {
                         }
                     }
                 }
-                Ok(response.map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr)))
+                Ok(response.map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr, Some(outstanding))))
             }
             Kind::H2(mut sender) => {
                 let waited = tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
@@ -421,7 +491,8 @@ impl UpstreamConn {
                     Ok(r) => r.map_err(classify)?,
                     Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
-                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr)))
+                backend.stats.observe_latency(sent_at.elapsed());
+                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, Some(outstanding))))
             }
             Kind::Upgrade(h1) => {
                 let addr = backend.addr;
@@ -436,7 +507,9 @@ impl UpstreamConn {
                     Ok(r) => r.map_err(classify)?,
                     Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
-                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr)))
+                // A tunnel is not a request in flight: it may last for hours.
+                drop(outstanding);
+                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, None)))
             }
         }
     }

@@ -15,6 +15,7 @@ use sluice_core::BoxError;
 use sluice_error::{Error, ErrorKind};
 use tokio::time::Instant;
 
+use crate::backend::Outstanding;
 use crate::backend::H1;
 use crate::Backend;
 
@@ -39,6 +40,8 @@ pub struct UpstreamBody {
     deadline: Deadline,
     addr: SocketAddr,
     done: bool,
+    /// Counts the request as outstanding on its backend until the body ends.
+    outstanding: Option<Outstanding>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -48,8 +51,15 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(incoming: Incoming, driver: Option<H1Driver>, read_idle: Duration, addr: SocketAddr) -> Self {
-        let mut body = Self { incoming, driver, read_idle, deadline: Deadline::default(), addr, done: false };
+    pub(crate) fn new(
+        incoming: Incoming,
+        driver: Option<H1Driver>,
+        read_idle: Duration,
+        addr: SocketAddr,
+        outstanding: Option<Outstanding>,
+    ) -> Self {
+        let mut body =
+            Self { incoming, driver, read_idle, deadline: Deadline::default(), addr, done: false, outstanding };
         if body.incoming.is_end_stream() {
             body.finish(None);
         }
@@ -70,6 +80,7 @@ impl UpstreamBody {
 
     fn finish(&mut self, cx: Option<&mut Context<'_>>) {
         self.done = true;
+        self.outstanding = None;
         let Some(mut d) = self.driver.take() else {
             return;
         };

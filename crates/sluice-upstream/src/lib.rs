@@ -11,13 +11,15 @@
 //!   one per group so sessions resume) are pooled exactly like plain ones.
 //! - [`UpstreamBody`]: a response body streamed from an origin, enforcing the idle-read
 //!   timeout and returning the connection to the pool at its end.
-//! - [`Upstream`]: a named group of backends with round-robin selection (the load
-//!   balancing issue replaces this with selection algorithms behind one trait).
+//! - [`Upstream`]: a named group of backends and its load-balancing algorithm;
+//! - [`selection`]: the algorithms (round-robin, smooth weighted round-robin, random,
+//!   least outstanding requests, peak-EWMA, Ketama, Maglev), all behind one trait.
 
 mod backend;
 mod body;
 mod connect;
 mod group;
+pub mod selection;
 mod tls;
 
 pub use backend::{Backend, BackendSettings, BackendStats, PoolSettings, Timeouts, UpstreamConn, UpstreamProtocol};

@@ -12,16 +12,21 @@ use sluice_core::tls::server::{
     ClientAuth, ServerTlsSettings, SniFallback, SniName, TlsAcceptor, TlsEntry, TlsVersion,
 };
 use sluice_filters::access_log::{self, AccessLog};
+use sluice_filters::affinity::AffinityKey;
 use sluice_filters::headers::{HeaderEdit, HeaderRules};
 use sluice_filters::respond::{Redirect, Respond};
 use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
 use sluice_filters::tls::{ClientCertHeaders, HttpsRedirect};
 use sluice_filters::{RequestFilter, ResponseFilter};
+use sluice_upstream::selection::Algorithm;
 use sluice_upstream::{
     Backend, BackendSettings, PoolSettings, Timeouts, TlsConnector, Upstream, UpstreamProtocol, UpstreamTlsSettings,
 };
 
 use crate::configured::ConfiguredProxy;
+
+/// An upstream group and the affinity key of its hashing balancer, if any.
+type Group = (Arc<Upstream>, Option<AffinityKey>);
 
 /// The engine's pieces, ready to start.
 #[derive(Debug)]
@@ -92,7 +97,24 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             all_backends.push(backend.clone());
             backends.push(backend);
         }
-        upstreams.insert(u.name.clone(), Arc::new(Upstream::new(u.name.clone(), backends)));
+        let algorithm = match u.balance.algorithm {
+            config::BalanceAlgorithm::RoundRobin => Algorithm::RoundRobin,
+            config::BalanceAlgorithm::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
+            config::BalanceAlgorithm::Random => Algorithm::Random,
+            config::BalanceAlgorithm::LeastRequests => Algorithm::LeastRequests,
+            config::BalanceAlgorithm::PeakEwma => Algorithm::PeakEwma,
+            config::BalanceAlgorithm::Ketama => Algorithm::Ketama,
+            config::BalanceAlgorithm::Maglev => Algorithm::Maglev,
+        };
+        let affinity = algorithm.uses_key().then(|| match &u.balance.hash {
+            config::HashKey::ClientIp => AffinityKey::ClientIp,
+            config::HashKey::Header(h) => AffinityKey::Header(h.clone()),
+            config::HashKey::Cookie(c) => AffinityKey::Cookie(c.clone()),
+            config::HashKey::Path => AffinityKey::Path,
+            config::HashKey::Query(q) => AffinityKey::Query(q.clone()),
+        });
+        let group = Upstream::with_algorithm(u.name.clone(), backends, algorithm);
+        upstreams.insert(u.name.clone(), (Arc::new(group), affinity));
     }
 
     let mut router = Router::new(config.listeners.len());
@@ -314,7 +336,7 @@ fn rules(edits: &config::HeaderEdits) -> HeaderRules {
     )
 }
 
-fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Arc<Upstream>>) -> anyhow::Result<Route> {
+fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> anyhow::Result<Route> {
     let mut request_filters: Vec<Arc<dyn RequestFilter>> = Vec::new();
     let mut response_filters: Vec<Arc<dyn ResponseFilter>> = Vec::new();
     if !r.request_headers.is_empty() {
@@ -326,7 +348,7 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Arc<Upstream
     let mut proxy = None;
     match &r.action {
         config::RouteAction::Proxy(p) => {
-            let upstream = upstreams
+            let (upstream, affinity) = upstreams
                 .get(&p.upstream)
                 .ok_or_else(|| anyhow!("route proxies to unknown upstream `{}`", p.upstream))?;
             let host = match &p.host {
@@ -338,6 +360,7 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Arc<Upstream
                 strip_prefix: p.strip_prefix,
                 rewrite_prefix: p.rewrite_prefix.clone(),
                 host,
+                affinity: affinity.clone(),
             });
         }
         config::RouteAction::Respond { status, body, headers } => {

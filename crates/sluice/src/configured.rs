@@ -69,9 +69,13 @@ impl Proxy for ConfiguredProxy {
         let target = route
             .and_then(|r| r.proxy.as_ref())
             .ok_or_else(|| Error::explain(ErrorKind::Internal, "route has no upstream"))?;
-        target.upstream.select(session.failed_peer()).cloned().ok_or_else(|| {
-            Error::explain(ErrorKind::NoUpstream, format!("upstream `{}` has no server", target.upstream.name()))
-        })
+        target
+            .upstream
+            .select(target.affinity.as_ref().map(|k| k.pick(session)).unwrap_or_default(), session.failed_peer())
+            .cloned()
+            .ok_or_else(|| {
+                Error::explain(ErrorKind::NoUpstream, format!("upstream `{}` has no server", target.upstream.name()))
+            })
     }
 
     async fn upstream_request_filter(

@@ -5,13 +5,16 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{UpstreamConfig, UpstreamProtocol, UpstreamServer};
+use crate::model::{Balance, BalanceAlgorithm, HashKey, UpstreamConfig, UpstreamProtocol, UpstreamServer};
 use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::tls::read_upstream_tls;
 use crate::sections::RawUpstream;
 use crate::value::{choice, duration, integer, non_empty_string};
 
-const NODES: &[&str] = &["server", "protocol", "pool", "timeouts", "tls"];
+const NODES: &[&str] = &["server", "protocol", "pool", "timeouts", "tls", "balance"];
+const BALANCE_USAGE: &str = "balance \"ketama\" hash=\"header:X-User-Id\"";
+const ALGORITHMS: &[&str] =
+    &["weighted-round-robin", "round-robin", "random", "least-requests", "peak-ewma", "ketama", "maglev"];
 const USAGE: &str = "upstream \"origins\" { server \"127.0.0.1:8081\" }";
 const SERVER_USAGE: &str = "server \"127.0.0.1:8081\" weight=2";
 
@@ -83,6 +86,11 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                     config.timeouts.read_idle = timeout;
                 }
             }
+            "balance" => {
+                if let Some(balance) = read_balance(d, child) {
+                    config.balance = balance;
+                }
+            }
             "tls" => {
                 let raw = read_upstream_tls(d, child);
                 config.tls = Some(raw.config.clone());
@@ -115,6 +123,55 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
         }
     }
     Some(RawUpstream { config, name_span, tls })
+}
+
+/// Reads `balance "algorithm" [hash="client-ip|path|header:NAME|cookie:NAME|query:NAME"]`.
+fn read_balance(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<Balance> {
+    let (args, props) = leaf(d, node, Arity::Exactly(1), &["hash"], BALANCE_USAGE);
+    let algorithm = match choice(d, args.first()?, "load-balancing algorithm", ALGORITHMS)? {
+        "round-robin" => BalanceAlgorithm::RoundRobin,
+        "random" => BalanceAlgorithm::Random,
+        "least-requests" => BalanceAlgorithm::LeastRequests,
+        "peak-ewma" => BalanceAlgorithm::PeakEwma,
+        "ketama" => BalanceAlgorithm::Ketama,
+        "maglev" => BalanceAlgorithm::Maglev,
+        _ => BalanceAlgorithm::WeightedRoundRobin,
+    };
+    let mut balance = Balance { algorithm, hash: HashKey::ClientIp };
+    if let Some(entry) = props.get("hash") {
+        if !matches!(algorithm, BalanceAlgorithm::Ketama | BalanceAlgorithm::Maglev) {
+            d.error(entry.span(), "`hash` only applies to the consistent-hashing algorithms")
+                .label("not used by this algorithm")
+                .help("use balance \"ketama\" or balance \"maglev\" to send the same key to the same server");
+            return None;
+        }
+        let text = non_empty_string(d, entry, BALANCE_USAGE)?;
+        balance.hash = match parse_hash_key(text) {
+            Ok(key) => key,
+            Err(why) => {
+                d.error(entry.span(), format!("invalid hash key `{text}`: {why}"))
+                    .label("not a hash key")
+                    .help("write \"client-ip\", \"path\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\"");
+                return None;
+            }
+        };
+    }
+    Some(balance)
+}
+
+fn parse_hash_key(text: &str) -> Result<HashKey, String> {
+    match text.split_once(':') {
+        None if text == "client-ip" => Ok(HashKey::ClientIp),
+        None if text == "path" => Ok(HashKey::Path),
+        None => Err("unknown key".to_owned()),
+        Some((_, "")) => Err("the name after `:` is missing".to_owned()),
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .map(HashKey::Header)
+            .map_err(|_| format!("`{name}` is not a header name")),
+        Some(("cookie", name)) => Ok(HashKey::Cookie(name.to_owned())),
+        Some(("query", name)) => Ok(HashKey::Query(name.to_owned())),
+        Some((kind, _)) => Err(format!("unknown key kind `{kind}`")),
+    }
 }
 
 fn read_server(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<UpstreamServer> {

@@ -1,0 +1,152 @@
+//! Load-balancing algorithms chosen in the config, observed through the proxy with real
+//! origins: order (round-robin, smooth weighted), stickiness (Ketama, Maglev by header,
+//! cookie, client IP), and load awareness (least requests, peak-EWMA).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+
+/// A config balancing over `origins` (with weights) with the given `balance` line.
+fn config(origins: &[(SocketAddr, u32)], balance: &str) -> String {
+    let servers: String = origins.iter().map(|(a, w)| format!("    server \"{a}\" weight={w}\n")).collect();
+    format!(
+        "server {{ access-log \"off\" }}\nlistener \"127.0.0.1:0\"\nupstream \"origins\" {{\n{servers}    {balance}\n}}\nsite \"*\" {{ route \"/\" {{ proxy \"origins\" }} }}\n"
+    )
+}
+
+async fn get_with(addr: SocketAddr, path: &str, header: Option<(&str, &str)>) -> Bytes {
+    let mut c = h1_client(addr).await;
+    let mut req = Request::get(path).header("host", "lb.test");
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let resp = c.send_request(req.body(full("")).unwrap()).await.unwrap();
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+async fn sequence(addr: SocketAddr, n: usize) -> String {
+    let mut out = String::new();
+    for _ in 0..n {
+        out.push_str(std::str::from_utf8(&get_with(addr, "/", None).await).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_follows_nginx_and_plain_round_robin_ignores_weights() {
+    let (a, b, c) = (Origin::named("a").await, Origin::named("b").await, Origin::named("c").await);
+    let origins = [(a.addr, 5), (b.addr, 1), (c.addr, 1)];
+    let proxy = Proxy::start(&config(&origins, "balance \"weighted-round-robin\"")).await;
+    assert_eq!(sequence(proxy.addr(), 14).await, "aabacaaaabacaa");
+    proxy.shutdown().await;
+    let proxy = Proxy::start(&config(&origins, "balance \"round-robin\"")).await;
+    assert_eq!(sequence(proxy.addr(), 6).await, "abcabc");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_spreads_requests_by_weight() {
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let proxy = Proxy::start(&config(&[(a.addr, 3), (b.addr, 1)], "balance \"random\"")).await;
+    let s = sequence(proxy.addr(), 400).await;
+    let share = s.matches('a').count() as f64 / 400.0;
+    assert!((0.6..0.9).contains(&share), "a got {share} of the requests, want about 0.75");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hashing_keeps_each_key_on_one_origin() {
+    let (a, b, c) = (Origin::named("a").await, Origin::named("b").await, Origin::named("c").await);
+    let origins = [(a.addr, 1), (b.addr, 1), (c.addr, 1)];
+    for (balance, header) in [
+        ("balance \"ketama\" hash=\"header:X-User\"", "x-user"),
+        ("balance \"maglev\" hash=\"cookie:session\"", "cookie"),
+    ] {
+        let proxy = Proxy::start(&config(&origins, balance)).await;
+        let mut seen = std::collections::HashSet::new();
+        for user in 0..30 {
+            let value = if header == "cookie" { format!("theme=dark; session=u{user}") } else { format!("u{user}") };
+            let first = get_with(proxy.addr(), "/", Some((header, &value))).await;
+            for _ in 0..3 {
+                assert_eq!(get_with(proxy.addr(), "/x", Some((header, &value))).await, first, "{balance}: user {user}");
+            }
+            seen.insert(first);
+        }
+        assert_eq!(seen.len(), 3, "{balance}: 30 keys should reach all 3 origins");
+        proxy.shutdown().await;
+    }
+    // By client IP (the default key): every request from 127.0.0.1 goes to one origin.
+    let proxy = Proxy::start(&config(&origins, "balance \"maglev\"")).await;
+    let s = sequence(proxy.addr(), 20).await;
+    assert!(s.chars().all(|ch| ch == s.chars().next().unwrap()), "{s}");
+    proxy.shutdown().await;
+}
+
+/// An origin that answers `name` after `delay`.
+async fn slow(name: &'static str, delay: Duration) -> Origin {
+    Origin::start(
+        false,
+        Arc::new(move |_req| {
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                Response::new(full(name))
+            })
+        }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_requests_sends_new_requests_away_from_a_busy_origin() {
+    let busy = slow("s", Duration::from_millis(400)).await;
+    let fast = Origin::named("f").await;
+    let proxy = Proxy::start(&config(&[(busy.addr, 1), (fast.addr, 1)], "balance \"least-requests\"")).await;
+    // Five requests stuck on the slow origin at most; the rest see it loaded.
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let addr = proxy.addr();
+        tasks.push(tokio::spawn(async move { get_with(addr, "/", None).await }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut slow_count = 0;
+    for t in tasks {
+        if t.await.unwrap() == "s" {
+            slow_count += 1;
+        }
+    }
+    // Random would give it about 15.
+    assert!(slow_count <= 6, "the busy origin got {slow_count} of 30");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_learns_which_origin_is_slow() {
+    let laggard = slow("s", Duration::from_millis(60)).await;
+    let fast = Origin::named("f").await;
+    let proxy = Proxy::start(&config(&[(laggard.addr, 1), (fast.addr, 1)], "balance \"peak-ewma\"")).await;
+    let s = sequence(proxy.addr(), 30).await;
+    // Each origin may be tried while its latency is unknown; after that the slow one loses.
+    assert!(s.matches('s').count() <= 3, "{s}");
+    proxy.shutdown().await;
+}
+
+#[test]
+fn balance_mistakes_are_config_errors() {
+    let base = |balance: &str| config(&[("127.0.0.1:9".parse().unwrap(), 1)], balance);
+    let err = sluice_config::parse("lb.kdl", &base("balance \"least-request\"")).unwrap_err().render(false);
+    assert!(err.contains("did you mean `least-requests`?"), "{err}");
+    let err = sluice_config::parse("lb.kdl", &base("balance \"random\" hash=\"path\"")).unwrap_err().render(false);
+    assert!(err.contains("`hash` only applies to the consistent-hashing algorithms"), "{err}");
+    let err = sluice_config::parse("lb.kdl", &base("balance \"ketama\" hash=\"header:\"")).unwrap_err().render(false);
+    assert!(err.contains("invalid hash key `header:`"), "{err}");
+    let ok = sluice_config::parse("lb.kdl", &base("balance \"ketama\" hash=\"query:user\"")).unwrap();
+    assert_eq!(ok.upstreams[0].balance.hash, sluice_config::HashKey::Query("user".into()));
+}
