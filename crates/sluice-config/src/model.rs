@@ -244,6 +244,56 @@ pub struct UpstreamConfig {
     pub tls: Option<UpstreamTls>,
     /// How a server is chosen for each request.
     pub balance: Balance,
+    /// Passive health checking.
+    pub outlier: OutlierDetection,
+    /// What happens when no server is available.
+    pub when_all_down: WhenAllDown,
+}
+
+/// Passive health checking of an upstream group (`outlier-detection ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// Eject after this many consecutive connect failures, resets or timeouts (0: never).
+    pub consecutive_failures: u32,
+    /// Eject after this many consecutive 5xx responses (0: never).
+    pub consecutive_5xx: u32,
+    /// Eject when more than this percentage of a window's requests failed (0: never).
+    pub failure_rate_percent: u32,
+    /// The failure-rate window.
+    pub window: Duration,
+    /// Fewest requests in a window before its failure rate counts.
+    pub min_requests: u32,
+    /// First ejection time; repeated ejections last longer (n × base).
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+    /// Most of the group ejected at once, in percent (one server always stays).
+    pub max_ejected_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            consecutive_5xx: 0,
+            failure_rate_percent: 0,
+            window: Duration::from_secs(10),
+            min_requests: 20,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// What a group does when none of its servers is available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenAllDown {
+    /// Use every server as if healthy.
+    #[default]
+    FailOpen,
+    /// Answer 503.
+    Refuse,
 }
 
 /// Load balancing of an upstream group (`balance "..." hash="..."`).
@@ -319,6 +369,8 @@ impl UpstreamConfig {
             timeouts: UpstreamTimeouts::default(),
             tls: None,
             balance: Balance::default(),
+            outlier: OutlierDetection::default(),
+            when_all_down: WhenAllDown::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::body::{H1Driver, UpstreamBody};
 use crate::connect;
+use crate::health::{now_ms, GroupHealth, Health, Outcome};
 use crate::tls::{Stream, TlsConnector};
 
 pub(crate) type H1Sender = http1::SendRequest<Body>;
@@ -206,6 +207,9 @@ pub struct Backend {
     /// wait for one connection attempt instead of each opening their own.
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
     stats: BackendStats,
+    health: Arc<Health>,
+    /// The group's passive-checking policy, set when the backend joins an [`crate::Upstream`].
+    group: std::sync::OnceLock<Arc<GroupHealth>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -229,6 +233,8 @@ impl Backend {
             idle: Mutex::new(Vec::new()),
             h2: tokio::sync::Mutex::new(None),
             stats: BackendStats::default(),
+            health: Arc::new(Health::default()),
+            group: std::sync::OnceLock::new(),
         }
     }
 
@@ -257,6 +263,36 @@ impl Backend {
         &self.stats
     }
 
+    /// Health: ejection by passive checks and the active checks' verdict.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub(crate) fn health_arc(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    pub(crate) fn join_group(&self, group: Arc<GroupHealth>) {
+        let _ = self.group.set(group);
+    }
+
+    /// Counts the outcome of one request for passive health checking, and ejects the
+    /// backend when its group's policy says so (and the group's cap allows).
+    pub fn record(&self, outcome: Outcome) {
+        let Some(group) = self.group.get() else { return };
+        let now = now_ms();
+        if self.health.record(outcome, &group.policy, now) && group.may_eject(now) {
+            let time = self.health.eject(&group.policy, now);
+            tracing::warn!(
+                upstream = %group.name,
+                backend = %self.name,
+                ejected_for = ?time,
+                ejections = self.health.ejections(),
+                "ejecting a failing backend"
+            );
+        }
+    }
+
     /// Idle HTTP/1 connections currently pooled.
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
@@ -274,7 +310,7 @@ impl Backend {
                         return Ok(self.h1_conn(idle.h1, true));
                     }
                 }
-                let h1 = self.connect_h1().await?;
+                let h1 = self.connect_h1().await.inspect_err(|_| self.record(Outcome::Failure))?;
                 Ok(self.h1_conn(h1, false))
             }
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
@@ -283,7 +319,7 @@ impl Backend {
                     let kind = Kind::H2(sender.clone());
                     return Ok(UpstreamConn { backend: self.clone(), kind, reused: true });
                 }
-                let sender = self.connect_h2().await?;
+                let sender = self.connect_h2().await.inspect_err(|_| self.record(Outcome::Failure))?;
                 *slot = Some(sender.clone());
                 Ok(UpstreamConn { backend: self.clone(), kind: Kind::H2(sender), reused: false })
             }
@@ -292,7 +328,7 @@ impl Backend {
 
     /// A new HTTP/1 connection that is never pooled, for protocol upgrades (WebSocket).
     pub async fn connect_for_upgrade(self: &Arc<Self>) -> Result<UpstreamConn> {
-        let h1 = self.connect_h1_with(true).await?;
+        let h1 = self.connect_h1_with(true).await.inspect_err(|_| self.record(Outcome::Failure))?;
         Ok(UpstreamConn { backend: self.clone(), kind: Kind::Upgrade(h1), reused: false })
     }
 
@@ -439,6 +475,19 @@ impl UpstreamConn {
     /// connection before any response is marked retryable when `replayable` (the request
     /// had no body), since the origin most likely closed the idle connection first.
     pub async fn send(self, request: Request<Body>, replayable: bool) -> Result<Response<UpstreamBody>> {
+        let backend = self.backend.clone();
+        let result = self.send_inner(request, replayable).await;
+        match &result {
+            Ok(response) if response.status().is_server_error() => backend.record(Outcome::ServerError),
+            Ok(_) => backend.record(Outcome::Success),
+            // Retryable here means a pooled connection the origin had closed: not its fault.
+            Err(e) if e.retryable() => {}
+            Err(_) => backend.record(Outcome::Failure),
+        }
+        result
+    }
+
+    async fn send_inner(self, request: Request<Body>, replayable: bool) -> Result<Response<UpstreamBody>> {
         let UpstreamConn { backend, kind, reused } = self;
         backend.stats.requests.fetch_add(1, Ordering::Relaxed);
         let outstanding = Outstanding::start(&backend);

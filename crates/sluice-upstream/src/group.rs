@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::health::{now_ms, GroupHealth, OutlierPolicy, WhenAllDown};
 use crate::selection::{self, Algorithm, Pick, Selector};
 use crate::Backend;
 
@@ -13,6 +14,7 @@ pub struct Upstream {
     backends: Vec<Arc<Backend>>,
     algorithm: Algorithm,
     selector: Box<dyn Selector>,
+    health: Arc<GroupHealth>,
 }
 
 impl Upstream {
@@ -21,10 +23,37 @@ impl Upstream {
         Self::with_algorithm(name, backends, Algorithm::WeightedRoundRobin)
     }
 
-    /// A group of `backends` balanced with `algorithm`.
+    /// A group of `backends` balanced with `algorithm`, with the default passive checks.
     pub fn with_algorithm(name: impl Into<String>, backends: Vec<Arc<Backend>>, algorithm: Algorithm) -> Self {
+        Self::with_health(name, backends, algorithm, OutlierPolicy::default(), WhenAllDown::default())
+    }
+
+    /// A group with its load-balancing algorithm, passive checking policy and behaviour
+    /// when no backend is available.
+    pub fn with_health(
+        name: impl Into<String>,
+        backends: Vec<Arc<Backend>>,
+        algorithm: Algorithm,
+        policy: OutlierPolicy,
+        when_all_down: WhenAllDown,
+    ) -> Self {
+        let name = name.into();
         let selector = selection::build(algorithm, &backends);
-        Self { name: name.into(), backends, algorithm, selector }
+        let health = Arc::new(GroupHealth {
+            policy,
+            when_all_down,
+            members: backends.iter().map(|b| b.health_arc()).collect(),
+            name: name.clone(),
+        });
+        for b in &backends {
+            b.join_group(health.clone());
+        }
+        Self { name, backends, algorithm, selector, health }
+    }
+
+    /// Passive checking policy and the all-down behaviour.
+    pub fn health(&self) -> &GroupHealth {
+        &self.health
     }
 
     /// The group's name.
@@ -42,12 +71,21 @@ impl Upstream {
         self.algorithm
     }
 
-    /// Picks a backend for a request, skipping `avoid` (a backend that just failed) unless
-    /// it is the only one. `None` only for an empty group.
+    /// Picks an available backend for a request, skipping `avoid` (a backend that just
+    /// failed) unless it is the only one. When no backend is available the group fails open
+    /// (picks among all) or returns `None`, as configured; `None` also for an empty group.
     pub fn select(&self, pick: Pick, avoid: Option<&Arc<Backend>>) -> Option<&Arc<Backend>> {
         let avoid = avoid.filter(|_| self.backends.len() > 1);
-        let usable = |i: usize| !avoid.is_some_and(|a| Arc::ptr_eq(a, &self.backends[i]));
-        let i = self.selector.select(pick, &usable)?;
+        let allowed = |i: usize| !avoid.is_some_and(|a| Arc::ptr_eq(a, &self.backends[i]));
+        let now = now_ms();
+        let available = |i: usize| allowed(i) && self.backends[i].health().available(now);
+        let i = match self.selector.select(pick, &available) {
+            Some(i) => i,
+            None => match self.health.when_all_down {
+                WhenAllDown::FailOpen => self.selector.select(pick, &allowed)?,
+                WhenAllDown::Refuse => return None,
+            },
+        };
         self.backends.get(i)
     }
 }

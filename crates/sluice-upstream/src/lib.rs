@@ -12,6 +12,7 @@
 //! - [`UpstreamBody`]: a response body streamed from an origin, enforcing the idle-read
 //!   timeout and returning the connection to the pool at its end.
 //! - [`Upstream`]: a named group of backends and its load-balancing algorithm;
+//! - [`health`]: passive health checking (outlier ejection) and the all-down policy;
 //! - [`selection`]: the algorithms (round-robin, smooth weighted round-robin, random,
 //!   least outstanding requests, peak-EWMA, Ketama, Maglev), all behind one trait.
 
@@ -19,6 +20,7 @@ mod backend;
 mod body;
 mod connect;
 mod group;
+pub mod health;
 pub mod selection;
 mod tls;
 

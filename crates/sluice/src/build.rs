@@ -18,6 +18,7 @@ use sluice_filters::respond::{Redirect, Respond};
 use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
 use sluice_filters::tls::{ClientCertHeaders, HttpsRedirect};
 use sluice_filters::{RequestFilter, ResponseFilter};
+use sluice_upstream::health::{OutlierPolicy, WhenAllDown};
 use sluice_upstream::selection::Algorithm;
 use sluice_upstream::{
     Backend, BackendSettings, PoolSettings, Timeouts, TlsConnector, Upstream, UpstreamProtocol, UpstreamTlsSettings,
@@ -113,7 +114,22 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             config::HashKey::Path => AffinityKey::Path,
             config::HashKey::Query(q) => AffinityKey::Query(q.clone()),
         });
-        let group = Upstream::with_algorithm(u.name.clone(), backends, algorithm);
+        let o = &u.outlier;
+        let policy = OutlierPolicy {
+            consecutive_failures: o.consecutive_failures,
+            consecutive_5xx: o.consecutive_5xx,
+            failure_rate_percent: o.failure_rate_percent,
+            failure_rate_window: o.window,
+            failure_rate_min_requests: o.min_requests,
+            base_ejection: o.base_ejection,
+            max_ejection: o.max_ejection,
+            max_ejected_percent: o.max_ejected_percent,
+        };
+        let when_all_down = match u.when_all_down {
+            config::WhenAllDown::FailOpen => WhenAllDown::FailOpen,
+            config::WhenAllDown::Refuse => WhenAllDown::Refuse,
+        };
+        let group = Upstream::with_health(u.name.clone(), backends, algorithm, policy, when_all_down);
         upstreams.insert(u.name.clone(), (Arc::new(group), affinity));
     }
 

@@ -150,3 +150,36 @@ fn balance_mistakes_are_config_errors() {
     let ok = sluice_config::parse("lb.kdl", &base("balance \"ketama\" hash=\"query:user\"")).unwrap();
     assert_eq!(ok.upstreams[0].balance.hash, sluice_config::HashKey::Query("user".into()));
 }
+
+/// An origin that answers every request with `status`.
+async fn failing(status: u16) -> Origin {
+    Origin::start(
+        false,
+        Arc::new(move |_req| {
+            Box::pin(async move {
+                let mut r = Response::new(full("failing"));
+                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                r
+            })
+        }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_5xx_eject_an_origin_until_its_time_is_up() {
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let bad = failing(503).await;
+    let origins = [(a.addr, 1), (b.addr, 1), (bad.addr, 1)];
+    let text = config(&origins, "outlier-detection consecutive-5xx=3 base-ejection=\"1h\" max-ejection=\"2h\"");
+    let proxy = Proxy::start(&text).await;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let mut c = h1_client(proxy.addr()).await;
+        let resp = c.send_request(Request::get("/").header("host", "lb.test").body(full("")).unwrap()).await.unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(bad.requests(), 3, "ejected after its third 503");
+    assert!(statuses[9..].iter().all(|&s| s == 200), "{statuses:?}");
+    proxy.shutdown().await;
+}

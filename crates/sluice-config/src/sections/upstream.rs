@@ -5,13 +5,27 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{Balance, BalanceAlgorithm, HashKey, UpstreamConfig, UpstreamProtocol, UpstreamServer};
+use crate::model::{
+    Balance, BalanceAlgorithm, HashKey, OutlierDetection, UpstreamConfig, UpstreamProtocol, UpstreamServer, WhenAllDown,
+};
 use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::tls::read_upstream_tls;
 use crate::sections::RawUpstream;
 use crate::value::{choice, duration, integer, non_empty_string};
 
-const NODES: &[&str] = &["server", "protocol", "pool", "timeouts", "tls", "balance"];
+const NODES: &[&str] =
+    &["server", "protocol", "pool", "timeouts", "tls", "balance", "outlier-detection", "when-all-down"];
+const OUTLIER_PROPS: &[&str] = &[
+    "consecutive-failures",
+    "consecutive-5xx",
+    "failure-rate",
+    "window",
+    "min-requests",
+    "base-ejection",
+    "max-ejection",
+    "max-ejected-percent",
+];
+const OUTLIER_USAGE: &str = "outlier-detection consecutive-failures=5 consecutive-5xx=5 base-ejection=\"10s\"";
 const BALANCE_USAGE: &str = "balance \"ketama\" hash=\"header:X-User-Id\"";
 const ALGORITHMS: &[&str] =
     &["weighted-round-robin", "round-robin", "random", "least-requests", "peak-ewma", "ketama", "maglev"];
@@ -91,6 +105,16 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                     config.balance = balance;
                 }
             }
+            "outlier-detection" => read_outlier(d, child, &mut config.outlier),
+            "when-all-down" => {
+                if let Some(entry) = single(d, child, "when-all-down \"fail-open\"") {
+                    match choice(d, entry, "all-down behaviour", &["fail-open", "refuse"]) {
+                        Some("refuse") => config.when_all_down = WhenAllDown::Refuse,
+                        Some(_) => config.when_all_down = WhenAllDown::FailOpen,
+                        None => {}
+                    }
+                }
+            }
             "tls" => {
                 let raw = read_upstream_tls(d, child);
                 config.tls = Some(raw.config.clone());
@@ -123,6 +147,41 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
         }
     }
     Some(RawUpstream { config, name_span, tls })
+}
+
+/// Reads `outlier-detection prop=value ...` over the defaults.
+fn read_outlier(d: &mut Diagnostics<'_>, node: &KdlNode, o: &mut OutlierDetection) {
+    let (_, props) = leaf(d, node, Arity::Exactly(0), OUTLIER_PROPS, OUTLIER_USAGE);
+    let count = |d: &mut Diagnostics<'_>, key: &str, max: i128| {
+        props.get(key).and_then(|e| integer(d, e, 0, max)).and_then(|n| u32::try_from(n).ok())
+    };
+    if let Some(n) = count(d, "consecutive-failures", 1_000_000) {
+        o.consecutive_failures = n;
+    }
+    if let Some(n) = count(d, "consecutive-5xx", 1_000_000) {
+        o.consecutive_5xx = n;
+    }
+    if let Some(n) = count(d, "failure-rate", 100) {
+        o.failure_rate_percent = n;
+    }
+    if let Some(n) = count(d, "min-requests", 1_000_000) {
+        o.min_requests = n;
+    }
+    if let Some(n) = count(d, "max-ejected-percent", 100) {
+        o.max_ejected_percent = n;
+    }
+    for (key, slot) in
+        [("window", &mut o.window), ("base-ejection", &mut o.base_ejection), ("max-ejection", &mut o.max_ejection)]
+    {
+        if let Some(t) = props.get(key).and_then(|e| duration(d, e, false)) {
+            *slot = t;
+        }
+    }
+    if o.max_ejection < o.base_ejection {
+        d.error(crate::reader::name_span(node), "`max-ejection` is shorter than `base-ejection`")
+            .label("ejections could not last their base time")
+            .help("make max-ejection at least as long as base-ejection (defaults: 10s and 300s)");
+    }
 }
 
 /// Reads `balance "algorithm" [hash="client-ip|path|header:NAME|cookie:NAME|query:NAME"]`.
