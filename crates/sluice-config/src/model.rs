@@ -248,6 +248,59 @@ pub struct UpstreamConfig {
     pub outlier: OutlierDetection,
     /// What happens when no server is available.
     pub when_all_down: WhenAllDown,
+    /// Active health checks; `None` runs none.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Active health checks of an upstream group (`health-check { ... }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What a check does.
+    pub probe: HealthProbe,
+    /// Time between checks of one server.
+    pub interval: Duration,
+    /// Time allowed for one check.
+    pub timeout: Duration,
+    /// Random extra delay, up to this, added to each interval.
+    pub jitter: Duration,
+    /// Passes in a row that bring an unhealthy server back.
+    pub healthy_threshold: u32,
+    /// Failures in a row that take a healthy server out.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            probe: HealthProbe::Tcp,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            jitter: Duration::from_millis(500),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+/// What an active health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProbe {
+    /// Connect (and TLS handshake for TLS groups).
+    Tcp,
+    /// `GET path`, expecting a status in `status_min..=status_max` and optionally a body
+    /// substring.
+    Http {
+        /// Request path.
+        path: String,
+        /// Lowest accepted status.
+        status_min: u16,
+        /// Highest accepted status.
+        status_max: u16,
+        /// Substring the body must contain.
+        body: Option<String>,
+        /// Host header (default: the server's address).
+        host: Option<String>,
+    },
 }
 
 /// Passive health checking of an upstream group (`outlier-detection ...`).
@@ -371,6 +424,7 @@ impl UpstreamConfig {
             balance: Balance::default(),
             outlier: OutlierDetection::default(),
             when_all_down: WhenAllDown::default(),
+            health_check: None,
         }
     }
 }

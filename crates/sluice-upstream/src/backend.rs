@@ -379,7 +379,7 @@ impl Backend {
 
     /// A TCP connection, with the TLS handshake done when the group uses TLS. `http1`
     /// asks for HTTP/1.1 by ALPN whatever the group's protocol (for upgrades).
-    async fn connect_stream(&self, http1: bool) -> Result<Stream> {
+    pub(crate) async fn connect_stream(&self, http1: bool) -> Result<Stream> {
         let tcp = connect::tcp(self.addr, self.settings.timeouts.connect).await?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         let Some(tls) = &self.settings.tls else {

@@ -78,6 +78,9 @@ pub struct Health {
     window_start: AtomicU64,
     window_requests: AtomicU32,
     window_failures: AtomicU32,
+    /// When the last active check ran (`now_ms`), 0 if never, and whether it passed.
+    last_check_ms: AtomicU64,
+    last_check_ok: AtomicBool,
 }
 
 impl Default for Health {
@@ -91,6 +94,8 @@ impl Default for Health {
             window_start: AtomicU64::new(0),
             window_requests: AtomicU32::new(0),
             window_failures: AtomicU32::new(0),
+            last_check_ms: AtomicU64::new(0),
+            last_check_ok: AtomicBool::new(false),
         }
     }
 }
@@ -114,6 +119,18 @@ impl Health {
     /// The active checks' verdict.
     pub fn checked_ok(&self) -> bool {
         self.checked_ok.load(Ordering::Relaxed)
+    }
+
+    /// Notes one active check's result.
+    pub fn record_check(&self, passed: bool, now: u64) {
+        self.last_check_ms.store(now.max(1), Ordering::Relaxed);
+        self.last_check_ok.store(passed, Ordering::Relaxed);
+    }
+
+    /// The last active check: when (`now_ms`) and whether it passed; `None` if none ran.
+    pub fn last_check(&self) -> Option<(u64, bool)> {
+        let at = self.last_check_ms.load(Ordering::Relaxed);
+        (at != 0).then(|| (at, self.last_check_ok.load(Ordering::Relaxed)))
     }
 
     /// Sets the active checks' verdict; returns whether it changed.

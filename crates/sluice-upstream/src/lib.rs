@@ -13,6 +13,7 @@
 //!   timeout and returning the connection to the pool at its end.
 //! - [`Upstream`]: a named group of backends and its load-balancing algorithm;
 //! - [`health`]: passive health checking (outlier ejection) and the all-down policy;
+//! - [`health_check`]: active health checks (HTTP or TCP), one task per backend;
 //! - [`selection`]: the algorithms (round-robin, smooth weighted round-robin, random,
 //!   least outstanding requests, peak-EWMA, Ketama, Maglev), all behind one trait.
 
@@ -21,6 +22,7 @@ mod body;
 mod connect;
 mod group;
 pub mod health;
+pub mod health_check;
 pub mod selection;
 mod tls;
 

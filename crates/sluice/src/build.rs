@@ -19,6 +19,7 @@ use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
 use sluice_filters::tls::{ClientCertHeaders, HttpsRedirect};
 use sluice_filters::{RequestFilter, ResponseFilter};
 use sluice_upstream::health::{OutlierPolicy, WhenAllDown};
+use sluice_upstream::health_check::{CheckSettings, Probe};
 use sluice_upstream::selection::Algorithm;
 use sluice_upstream::{
     Backend, BackendSettings, PoolSettings, Timeouts, TlsConnector, Upstream, UpstreamProtocol, UpstreamTlsSettings,
@@ -44,6 +45,10 @@ pub struct Built {
     pub tls: Vec<Arc<TlsAcceptor>>,
     /// TLS clients of the upstream groups that use TLS, with the group names (for reloads).
     pub upstream_tls: Vec<(String, Arc<TlsConnector>)>,
+    /// Upstream groups in configuration order (for status output).
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Active health checks to run: backend, settings, group name.
+    pub checks: Vec<(Arc<Backend>, Arc<CheckSettings>, String)>,
 }
 
 /// Builds the engine from a configuration; resolves upstream server names.
@@ -51,6 +56,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
     let mut upstreams = HashMap::new();
     let mut all_backends = Vec::new();
     let mut upstream_tls = Vec::new();
+    let mut groups = Vec::new();
+    let mut checks = Vec::new();
     for u in &config.upstreams {
         let protocol = match u.protocol {
             config::UpstreamProtocol::Http1 => UpstreamProtocol::Http1,
@@ -129,8 +136,30 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             config::WhenAllDown::FailOpen => WhenAllDown::FailOpen,
             config::WhenAllDown::Refuse => WhenAllDown::Refuse,
         };
-        let group = Upstream::with_health(u.name.clone(), backends, algorithm, policy, when_all_down);
-        upstreams.insert(u.name.clone(), (Arc::new(group), affinity));
+        if let Some(hc) = &u.health_check {
+            let settings = Arc::new(CheckSettings {
+                probe: match &hc.probe {
+                    config::HealthProbe::Tcp => Probe::Tcp,
+                    config::HealthProbe::Http { path, status_min, status_max, body, host } => Probe::Http {
+                        path: path.clone(),
+                        status: (*status_min, *status_max),
+                        body: body.clone(),
+                        host: host.clone(),
+                    },
+                },
+                interval: hc.interval,
+                timeout: hc.timeout,
+                jitter: hc.jitter,
+                healthy_threshold: hc.healthy_threshold,
+                unhealthy_threshold: hc.unhealthy_threshold,
+            });
+            for b in &backends {
+                checks.push((b.clone(), settings.clone(), u.name.clone()));
+            }
+        }
+        let group = Arc::new(Upstream::with_health(u.name.clone(), backends, algorithm, policy, when_all_down));
+        groups.push(group.clone());
+        upstreams.insert(u.name.clone(), (group, affinity));
     }
 
     let mut router = Router::new(config.listeners.len());
@@ -220,6 +249,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         access_log,
         tls: acceptors,
         upstream_tls,
+        upstreams: groups,
+        checks,
     })
 }
 

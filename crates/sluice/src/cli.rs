@@ -24,7 +24,8 @@ Examples:
   sluice proxy --listen 0.0.0.0:8443 --cert cert.pem --key key.pem --to http://127.0.0.1:3000
                                             the same over HTTPS (HTTP/2 and HTTP/1.1 by ALPN)
 
-Signals: SIGTERM/SIGINT drain and exit; SIGHUP reloads TLS certificates.
+Signals: SIGTERM/SIGINT drain and exit; SIGHUP reloads TLS certificates;
+SIGUSR1 logs every upstream server's state (health, ejection, load, latency).
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=sluice_core=debug,info).
 Docs: docs/config.md (configuration), docs/architecture.md (how a request flows).";
@@ -178,12 +179,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// Waits for SIGTERM or SIGINT; reloads TLS certificates on every SIGHUP meanwhile.
+/// Waits for SIGTERM or SIGINT; meanwhile reloads TLS certificates on SIGHUP and logs the
+/// upstream servers' state on SIGUSR1.
 async fn wait_for_signal(server: &Server) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break }
@@ -192,6 +195,7 @@ async fn wait_for_signal(server: &Server) -> anyhow::Result<()> {
                 tracing::info!("SIGHUP received: reloading TLS certificates");
                 server.reload_certificates();
             }
+            _ = usr1.recv() => server.log_status(),
         }
     }
     Ok(())

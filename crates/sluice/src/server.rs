@@ -37,6 +37,7 @@ pub struct Server {
     access_log: Option<Arc<sluice_filters::access_log::AccessLog>>,
     tls: Vec<Arc<TlsAcceptor>>,
     upstream_tls: Vec<(String, Arc<sluice_upstream::TlsConnector>)>,
+    upstreams: Vec<Arc<sluice_upstream::Upstream>>,
 }
 
 /// Worker threads to use: the configured number, else one per available core.
@@ -83,6 +84,10 @@ impl Server {
                 tasks.spawn(serve_listener(s.remove(0), settings.clone(), service.clone(), shutdown.clone()));
             }
         }
+        // Active health checks: one task per backend on this runtime, whatever the layout.
+        for (backend, settings, group) in built.checks {
+            tasks.spawn(sluice_upstream::health_check::run(backend, settings, group, shutdown.clone()));
+        }
         let backends = built.backends;
         let mut sweeper_shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -109,6 +114,7 @@ impl Server {
             access_log: built.access_log,
             tls: built.tls,
             upstream_tls: built.upstream_tls,
+            upstreams: built.upstreams,
         })
     }
 
@@ -145,6 +151,42 @@ impl Server {
             );
         }
         failed
+    }
+
+    /// The upstream groups, in configuration order (for inspection and status output).
+    pub fn upstreams(&self) -> &[Arc<sluice_upstream::Upstream>] {
+        &self.upstreams
+    }
+
+    /// Logs one line per backend with its state: available or not, ejected (and how many
+    /// times in a row), the active checks' verdict and last result, requests in flight and
+    /// the latency average (SIGUSR1).
+    pub fn log_status(&self) {
+        let now = sluice_upstream::health::now_ms();
+        for group in &self.upstreams {
+            for b in group.backends() {
+                let h = b.health();
+                let last_check = match h.last_check() {
+                    Some((at, ok)) => {
+                        format!("{} {} ms ago", if ok { "passed" } else { "failed" }, now.saturating_sub(at))
+                    }
+                    None => "none".to_owned(),
+                };
+                tracing::info!(
+                    upstream = %group.name(),
+                    backend = %b.name(),
+                    available = h.available(now),
+                    ejected = h.ejected(now),
+                    ejections = h.ejections(),
+                    check_verdict = if h.checked_ok() { "healthy" } else { "unhealthy" },
+                    last_check = %last_check,
+                    in_flight = b.stats().in_flight(),
+                    latency_ewma_ms = format_args!("{:.2}", b.stats().latency_ewma_us() / 1000.0),
+                    requests = b.stats().requests.load(std::sync::atomic::Ordering::Relaxed),
+                    "backend status"
+                );
+            }
+        }
     }
 
     /// The TLS acceptors, one per TLS listener in configuration order (for inspection).

@@ -6,7 +6,8 @@ use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{
-    Balance, BalanceAlgorithm, HashKey, OutlierDetection, UpstreamConfig, UpstreamProtocol, UpstreamServer, WhenAllDown,
+    Balance, BalanceAlgorithm, HashKey, HealthCheck, HealthProbe, OutlierDetection, UpstreamConfig, UpstreamProtocol,
+    UpstreamServer, WhenAllDown,
 };
 use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::tls::read_upstream_tls;
@@ -14,7 +15,10 @@ use crate::sections::RawUpstream;
 use crate::value::{choice, duration, integer, non_empty_string};
 
 const NODES: &[&str] =
-    &["server", "protocol", "pool", "timeouts", "tls", "balance", "outlier-detection", "when-all-down"];
+    &["server", "protocol", "pool", "timeouts", "tls", "balance", "outlier-detection", "when-all-down", "health-check"];
+const CHECK_NODES: &[&str] =
+    &["http", "tcp", "interval", "timeout", "jitter", "healthy-threshold", "unhealthy-threshold"];
+const HTTP_CHECK_USAGE: &str = "http \"/healthz\" status=\"200-399\" body=\"ok\" host=\"health.internal\"";
 const OUTLIER_PROPS: &[&str] = &[
     "consecutive-failures",
     "consecutive-5xx",
@@ -106,6 +110,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                 }
             }
             "outlier-detection" => read_outlier(d, child, &mut config.outlier),
+            "health-check" => config.health_check = Some(read_health_check(d, child)),
             "when-all-down" => {
                 if let Some(entry) = single(d, child, "when-all-down \"fail-open\"") {
                     match choice(d, entry, "all-down behaviour", &["fail-open", "refuse"]) {
@@ -147,6 +152,99 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
         }
     }
     Some(RawUpstream { config, name_span, tls })
+}
+
+/// Reads `health-check { http ...|tcp; interval; timeout; jitter; *-threshold }`.
+fn read_health_check(d: &mut Diagnostics<'_>, node: &KdlNode) -> HealthCheck {
+    take_args(d, node, Arity::Exactly(0), "health-check { http \"/healthz\" }");
+    take_props(d, node, &[], "health-check { http \"/healthz\" }");
+    let mut check = HealthCheck::default();
+    let mut once = Once::default();
+    let mut probe_span: Option<miette::SourceSpan> = None;
+    for child in children(node) {
+        if CHECK_NODES.contains(&name(child)) && !once.first(d, child, "in `health-check`") {
+            continue;
+        }
+        match name(child) {
+            "http" | "tcp" => {
+                if let Some(first) = probe_span {
+                    d.error(name_span(child), "a health check is either `http` or `tcp`, not both")
+                        .label("second probe")
+                        .also(first, "first probe")
+                        .help("keep one of them");
+                    continue;
+                }
+                probe_span = Some(name_span(child));
+                if name(child) == "tcp" {
+                    leaf(d, child, Arity::Exactly(0), &[], "tcp");
+                    check.probe = HealthProbe::Tcp;
+                } else if let Some(probe) = read_http_probe(d, child) {
+                    check.probe = probe;
+                }
+            }
+            "interval" | "timeout" | "jitter" => {
+                let usage = format!("{} \"5s\"", name(child));
+                if let Some(t) = single(d, child, &usage).and_then(|e| duration(d, e, name(child) == "jitter")) {
+                    match name(child) {
+                        "interval" => check.interval = t,
+                        "timeout" => check.timeout = t,
+                        _ => check.jitter = t,
+                    }
+                }
+            }
+            "healthy-threshold" | "unhealthy-threshold" => {
+                let usage = format!("{} 3", name(child));
+                if let Some(n) = single(d, child, &usage).and_then(|e| integer(d, e, 1, 1000)) {
+                    let n = u32::try_from(n).unwrap_or(1);
+                    if name(child) == "healthy-threshold" {
+                        check.healthy_threshold = n;
+                    } else {
+                        check.unhealthy_threshold = n;
+                    }
+                }
+            }
+            _ => unknown_node(d, child, Some("health-check"), CHECK_NODES),
+        }
+    }
+    check
+}
+
+fn read_http_probe(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<HealthProbe> {
+    let (args, props) = leaf(d, node, Arity::Exactly(1), &["status", "body", "host"], HTTP_CHECK_USAGE);
+    let path = non_empty_string(d, args.first()?, HTTP_CHECK_USAGE)?;
+    if !path.starts_with('/') {
+        d.error(args[0].span(), format!("health check path `{path}` must start with `/`"))
+            .label("not a path")
+            .help(format!("write it like: {HTTP_CHECK_USAGE}"));
+        return None;
+    }
+    let (mut status_min, mut status_max) = (200, 399);
+    if let Some(e) = props.get("status") {
+        let text = non_empty_string(d, e, HTTP_CHECK_USAGE)?;
+        let parse = |t: &str| t.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c));
+        let range = match text.split_once('-') {
+            Some((a, b)) => parse(a).zip(parse(b)).filter(|(a, b)| a <= b),
+            None => parse(text).map(|c| (c, c)),
+        };
+        match range {
+            Some((a, b)) => (status_min, status_max) = (a, b),
+            None => {
+                d.error(e.span(), format!("invalid status range `{text}`"))
+                    .label("not a status or range")
+                    .help("write one status like \"200\" or a range like \"200-399\" (100 to 599)");
+                return None;
+            }
+        }
+    }
+    let body = match props.get("body") {
+        Some(e) => Some(non_empty_string(d, e, HTTP_CHECK_USAGE)?.to_owned()),
+        None => None,
+    };
+    let host = match props.get("host") {
+        Some(e) => Some(non_empty_string(d, e, HTTP_CHECK_USAGE)?.to_owned()),
+        None => None,
+    };
+    Some(HealthProbe::Http { path: path.to_owned(), status_min, status_max, body, host })
 }
 
 /// Reads `outlier-detection prop=value ...` over the defaults.
