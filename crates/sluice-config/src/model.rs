@@ -250,6 +250,25 @@ pub struct UpstreamConfig {
     pub when_all_down: WhenAllDown,
     /// Active health checks; `None` runs none.
     pub health_check: Option<HealthCheck>,
+    /// Circuit breakers.
+    pub limits: UpstreamLimits,
+}
+
+/// Circuit-breaker limits of an upstream group (`limits ...`); `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamLimits {
+    /// Open connections to the group's servers.
+    pub max_connections: Option<usize>,
+    /// Requests waiting for a connection at `max_connections`.
+    pub max_pending: usize,
+    /// Requests in flight to the group.
+    pub max_in_flight: Option<usize>,
+}
+
+impl Default for UpstreamLimits {
+    fn default() -> Self {
+        Self { max_connections: None, max_pending: 1024, max_in_flight: None }
+    }
 }
 
 /// Active health checks of an upstream group (`health-check { ... }`).
@@ -425,6 +444,7 @@ impl UpstreamConfig {
             outlier: OutlierDetection::default(),
             when_all_down: WhenAllDown::default(),
             health_check: None,
+            limits: UpstreamLimits::default(),
         }
     }
 }

@@ -60,6 +60,9 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// No server is available in the selected upstream group.
     NoUpstream,
+    /// A circuit breaker of the upstream group refused the request (too many connections,
+    /// waiting requests or requests in flight).
+    UpstreamOverloaded,
     /// An I/O error outside the categories above.
     Io,
     /// A configuration problem found at run time.
@@ -84,7 +87,8 @@ impl ErrorKind {
             | UpstreamReadTimeout
             | UpstreamReset
             | UpstreamProtocol
-            | NoUpstream => Side::Upstream,
+            | NoUpstream
+            | UpstreamOverloaded => Side::Upstream,
             Io | Config | Internal | Custom(_) => Side::Internal,
         }
     }
@@ -116,6 +120,7 @@ impl ErrorKind {
             UpstreamReset => "upstream_reset",
             UpstreamProtocol => "upstream_protocol",
             NoUpstream => "no_upstream",
+            UpstreamOverloaded => "upstream_overloaded",
             Io => "io",
             Config => "config",
             Internal => "internal",

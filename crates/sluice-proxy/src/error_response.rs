@@ -13,7 +13,7 @@ use sluice_error::{Error, ErrorKind};
 /// | request head too large | 431 |
 /// | no route | 404 |
 /// | connect refused / failed, upstream TLS failure, upstream reset or protocol error | 502 |
-/// | no upstream server available | 503 |
+/// | no upstream server available, or a circuit breaker refused | 503 |
 /// | connect, first-byte or read timeout | 504 |
 /// | client gone | 499 (logged only; nothing can be sent) |
 /// | anything else | 500 |
@@ -27,7 +27,7 @@ pub fn status_for(error: &Error) -> StatusCode {
         | ErrorKind::UpstreamTls
         | ErrorKind::UpstreamReset
         | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
-        ErrorKind::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::NoUpstream | ErrorKind::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::ConnectTimeout | ErrorKind::UpstreamFirstByteTimeout | ErrorKind::UpstreamReadTimeout => {
             StatusCode::GATEWAY_TIMEOUT
         }

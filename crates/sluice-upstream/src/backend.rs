@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use crate::body::{H1Driver, UpstreamBody};
 use crate::connect;
 use crate::health::{now_ms, GroupHealth, Health, Outcome};
+use crate::limits::GroupLimits;
 use crate::tls::{Stream, TlsConnector};
+use tokio::sync::OwnedSemaphorePermit;
 
 pub(crate) type H1Sender = http1::SendRequest<Body>;
 pub(crate) type H1Connection = http1::Connection<TokioIo<Stream>, Body>;
@@ -146,19 +148,27 @@ impl BackendStats {
     }
 }
 
-/// Keeps a request counted in [`BackendStats::in_flight`] until dropped.
+/// Keeps a request counted in [`BackendStats::in_flight`] (and in its group's in-flight
+/// count, for the circuit breaker) until dropped.
 pub(crate) struct Outstanding(Arc<Backend>);
 
 impl Outstanding {
-    pub(crate) fn start(backend: &Arc<Backend>) -> Self {
+    /// Counts a request, unless the group's in-flight limit refuses it.
+    pub(crate) fn start(backend: &Arc<Backend>) -> Result<Self> {
+        if let Some(limits) = backend.limits.get() {
+            limits.start_request()?;
+        }
         backend.stats.request_started();
-        Self(backend.clone())
+        Ok(Self(backend.clone()))
     }
 }
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
         self.0.stats.request_finished();
+        if let Some(limits) = self.0.limits.get() {
+            limits.finish_request();
+        }
     }
 }
 
@@ -170,6 +180,8 @@ pub(crate) struct H1 {
     /// First-byte and read-idle timeouts of whichever request uses the connection: one
     /// lazily re-armed timer per connection rather than a timer-wheel update per request.
     pub(crate) deadline: Deadline,
+    /// The group's connection-limit permit, released when the connection closes.
+    pub(crate) _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl H1 {
@@ -210,6 +222,8 @@ pub struct Backend {
     health: Arc<Health>,
     /// The group's passive-checking policy, set when the backend joins an [`crate::Upstream`].
     group: std::sync::OnceLock<Arc<GroupHealth>>,
+    /// The group's circuit breakers, set when the backend joins an [`crate::Upstream`].
+    limits: std::sync::OnceLock<Arc<GroupLimits>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -235,6 +249,7 @@ impl Backend {
             stats: BackendStats::default(),
             health: Arc::new(Health::default()),
             group: std::sync::OnceLock::new(),
+            limits: std::sync::OnceLock::new(),
         }
     }
 
@@ -272,8 +287,9 @@ impl Backend {
         self.health.clone()
     }
 
-    pub(crate) fn join_group(&self, group: Arc<GroupHealth>) {
+    pub(crate) fn join_group(&self, group: Arc<GroupHealth>, limits: Arc<GroupLimits>) {
         let _ = self.group.set(group);
+        let _ = self.limits.set(limits);
     }
 
     /// Counts the outcome of one request for passive health checking, and ejects the
@@ -301,6 +317,14 @@ impl Backend {
     /// A connection ready for one request: a pooled one if any is still usable, else a new
     /// one. Connect failures are retryable errors.
     pub async fn checkout(self: &Arc<Self>) -> Result<UpstreamConn> {
+        // Admission first: a request the circuit breaker refuses must not open a connection.
+        let outstanding = Outstanding::start(self)?;
+        let mut conn = self.checkout_inner().await?;
+        conn.outstanding = Some(outstanding);
+        Ok(conn)
+    }
+
+    async fn checkout_inner(self: &Arc<Self>) -> Result<UpstreamConn> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => {
                 while let Some(mut idle) = self.take_idle() {
@@ -317,11 +341,11 @@ impl Backend {
                 let mut slot = self.h2.lock().await;
                 if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
                     let kind = Kind::H2(sender.clone());
-                    return Ok(UpstreamConn { backend: self.clone(), kind, reused: true });
+                    return Ok(UpstreamConn { backend: self.clone(), kind, reused: true, outstanding: None });
                 }
                 let sender = self.connect_h2().await.inspect_err(|_| self.record(Outcome::Failure))?;
                 *slot = Some(sender.clone());
-                Ok(UpstreamConn { backend: self.clone(), kind: Kind::H2(sender), reused: false })
+                Ok(UpstreamConn { backend: self.clone(), kind: Kind::H2(sender), reused: false, outstanding: None })
             }
         }
     }
@@ -329,7 +353,7 @@ impl Backend {
     /// A new HTTP/1 connection that is never pooled, for protocol upgrades (WebSocket).
     pub async fn connect_for_upgrade(self: &Arc<Self>) -> Result<UpstreamConn> {
         let h1 = self.connect_h1_with(true).await.inspect_err(|_| self.record(Outcome::Failure))?;
-        Ok(UpstreamConn { backend: self.clone(), kind: Kind::Upgrade(h1), reused: false })
+        Ok(UpstreamConn { backend: self.clone(), kind: Kind::Upgrade(h1), reused: false, outstanding: None })
     }
 
     /// Closes idle connections past the idle timeout; returns how many were closed.
@@ -348,7 +372,7 @@ impl Backend {
     }
 
     fn h1_conn(self: &Arc<Self>, h1: Box<H1>, reused: bool) -> UpstreamConn {
-        UpstreamConn { backend: self.clone(), kind: Kind::H1(h1), reused }
+        UpstreamConn { backend: self.clone(), kind: Kind::H1(h1), reused, outstanding: None }
     }
 
     fn take_idle(&self) -> Option<IdleH1> {
@@ -396,16 +420,26 @@ impl Backend {
         }
     }
 
+    /// A permit from the group's connection limit (none when unlimited).
+    async fn connection_permit(&self) -> Result<Option<OwnedSemaphorePermit>> {
+        match self.limits.get() {
+            Some(limits) => limits.connection_permit(self.settings.timeouts.connect).await,
+            None => Ok(None),
+        }
+    }
+
     async fn connect_h1_with(&self, force_http1: bool) -> Result<Box<H1>> {
+        let permit = self.connection_permit().await?;
         let stream = self.connect_stream(force_http1).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("handshake with {}", self.addr), e))?;
-        Ok(Box::new(H1 { sender, conn, deadline: Deadline::default() }))
+        Ok(Box::new(H1 { sender, conn, deadline: Deadline::default(), _permit: permit }))
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Body>> {
+        let permit = self.connection_permit().await?;
         let stream = self.connect_stream(false).await?;
         if matches!(stream, Stream::Tls(_)) && stream.alpn() != Some(b"h2") {
             return Err(Error::explain(
@@ -422,6 +456,7 @@ impl Backend {
             .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("HTTP/2 handshake with {}", self.addr), e))?;
         let addr = self.addr;
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(upstream = %addr, error = %e, "HTTP/2 connection ended");
             }
@@ -441,6 +476,8 @@ pub struct UpstreamConn {
     backend: Arc<Backend>,
     kind: Kind,
     reused: bool,
+    /// Counts the request from checkout to the end of its response.
+    outstanding: Option<Outstanding>,
 }
 
 impl std::fmt::Debug for UpstreamConn {
@@ -488,9 +525,8 @@ impl UpstreamConn {
     }
 
     async fn send_inner(self, request: Request<Body>, replayable: bool) -> Result<Response<UpstreamBody>> {
-        let UpstreamConn { backend, kind, reused } = self;
+        let UpstreamConn { backend, kind, reused, outstanding } = self;
         backend.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let outstanding = Outstanding::start(&backend);
         let sent_at = Instant::now();
         if reused {
             backend.stats.reused.fetch_add(1, Ordering::Relaxed);
@@ -532,7 +568,7 @@ impl UpstreamConn {
                         }
                     }
                 }
-                Ok(response.map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr, Some(outstanding))))
+                Ok(response.map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr, outstanding)))
             }
             Kind::H2(mut sender) => {
                 let waited = tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
@@ -541,7 +577,7 @@ impl UpstreamConn {
                     Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
                 backend.stats.observe_latency(sent_at.elapsed());
-                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, Some(outstanding))))
+                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, outstanding)))
             }
             Kind::Upgrade(h1) => {
                 let addr = backend.addr;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::health::{now_ms, GroupHealth, OutlierPolicy, WhenAllDown};
+use crate::limits::{GroupLimits, Limits};
 use crate::selection::{self, Algorithm, Pick, Selector};
 use crate::Backend;
 
@@ -15,6 +16,7 @@ pub struct Upstream {
     algorithm: Algorithm,
     selector: Box<dyn Selector>,
     health: Arc<GroupHealth>,
+    limits: Arc<GroupLimits>,
 }
 
 impl Upstream {
@@ -23,19 +25,28 @@ impl Upstream {
         Self::with_algorithm(name, backends, Algorithm::WeightedRoundRobin)
     }
 
-    /// A group of `backends` balanced with `algorithm`, with the default passive checks.
+    /// A group of `backends` balanced with `algorithm`, with the default passive checks
+    /// and no limits.
     pub fn with_algorithm(name: impl Into<String>, backends: Vec<Arc<Backend>>, algorithm: Algorithm) -> Self {
-        Self::with_health(name, backends, algorithm, OutlierPolicy::default(), WhenAllDown::default())
+        Self::with_policies(
+            name,
+            backends,
+            algorithm,
+            OutlierPolicy::default(),
+            WhenAllDown::default(),
+            Limits::default(),
+        )
     }
 
-    /// A group with its load-balancing algorithm, passive checking policy and behaviour
-    /// when no backend is available.
-    pub fn with_health(
+    /// A group with its load-balancing algorithm, passive checking policy, behaviour when
+    /// no backend is available, and circuit-breaker limits.
+    pub fn with_policies(
         name: impl Into<String>,
         backends: Vec<Arc<Backend>>,
         algorithm: Algorithm,
         policy: OutlierPolicy,
         when_all_down: WhenAllDown,
+        limits: Limits,
     ) -> Self {
         let name = name.into();
         let selector = selection::build(algorithm, &backends);
@@ -45,10 +56,16 @@ impl Upstream {
             members: backends.iter().map(|b| b.health_arc()).collect(),
             name: name.clone(),
         });
+        let limits = Arc::new(GroupLimits::new(&name, limits));
         for b in &backends {
-            b.join_group(health.clone());
+            b.join_group(health.clone(), limits.clone());
         }
-        Self { name, backends, algorithm, selector, health }
+        Self { name, backends, algorithm, selector, health, limits }
+    }
+
+    /// Circuit-breaker limits and counters.
+    pub fn limits(&self) -> &GroupLimits {
+        &self.limits
     }
 
     /// Passive checking policy and the all-down behaviour.

@@ -20,6 +20,7 @@ use sluice_filters::tls::{ClientCertHeaders, HttpsRedirect};
 use sluice_filters::{RequestFilter, ResponseFilter};
 use sluice_upstream::health::{OutlierPolicy, WhenAllDown};
 use sluice_upstream::health_check::{CheckSettings, Probe};
+use sluice_upstream::limits::Limits;
 use sluice_upstream::selection::Algorithm;
 use sluice_upstream::{
     Backend, BackendSettings, PoolSettings, Timeouts, TlsConnector, Upstream, UpstreamProtocol, UpstreamTlsSettings,
@@ -157,7 +158,13 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 checks.push((b.clone(), settings.clone(), u.name.clone()));
             }
         }
-        let group = Arc::new(Upstream::with_health(u.name.clone(), backends, algorithm, policy, when_all_down));
+        let limits = Limits {
+            max_connections: u.limits.max_connections,
+            max_pending: u.limits.max_pending,
+            max_in_flight: u.limits.max_in_flight,
+        };
+        let group =
+            Arc::new(Upstream::with_policies(u.name.clone(), backends, algorithm, policy, when_all_down, limits));
         groups.push(group.clone());
         upstreams.insert(u.name.clone(), (group, affinity));
     }

@@ -164,6 +164,12 @@ impl Server {
     pub fn log_status(&self) {
         let now = sluice_upstream::health::now_ms();
         for group in &self.upstreams {
+            tracing::info!(
+                upstream = %group.name(),
+                in_flight = group.limits().in_flight(),
+                rejected_by_limits = group.limits().rejected(),
+                "upstream status"
+            );
             for b in group.backends() {
                 let h = b.health();
                 let last_check = match h.last_check() {

@@ -183,3 +183,38 @@ async fn consecutive_5xx_eject_an_origin_until_its_time_is_up() {
     assert!(statuses[9..].iter().all(|&s| s == 200), "{statuses:?}");
     proxy.shutdown().await;
 }
+
+/// Sends `n` requests at once; returns their statuses, sorted.
+async fn concurrent_statuses(addr: SocketAddr, n: usize) -> Vec<u16> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut c = h1_client(addr).await;
+                let req = Request::get("/").header("host", "lb.test").body(full("")).unwrap();
+                c.send_request(req).await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breakers_refuse_what_exceeds_the_limits_with_503() {
+    // Long enough for every concurrent request to arrive while the first ones are held.
+    let origin = slow("s", Duration::from_millis(1500)).await;
+    let proxy = Proxy::start(&config(&[(origin.addr, 1)], "limits max-in-flight=2")).await;
+    assert_eq!(concurrent_statuses(proxy.addr(), 6).await, [200, 200, 503, 503, 503, 503]);
+    let group = proxy.server.as_ref().unwrap().upstreams()[0].clone();
+    assert_eq!(group.limits().rejected(), 4);
+    assert_eq!(group.limits().in_flight(), 0, "finished requests are no longer counted");
+    proxy.shutdown().await;
+
+    let proxy = Proxy::start(&config(&[(origin.addr, 1)], "limits max-connections=1 max-pending=0")).await;
+    assert_eq!(concurrent_statuses(proxy.addr(), 3).await, [200, 503, 503]);
+    proxy.shutdown().await;
+}

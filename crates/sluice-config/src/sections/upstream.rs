@@ -14,8 +14,18 @@ use crate::sections::tls::read_upstream_tls;
 use crate::sections::RawUpstream;
 use crate::value::{choice, duration, integer, non_empty_string};
 
-const NODES: &[&str] =
-    &["server", "protocol", "pool", "timeouts", "tls", "balance", "outlier-detection", "when-all-down", "health-check"];
+const NODES: &[&str] = &[
+    "server",
+    "protocol",
+    "pool",
+    "timeouts",
+    "tls",
+    "balance",
+    "outlier-detection",
+    "when-all-down",
+    "health-check",
+    "limits",
+];
 const CHECK_NODES: &[&str] =
     &["http", "tcp", "interval", "timeout", "jitter", "healthy-threshold", "unhealthy-threshold"];
 const HTTP_CHECK_USAGE: &str = "http \"/healthz\" status=\"200-399\" body=\"ok\" host=\"health.internal\"";
@@ -110,6 +120,27 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                 }
             }
             "outlier-detection" => read_outlier(d, child, &mut config.outlier),
+            "limits" => {
+                let (_, props) = leaf(
+                    d,
+                    child,
+                    Arity::Exactly(0),
+                    &["max-connections", "max-pending", "max-in-flight"],
+                    "limits max-connections=100 max-pending=50 max-in-flight=200",
+                );
+                let get = |d: &mut Diagnostics<'_>, key: &str, min: i128| {
+                    props.get(key).and_then(|e| integer(d, e, min, 10_000_000)).and_then(|n| usize::try_from(n).ok())
+                };
+                if let Some(n) = get(d, "max-connections", 1) {
+                    config.limits.max_connections = Some(n);
+                }
+                if let Some(n) = get(d, "max-pending", 0) {
+                    config.limits.max_pending = n;
+                }
+                if let Some(n) = get(d, "max-in-flight", 1) {
+                    config.limits.max_in_flight = Some(n);
+                }
+            }
             "health-check" => config.health_check = Some(read_health_check(d, child)),
             "when-all-down" => {
                 if let Some(entry) = single(d, child, "when-all-down \"fail-open\"") {
