@@ -252,6 +252,8 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheck>,
     /// Circuit breakers.
     pub limits: UpstreamLimits,
+    /// A server that comes back ramps up to its full share over this long (zero: at once).
+    pub slow_start: Duration,
 }
 
 /// Circuit-breaker limits of an upstream group (`limits ...`); `None` is unlimited.
@@ -445,6 +447,7 @@ impl UpstreamConfig {
             when_all_down: WhenAllDown::default(),
             health_check: None,
             limits: UpstreamLimits::default(),
+            slow_start: Duration::ZERO,
         }
     }
 }

@@ -8,6 +8,19 @@ use crate::limits::{GroupLimits, Limits};
 use crate::selection::{self, Algorithm, Pick, Selector};
 use crate::Backend;
 
+/// How a group treats its backends, besides the algorithm.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policies {
+    /// Passive health checking.
+    pub outlier: OutlierPolicy,
+    /// What to do when no backend is available.
+    pub when_all_down: WhenAllDown,
+    /// Circuit breakers.
+    pub limits: Limits,
+    /// Slow start window (zero: none).
+    pub slow_start: std::time::Duration,
+}
+
 /// A named group of backends.
 #[derive(Debug)]
 pub struct Upstream {
@@ -28,31 +41,23 @@ impl Upstream {
     /// A group of `backends` balanced with `algorithm`, with the default passive checks
     /// and no limits.
     pub fn with_algorithm(name: impl Into<String>, backends: Vec<Arc<Backend>>, algorithm: Algorithm) -> Self {
-        Self::with_policies(
-            name,
-            backends,
-            algorithm,
-            OutlierPolicy::default(),
-            WhenAllDown::default(),
-            Limits::default(),
-        )
+        Self::with_policies(name, backends, algorithm, Policies::default())
     }
 
-    /// A group with its load-balancing algorithm, passive checking policy, behaviour when
-    /// no backend is available, and circuit-breaker limits.
+    /// A group with its load-balancing algorithm and policies.
     pub fn with_policies(
         name: impl Into<String>,
         backends: Vec<Arc<Backend>>,
         algorithm: Algorithm,
-        policy: OutlierPolicy,
-        when_all_down: WhenAllDown,
-        limits: Limits,
+        policies: Policies,
     ) -> Self {
+        let Policies { outlier: policy, when_all_down, limits, slow_start } = policies;
         let name = name.into();
         let selector = selection::build(algorithm, &backends);
         let health = Arc::new(GroupHealth {
             policy,
             when_all_down,
+            slow_start,
             members: backends.iter().map(|b| b.health_arc()).collect(),
             name: name.clone(),
         });
@@ -95,7 +100,19 @@ impl Upstream {
         let avoid = avoid.filter(|_| self.backends.len() > 1);
         let allowed = |i: usize| !avoid.is_some_and(|a| Arc::ptr_eq(a, &self.backends[i]));
         let now = now_ms();
-        let available = |i: usize| allowed(i) && self.backends[i].health().available(now);
+        let slow_start = self.health.slow_start;
+        let available = |i: usize| {
+            let health = self.backends[i].health();
+            if !allowed(i) || !health.available(now) {
+                return false;
+            }
+            // Slow start: a backend that just came back is offered with a probability that
+            // grows over the window, whatever the algorithm.
+            slow_start.is_zero() || {
+                let share = health.ramp(now, slow_start);
+                share >= 1.0 || fastrand::f64() < share
+            }
+        };
         let i = match self.selector.select(pick, &available) {
             Some(i) => i,
             None => match self.health.when_all_down {
@@ -104,5 +121,49 @@ impl Upstream {
             },
         };
         self.backends.get(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BackendSettings;
+
+    fn backends(n: usize) -> Vec<Arc<Backend>> {
+        (0..n)
+            .map(|i| {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16));
+                Arc::new(Backend::new(format!("s{i}"), addr, 1, BackendSettings::default()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backend_that_comes_back_starts_slowly() {
+        let b = backends(2);
+        let policies = Policies { slow_start: std::time::Duration::from_secs(3600), ..Policies::default() };
+        let group = Upstream::with_policies("g", b.clone(), Algorithm::RoundRobin, policies);
+        b[0].health().set_checked(false);
+        b[0].health().set_checked(true);
+        let picks = (0..2_000).filter(|_| Arc::ptr_eq(group.select(Pick::default(), None).unwrap(), &b[0])).count();
+        // 5 % of its half of the turns: about 50.
+        assert!((10..200).contains(&picks), "{picks}");
+    }
+
+    #[test]
+    fn unavailable_backends_are_skipped_and_all_down_fails_open_or_refuses() {
+        let b = backends(2);
+        let group = Upstream::with_algorithm("g", b.clone(), Algorithm::RoundRobin);
+        b[0].health().set_checked(false);
+        assert!((0..10).all(|_| Arc::ptr_eq(group.select(Pick::default(), None).unwrap(), &b[1])));
+        b[1].health().set_checked(false);
+        assert!(group.select(Pick::default(), None).is_some(), "fail open by default");
+        let refusing = Upstream::with_policies(
+            "r",
+            b.clone(),
+            Algorithm::RoundRobin,
+            Policies { when_all_down: WhenAllDown::Refuse, ..Policies::default() },
+        );
+        assert!(refusing.select(Pick::default(), None).is_none());
     }
 }

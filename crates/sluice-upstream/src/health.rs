@@ -81,6 +81,8 @@ pub struct Health {
     /// When the last active check ran (`now_ms`), 0 if never, and whether it passed.
     last_check_ms: AtomicU64,
     last_check_ok: AtomicBool,
+    /// When active checks last declared the backend healthy again (`now_ms`), 0 if never.
+    recovered_at: AtomicU64,
 }
 
 impl Default for Health {
@@ -96,6 +98,7 @@ impl Default for Health {
             window_failures: AtomicU32::new(0),
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
+            recovered_at: AtomicU64::new(0),
         }
     }
 }
@@ -135,7 +138,23 @@ impl Health {
 
     /// Sets the active checks' verdict; returns whether it changed.
     pub fn set_checked(&self, ok: bool) -> bool {
-        self.checked_ok.swap(ok, Ordering::Relaxed) != ok
+        let changed = self.checked_ok.swap(ok, Ordering::Relaxed) != ok;
+        if changed && ok {
+            self.recovered_at.store(now_ms().max(1), Ordering::Relaxed);
+        }
+        changed
+    }
+
+    /// Slow start: the share of its normal traffic a backend should get at `now`, rising
+    /// linearly from 5 % to 100 % over `window` after it came back (its ejection ended,
+    /// or active checks declared it healthy again). 1 outside that window.
+    pub fn ramp(&self, now: u64, window: Duration) -> f64 {
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let back = self.recovered_at.load(Ordering::Relaxed).max(self.ejected_until.load(Ordering::Relaxed));
+        if window == 0 || back == 0 || now >= back.saturating_add(window) {
+            return 1.0;
+        }
+        (now.saturating_sub(back) as f64 / window as f64).max(0.05)
     }
 
     /// Counts one outcome; returns true when the policy says to eject (the caller checks
@@ -216,6 +235,8 @@ pub struct GroupHealth {
     pub policy: OutlierPolicy,
     /// Behaviour when no backend is available.
     pub when_all_down: WhenAllDown,
+    /// Slow start window (zero: none).
+    pub slow_start: Duration,
     /// The group's backends' health (in group order), for the ejection cap.
     pub(crate) members: Vec<Arc<Health>>,
     /// The group's name, for logs.
@@ -292,11 +313,26 @@ mod tests {
     }
 
     #[test]
+    fn slow_start_ramps_up_after_an_ejection() {
+        let h = Health::default();
+        let p = OutlierPolicy::default();
+        let window = Duration::from_secs(100);
+        assert_eq!(h.ramp(500, window), 1.0, "never ejected: full share");
+        h.eject(&p, 1_000); // back at 11_000
+        assert_eq!(h.ramp(5_000, window), 0.05, "the ramp starts when the ejection ends");
+        assert_eq!(h.ramp(11_000, window), 0.05);
+        assert!((h.ramp(61_000, window) - 0.5).abs() < 1e-9);
+        assert_eq!(h.ramp(111_000, window), 1.0);
+        assert_eq!(h.ramp(61_000, Duration::ZERO), 1.0, "no slow start configured");
+    }
+
+    #[test]
     fn the_cap_keeps_part_of_the_group_in() {
         let members: Vec<Arc<Health>> = (0..4).map(|_| Arc::new(Health::default())).collect();
         let group = GroupHealth {
             policy: OutlierPolicy::default(),
             when_all_down: WhenAllDown::FailOpen,
+            slow_start: Duration::ZERO,
             members: members.clone(),
             name: "g".into(),
         };

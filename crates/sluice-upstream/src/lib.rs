@@ -30,5 +30,5 @@ mod tls;
 
 pub use backend::{Backend, BackendSettings, BackendStats, PoolSettings, Timeouts, UpstreamConn, UpstreamProtocol};
 pub use body::UpstreamBody;
-pub use group::Upstream;
+pub use group::{Policies, Upstream};
 pub use tls::{Stream, TlsConnector, UpstreamTlsSettings};

@@ -23,7 +23,8 @@ use sluice_upstream::health_check::{CheckSettings, Probe};
 use sluice_upstream::limits::Limits;
 use sluice_upstream::selection::Algorithm;
 use sluice_upstream::{
-    Backend, BackendSettings, PoolSettings, Timeouts, TlsConnector, Upstream, UpstreamProtocol, UpstreamTlsSettings,
+    Backend, BackendSettings, Policies, PoolSettings, Timeouts, TlsConnector, Upstream, UpstreamProtocol,
+    UpstreamTlsSettings,
 };
 
 use crate::configured::ConfiguredProxy;
@@ -163,8 +164,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             max_pending: u.limits.max_pending,
             max_in_flight: u.limits.max_in_flight,
         };
-        let group =
-            Arc::new(Upstream::with_policies(u.name.clone(), backends, algorithm, policy, when_all_down, limits));
+        let policies = Policies { outlier: policy, when_all_down, limits, slow_start: u.slow_start };
+        let group = Arc::new(Upstream::with_policies(u.name.clone(), backends, algorithm, policies));
         groups.push(group.clone());
         upstreams.insert(u.name.clone(), (group, affinity));
     }

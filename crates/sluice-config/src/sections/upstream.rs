@@ -120,6 +120,11 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                 }
             }
             "outlier-detection" => read_outlier(d, child, &mut config.outlier),
+            "slow-start" => {
+                if let Some(t) = single(d, child, "slow-start \"30s\"").and_then(|e| duration(d, e, true)) {
+                    config.slow_start = t;
+                }
+            }
             "limits" => {
                 let (_, props) = leaf(
                     d,
