@@ -254,6 +254,50 @@ pub struct UpstreamConfig {
     pub limits: UpstreamLimits,
     /// A server that comes back ramps up to its full share over this long (zero: at once).
     pub slow_start: Duration,
+    /// Retry policy; `None`: one retry after a failed connect only.
+    pub retry: Option<RetryConfig>,
+}
+
+/// How failed attempts are retried (`retry ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Retry when the connection broke or the per-try timeout passed before a response.
+    pub reset: bool,
+    /// Retry responses with these statuses.
+    pub statuses: Vec<u16>,
+    /// Also retry non-idempotent methods (requests without a body only).
+    pub non_idempotent: bool,
+    /// Time allowed for one attempt's response head; `None`: `timeouts first-byte`.
+    pub per_try_timeout: Option<Duration>,
+    /// No retry starts this long after the first attempt; `None`: none.
+    pub deadline: Option<Duration>,
+    /// First backoff (doubles each retry, full jitter).
+    pub backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+    /// Retries at most this percentage of requests (0: no budget).
+    pub budget_percent: u32,
+    /// ... but always at least this many retries per second.
+    pub min_retries_per_second: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            reset: true,
+            statuses: Vec::new(),
+            non_idempotent: false,
+            per_try_timeout: None,
+            deadline: None,
+            backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_millis(250),
+            budget_percent: 20,
+            min_retries_per_second: 3,
+        }
+    }
 }
 
 /// Circuit-breaker limits of an upstream group (`limits ...`); `None` is unlimited.
@@ -448,6 +492,7 @@ impl UpstreamConfig {
             health_check: None,
             limits: UpstreamLimits::default(),
             slow_start: Duration::ZERO,
+            retry: None,
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct ProxyTarget {
     pub host: Option<http::HeaderValue>,
     /// The affinity key, when the group balances by consistent hashing.
     pub affinity: Option<crate::affinity::AffinityKey>,
+    /// The group's retry policy; `None`: the engine's default.
+    pub retry: Option<Arc<sluice_proxy::retry::RetryPolicy>>,
 }
 
 /// One route.
@@ -287,6 +289,7 @@ mod tests {
             rewrite_prefix: rewrite.map(String::from),
             host: None,
             affinity: None,
+            retry: None,
         };
         let mut r = route(PathMatch::Prefix("/api".into()), vec![]);
         r.proxy = Some(target(true, None));

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::body::{Finish, ProxyBody};
 use crate::forwarding;
+use crate::retry::RetryPolicy;
 use crate::{Flow, Proxy, Session};
 
 /// Turns a [`Proxy`] into a service the listeners can serve.
@@ -58,6 +59,20 @@ impl<P: Proxy> HttpProxy<P> {
         if !upgrade {
             session.read_body_start().await?;
         }
+        let policy = self.proxy.retry_policy(session, ctx);
+        let max_retries = policy.as_ref().map_or(self.max_retries, |p| p.max_retries);
+        if let Some(budget) = policy.as_ref().and_then(|p| p.budget.as_ref()) {
+            budget.request();
+        }
+        let first_attempt = Instant::now();
+        // Whether one more retry may start: within the count, the deadline and the budget.
+        let may_retry = |retries: u32| {
+            retries < max_retries
+                && policy.as_ref().is_none_or(|p| {
+                    p.deadline.is_none_or(|d| first_attempt.elapsed() < d)
+                        && p.budget.as_ref().is_none_or(|b| b.try_retry())
+                })
+        };
         loop {
             let backend = self.proxy.upstream_peer(session, ctx).await?;
             session.upstream_addr = Some(backend.addr());
@@ -65,7 +80,7 @@ impl<P: Proxy> HttpProxy<P> {
             let checkout = if upgrade { backend.connect_for_upgrade().await } else { backend.checkout().await };
             let conn = match checkout {
                 Ok(conn) => conn,
-                Err(e) if e.retryable() && session.retries < self.max_retries => {
+                Err(e) if e.retryable() && may_retry(session.retries) => {
                     tracing::info!(upstream = %backend.addr(), error = %e, "connect failed, retrying on another server");
                     session.retries += 1;
                     session.failed_peer = Some(backend);
@@ -76,11 +91,26 @@ impl<P: Proxy> HttpProxy<P> {
             session.upstream_reused = conn.reused();
             let mut parts = forwarding::upstream_request(session, conn.protocol(), upgrade);
             self.proxy.upstream_request_filter(session, &mut parts, ctx).await?;
-            let replayable = !session.has_body() && forwarding::is_idempotent(&parts.method);
+            let idempotent = forwarding::is_idempotent(&parts.method);
+            let replayable = !session.has_body() && idempotent;
+            // What the policy may replay: no body, and idempotent unless it opts in.
+            let policy_replayable =
+                !upgrade && !session.has_body() && policy.as_ref().is_some_and(|p| idempotent || p.non_idempotent);
             let body = session.take_body();
-            let response = match conn.send(Request::from_parts(parts, body), replayable).await {
+            let send = conn.send(Request::from_parts(parts, body), replayable);
+            let sent = match policy.as_ref().and_then(|p| p.per_try_timeout) {
+                Some(limit) => match tokio::time::timeout(limit, send).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::explain(
+                        ErrorKind::UpstreamFirstByteTimeout,
+                        format!("no response head from {} within the per-try timeout {limit:?}", backend.addr()),
+                    )),
+                },
+                None => send.await,
+            };
+            let response = match sent {
                 Ok(r) => r,
-                Err(e) if e.retryable() && session.retries < self.max_retries => {
+                Err(e) if e.retryable() && session.retries < max_retries => {
                     tracing::debug!(upstream = %backend.addr(), error = %e, "pooled connection failed, retrying");
                     session.retries += 1;
                     continue;
@@ -88,8 +118,31 @@ impl<P: Proxy> HttpProxy<P> {
                 Err(e) if session.body_errored() => {
                     return Err(Error::explain(ErrorKind::InvalidRequest, format!("request body: {e}")));
                 }
+                Err(e)
+                    if policy_replayable
+                        && policy.as_ref().is_some_and(|p| p.on_reset)
+                        && may_retry(session.retries) =>
+                {
+                    session.retries += 1;
+                    tracing::info!(upstream = %backend.addr(), error = %e, retry = session.retries, "no response, retrying on another server");
+                    self.backoff(policy.as_deref(), session.retries).await;
+                    session.failed_peer = Some(backend);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
+            let status = response.status().as_u16();
+            if policy_replayable
+                && policy.as_ref().is_some_and(|p| p.retries_status(status))
+                && may_retry(session.retries)
+            {
+                session.retries += 1;
+                tracing::info!(upstream = %backend.addr(), status, retry = session.retries, "retrying on another server");
+                drop(response);
+                self.backoff(policy.as_deref(), session.retries).await;
+                session.failed_peer = Some(backend);
+                continue;
+            }
             session.upstream_time = Some(attempt.elapsed());
             let (mut parts, body) = response.into_parts();
             if upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -106,6 +159,17 @@ impl<P: Proxy> HttpProxy<P> {
             self.proxy.response_filter(session, &mut parts, ctx).await?;
             session.status = Some(parts.status);
             return Ok(Outcome::Upstream(Response::from_parts(parts, body)));
+        }
+    }
+}
+
+impl<P: Proxy> HttpProxy<P> {
+    async fn backoff(&self, policy: Option<&RetryPolicy>, retry: u32) {
+        if let Some(p) = policy {
+            let wait = p.backoff_for(retry);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 }

@@ -5,8 +5,9 @@
 //! phases for each request:
 //!
 //! ```text
-//! request_filter -> upstream_peer -> (connect; retry on failure) -> upstream_request_filter
-//!   -> [send] -> upstream_response_filter -> response_filter -> response_body_filter* -> logging
+//! request_filter -> retry_policy -> upstream_peer -> (connect; retry on failure)
+//!   -> upstream_request_filter -> [send; retry per policy] -> upstream_response_filter
+//!   -> response_filter -> response_body_filter* -> logging
 //! ```
 //!
 //! Failures at any point leave the line through [`Proxy::error_response`] (by default
@@ -19,6 +20,7 @@ mod engine;
 mod error_response;
 pub mod forwarding;
 mod phase;
+pub mod retry;
 mod session;
 
 pub use body::ProxyBody;

@@ -56,6 +56,13 @@ pub trait Proxy: Send + Sync + 'static {
         ctx: &mut Self::Ctx,
     ) -> impl Future<Output = Result<Arc<Backend>>> + Send;
 
+    /// The retry policy for this request, asked once after [`Proxy::request_filter`].
+    /// `None` (the default) keeps the engine's minimal policy: one retry after a failed
+    /// connect, or after a pooled connection turned out to be closed.
+    fn retry_policy(&self, _session: &Session, _ctx: &Self::Ctx) -> Option<std::sync::Arc<crate::retry::RetryPolicy>> {
+        None
+    }
+
     /// Changes the request about to be sent upstream (already cleaned of hop-by-hop
     /// headers and carrying the forwarding headers): rewrite the path, set headers ...
     fn upstream_request_filter(

@@ -18,6 +18,7 @@ use sluice_filters::respond::{Redirect, Respond};
 use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
 use sluice_filters::tls::{ClientCertHeaders, HttpsRedirect};
 use sluice_filters::{RequestFilter, ResponseFilter};
+use sluice_proxy::retry::{RetryBudget, RetryPolicy};
 use sluice_upstream::health::{OutlierPolicy, WhenAllDown};
 use sluice_upstream::health_check::{CheckSettings, Probe};
 use sluice_upstream::limits::Limits;
@@ -29,8 +30,12 @@ use sluice_upstream::{
 
 use crate::configured::ConfiguredProxy;
 
-/// An upstream group and the affinity key of its hashing balancer, if any.
-type Group = (Arc<Upstream>, Option<AffinityKey>);
+/// An upstream group, the affinity key of its hashing balancer and its retry policy.
+struct Group {
+    upstream: Arc<Upstream>,
+    affinity: Option<AffinityKey>,
+    retry: Option<Arc<RetryPolicy>>,
+}
 
 /// The engine's pieces, ready to start.
 #[derive(Debug)]
@@ -167,7 +172,20 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         let policies = Policies { outlier: policy, when_all_down, limits, slow_start: u.slow_start };
         let group = Arc::new(Upstream::with_policies(u.name.clone(), backends, algorithm, policies));
         groups.push(group.clone());
-        upstreams.insert(u.name.clone(), (group, affinity));
+        let retry = u.retry.as_ref().map(|r| {
+            Arc::new(RetryPolicy {
+                max_retries: r.attempts,
+                on_reset: r.reset,
+                statuses: r.statuses.clone(),
+                non_idempotent: r.non_idempotent,
+                per_try_timeout: r.per_try_timeout,
+                deadline: r.deadline,
+                backoff: r.backoff,
+                max_backoff: r.max_backoff,
+                budget: (r.budget_percent > 0).then(|| RetryBudget::new(r.budget_percent, r.min_retries_per_second)),
+            })
+        });
+        upstreams.insert(u.name.clone(), Group { upstream: group, affinity, retry });
     }
 
     let mut router = Router::new(config.listeners.len());
@@ -403,7 +421,7 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> a
     let mut proxy = None;
     match &r.action {
         config::RouteAction::Proxy(p) => {
-            let (upstream, affinity) = upstreams
+            let Group { upstream, affinity, retry } = upstreams
                 .get(&p.upstream)
                 .ok_or_else(|| anyhow!("route proxies to unknown upstream `{}`", p.upstream))?;
             let host = match &p.host {
@@ -416,6 +434,7 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> a
                 rewrite_prefix: p.rewrite_prefix.clone(),
                 host,
                 affinity: affinity.clone(),
+                retry: retry.clone(),
             });
         }
         config::RouteAction::Respond { status, body, headers } => {

@@ -64,6 +64,10 @@ impl Proxy for ConfiguredProxy {
         Ok(Flow::Continue)
     }
 
+    fn retry_policy(&self, _session: &Session, ctx: &RouteCtx) -> Option<Arc<sluice_proxy::retry::RetryPolicy>> {
+        ctx.matched.and_then(|m| self.router.route(m).proxy.as_ref()).and_then(|t| t.retry.clone())
+    }
+
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RouteCtx) -> Result<Arc<Backend>> {
         let route = ctx.matched.map(|m| self.router.route(m));
         let target = route

@@ -218,3 +218,69 @@ async fn circuit_breakers_refuse_what_exceeds_the_limits_with_503() {
     assert_eq!(concurrent_statuses(proxy.addr(), 3).await, [200, 503, 503]);
     proxy.shutdown().await;
 }
+
+async fn status_of(addr: SocketAddr, method: http::Method) -> (u16, Bytes) {
+    let mut c = h1_client(addr).await;
+    let req = Request::builder().method(method).uri("/").header("host", "lb.test").body(full("")).unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_statuses_are_retried_on_another_server_for_idempotent_requests() {
+    let good = Origin::named("good").await;
+    let bad = failing(503).await;
+    let origins = [(good.addr, 1), (bad.addr, 1)];
+    let retry = "balance \"round-robin\"\n    retry statuses=\"503\" budget=0\n    outlier-detection consecutive-5xx=0";
+    let proxy = Proxy::start(&config(&origins, retry)).await;
+    for _ in 0..6 {
+        assert_eq!(status_of(proxy.addr(), http::Method::GET).await, (200, Bytes::from("good")));
+    }
+    // Round-robin gives the failing origin every other turn, and a retry takes a turn too:
+    // requests 2 to 6 each tried it first.
+    assert_eq!(bad.requests(), 5);
+    // A POST is not idempotent: its 503 comes back as it is...
+    let mut posts = Vec::new();
+    for _ in 0..2 {
+        posts.push(status_of(proxy.addr(), http::Method::POST).await.0);
+    }
+    posts.sort_unstable();
+    assert_eq!(posts, [200, 503]);
+    proxy.shutdown().await;
+    // ...unless the policy opts in (requests without a body only).
+    let opt_in = retry.replace("budget=0", "budget=0 non-idempotent=#true");
+    let proxy = Proxy::start(&config(&origins, &opt_in)).await;
+    for _ in 0..2 {
+        assert_eq!(status_of(proxy.addr(), http::Method::POST).await.0, 200);
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_try_timeout_moves_a_hanging_request_to_another_server() {
+    let hanging = slow("slow", Duration::from_secs(30)).await;
+    let fast = Origin::named("fast").await;
+    let origins = [(hanging.addr, 1), (fast.addr, 1)];
+    let retry = "balance \"round-robin\"\n    retry per-try-timeout=\"200ms\" budget=0";
+    let proxy = Proxy::start(&config(&origins, retry)).await;
+    for _ in 0..2 {
+        assert_eq!(status_of(proxy.addr(), http::Method::GET).await, (200, Bytes::from("fast")));
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_stops_retries_from_multiplying_load_on_a_failing_group() {
+    let (x, y) = (failing(503).await, failing(503).await);
+    let origins = [(x.addr, 1), (y.addr, 1)];
+    let retry = "retry attempts=3 statuses=\"503\" budget=10 min-retries-per-second=0 backoff=\"0s\"\n    outlier-detection consecutive-5xx=0";
+    let proxy = Proxy::start(&config(&origins, retry)).await;
+    for _ in 0..40 {
+        assert_eq!(status_of(proxy.addr(), http::Method::GET).await.0, 503);
+    }
+    let sent = x.requests() + y.requests();
+    // Without a budget: 40 × 4 = 160. With 10 %: at most 4 retries.
+    assert!((40..=44).contains(&sent), "{sent} requests reached the origins");
+    proxy.shutdown().await;
+}

@@ -6,13 +6,13 @@ use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{
-    Balance, BalanceAlgorithm, HashKey, HealthCheck, HealthProbe, OutlierDetection, UpstreamConfig, UpstreamProtocol,
-    UpstreamServer, WhenAllDown,
+    Balance, BalanceAlgorithm, HashKey, HealthCheck, HealthProbe, OutlierDetection, RetryConfig, UpstreamConfig,
+    UpstreamProtocol, UpstreamServer, WhenAllDown,
 };
 use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::tls::read_upstream_tls;
 use crate::sections::RawUpstream;
-use crate::value::{choice, duration, integer, non_empty_string};
+use crate::value::{boolean, choice, duration, integer, non_empty_string, string};
 
 const NODES: &[&str] = &[
     "server",
@@ -25,7 +25,22 @@ const NODES: &[&str] = &[
     "when-all-down",
     "health-check",
     "limits",
+    "slow-start",
+    "retry",
 ];
+const RETRY_PROPS: &[&str] = &[
+    "attempts",
+    "reset",
+    "statuses",
+    "non-idempotent",
+    "per-try-timeout",
+    "deadline",
+    "backoff",
+    "max-backoff",
+    "budget",
+    "min-retries-per-second",
+];
+const RETRY_USAGE: &str = "retry attempts=2 statuses=\"502 503 504\" per-try-timeout=\"2s\" budget=20";
 const CHECK_NODES: &[&str] =
     &["http", "tcp", "interval", "timeout", "jitter", "healthy-threshold", "unhealthy-threshold"];
 const HTTP_CHECK_USAGE: &str = "http \"/healthz\" status=\"200-399\" body=\"ok\" host=\"health.internal\"";
@@ -120,6 +135,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                 }
             }
             "outlier-detection" => read_outlier(d, child, &mut config.outlier),
+            "retry" => config.retry = read_retry(d, child),
             "slow-start" => {
                 if let Some(t) = single(d, child, "slow-start \"30s\"").and_then(|e| duration(d, e, true)) {
                     config.slow_start = t;
@@ -281,6 +297,70 @@ fn read_http_probe(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<HealthProb
         None => None,
     };
     Some(HealthProbe::Http { path: path.to_owned(), status_min, status_max, body, host })
+}
+
+/// Reads `retry prop=value ...` over the defaults.
+fn read_retry(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RetryConfig> {
+    let (_, props) = leaf(d, node, Arity::Exactly(0), RETRY_PROPS, RETRY_USAGE);
+    let mut r = RetryConfig::default();
+    let mut ok = true;
+    if let Some(e) = props.get("attempts") {
+        match integer(d, e, 0, 10) {
+            Some(n) => r.attempts = u32::try_from(n).unwrap_or(1),
+            None => ok = false,
+        }
+    }
+    for (key, slot) in [("reset", &mut r.reset), ("non-idempotent", &mut r.non_idempotent)] {
+        if let Some(e) = props.get(key) {
+            match boolean(d, e) {
+                Some(b) => *slot = b,
+                None => ok = false,
+            }
+        }
+    }
+    if let Some(e) = props.get("statuses") {
+        let text = string(d, e, RETRY_USAGE)?;
+        for word in text.split([' ', ',']).filter(|w| !w.is_empty()) {
+            match word.parse::<u16>() {
+                Ok(code) if (500..=599).contains(&code) || code == 429 || code == 408 => r.statuses.push(code),
+                _ => {
+                    d.error(e.span(), format!("`{word}` is not a status worth retrying"))
+                        .label("expected 5xx, 408 or 429")
+                        .help("list statuses like \"502 503 504\"; a retried request goes to another server");
+                    ok = false;
+                }
+            }
+        }
+    }
+    for (key, slot) in [("per-try-timeout", &mut r.per_try_timeout), ("deadline", &mut r.deadline)] {
+        if let Some(e) = props.get(key) {
+            match duration(d, e, false) {
+                Some(t) => *slot = Some(t),
+                None => ok = false,
+            }
+        }
+    }
+    for (key, slot) in [("backoff", &mut r.backoff), ("max-backoff", &mut r.max_backoff)] {
+        if let Some(e) = props.get(key) {
+            match duration(d, e, true) {
+                Some(t) => *slot = t,
+                None => ok = false,
+            }
+        }
+    }
+    if let Some(e) = props.get("budget") {
+        match integer(d, e, 0, 100) {
+            Some(n) => r.budget_percent = u32::try_from(n).unwrap_or(20),
+            None => ok = false,
+        }
+    }
+    if let Some(e) = props.get("min-retries-per-second") {
+        match integer(d, e, 0, 1_000_000) {
+            Some(n) => r.min_retries_per_second = u32::try_from(n).unwrap_or(3),
+            None => ok = false,
+        }
+    }
+    ok.then_some(r)
 }
 
 /// Reads `outlier-detection prop=value ...` over the defaults.
