@@ -256,6 +256,8 @@ pub struct UpstreamConfig {
     pub slow_start: Duration,
     /// Retry policy; `None`: one retry after a failed connect only.
     pub retry: Option<RetryConfig>,
+    /// Sticky sessions: the name of the cookie that pins a client to a server.
+    pub sticky_cookie: Option<String>,
 }
 
 /// How failed attempts are retried (`retry ...`).
@@ -493,6 +495,7 @@ impl UpstreamConfig {
             limits: UpstreamLimits::default(),
             slow_start: Duration::ZERO,
             retry: None,
+            sticky_cookie: None,
         }
     }
 }

@@ -38,7 +38,8 @@ impl AffinityKey {
     }
 }
 
-fn cookie<'s>(session: &'s Session, name: &str) -> Option<&'s [u8]> {
+/// The value of the request's cookie `name`, if it sent one.
+pub fn cookie<'s>(session: &'s Session, name: &str) -> Option<&'s [u8]> {
     session.req.headers.get_all(http::header::COOKIE).iter().find_map(|v| {
         v.as_bytes().split(|&b| b == b';').find_map(|pair| {
             let pair = pair.trim_ascii();

@@ -51,6 +51,8 @@ pub struct ProxyTarget {
     pub affinity: Option<crate::affinity::AffinityKey>,
     /// The group's retry policy; `None`: the engine's default.
     pub retry: Option<Arc<sluice_proxy::retry::RetryPolicy>>,
+    /// Sticky sessions: the cookie that names the server, when enabled.
+    pub sticky_cookie: Option<Arc<str>>,
 }
 
 /// One route.
@@ -290,6 +292,7 @@ mod tests {
             host: None,
             affinity: None,
             retry: None,
+            sticky_cookie: None,
         };
         let mut r = route(PathMatch::Prefix("/api".into()), vec![]);
         r.proxy = Some(target(true, None));

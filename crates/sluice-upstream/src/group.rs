@@ -30,6 +30,8 @@ pub struct Upstream {
     selector: Box<dyn Selector>,
     health: Arc<GroupHealth>,
     limits: Arc<GroupLimits>,
+    /// Each backend's sticky-session token: a fixed hash of its name, in hex.
+    tokens: Vec<String>,
 }
 
 impl Upstream {
@@ -65,7 +67,21 @@ impl Upstream {
         for b in &backends {
             b.join_group(health.clone(), limits.clone());
         }
-        Self { name, backends, algorithm, selector, health, limits }
+        let tokens = backends.iter().map(|b| format!("{:016x}", selection::hash_key(b.name().as_bytes()))).collect();
+        Self { name, backends, algorithm, selector, health, limits, tokens }
+    }
+
+    /// The backend a sticky-session token names, if it is available and not `avoid`.
+    pub fn sticky(&self, token: &[u8], avoid: Option<&Arc<Backend>>) -> Option<&Arc<Backend>> {
+        let i = self.tokens.iter().position(|t| t.as_bytes() == token)?;
+        let b = &self.backends[i];
+        let usable = b.health().available(now_ms()) && !avoid.is_some_and(|a| Arc::ptr_eq(a, b));
+        usable.then_some(b)
+    }
+
+    /// The sticky-session token of a backend of this group.
+    pub fn token_of(&self, backend: &Arc<Backend>) -> Option<&str> {
+        self.backends.iter().position(|b| Arc::ptr_eq(b, backend)).map(|i| self.tokens[i].as_str())
     }
 
     /// Circuit-breaker limits and counters.

@@ -35,6 +35,7 @@ struct Group {
     upstream: Arc<Upstream>,
     affinity: Option<AffinityKey>,
     retry: Option<Arc<RetryPolicy>>,
+    sticky_cookie: Option<Arc<str>>,
 }
 
 /// The engine's pieces, ready to start.
@@ -185,7 +186,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 budget: (r.budget_percent > 0).then(|| RetryBudget::new(r.budget_percent, r.min_retries_per_second)),
             })
         });
-        upstreams.insert(u.name.clone(), Group { upstream: group, affinity, retry });
+        let sticky_cookie = u.sticky_cookie.as_deref().map(Arc::from);
+        upstreams.insert(u.name.clone(), Group { upstream: group, affinity, retry, sticky_cookie });
     }
 
     let mut router = Router::new(config.listeners.len());
@@ -421,7 +423,7 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> a
     let mut proxy = None;
     match &r.action {
         config::RouteAction::Proxy(p) => {
-            let Group { upstream, affinity, retry } = upstreams
+            let Group { upstream, affinity, retry, sticky_cookie } = upstreams
                 .get(&p.upstream)
                 .ok_or_else(|| anyhow!("route proxies to unknown upstream `{}`", p.upstream))?;
             let host = match &p.host {
@@ -435,6 +437,7 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> a
                 host,
                 affinity: affinity.clone(),
                 retry: retry.clone(),
+                sticky_cookie: sticky_cookie.clone(),
             });
         }
         config::RouteAction::Respond { status, body, headers } => {

@@ -21,6 +21,8 @@ pub struct ConfiguredProxy {
 #[derive(Debug, Default)]
 pub struct RouteCtx {
     matched: Option<Matched>,
+    /// A sticky-session cookie to set on the response (the server changed or was new).
+    set_cookie: Option<http::HeaderValue>,
 }
 
 impl ConfiguredProxy {
@@ -73,13 +75,26 @@ impl Proxy for ConfiguredProxy {
         let target = route
             .and_then(|r| r.proxy.as_ref())
             .ok_or_else(|| Error::explain(ErrorKind::Internal, "route has no upstream"))?;
-        target
-            .upstream
-            .select(target.affinity.as_ref().map(|k| k.pick(session)).unwrap_or_default(), session.failed_peer())
-            .cloned()
-            .ok_or_else(|| {
-                Error::explain(ErrorKind::NoUpstream, format!("upstream `{}` has no server", target.upstream.name()))
-            })
+        let upstream = &target.upstream;
+        let sticky =
+            target.sticky_cookie.as_deref().map(|name| (name, sluice_filters::affinity::cookie(session, name)));
+        if let Some((_, Some(token))) = sticky {
+            if let Some(b) = upstream.sticky(token, session.failed_peer()) {
+                ctx.set_cookie = None;
+                return Ok(b.clone());
+            }
+        }
+        let pick = target.affinity.as_ref().map(|k| k.pick(session)).unwrap_or_default();
+        let chosen = upstream.select(pick, session.failed_peer()).cloned().ok_or_else(|| {
+            Error::explain(ErrorKind::NoUpstream, format!("upstream `{}` has no server", upstream.name()))
+        })?;
+        // Sticky sessions: (re)pin the client to the server it got.
+        if let Some((name, _)) = sticky {
+            if let Some(token) = upstream.token_of(&chosen) {
+                ctx.set_cookie = http::HeaderValue::try_from(format!("{name}={token}; Path=/; HttpOnly")).ok();
+            }
+        }
+        Ok(chosen)
     }
 
     async fn upstream_request_filter(
@@ -131,6 +146,9 @@ impl Proxy for ConfiguredProxy {
         };
         for filter in &self.router.route(matched).response_filters {
             filter.on_response(session, response)?;
+        }
+        if let Some(cookie) = ctx.set_cookie.take() {
+            response.headers.append(http::header::SET_COOKIE, cookie);
         }
         self.router.site(matched.site).response_headers.apply(&mut response.headers);
         Ok(())

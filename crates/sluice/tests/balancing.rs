@@ -284,3 +284,48 @@ async fn the_retry_budget_stops_retries_from_multiplying_load_on_a_failing_group
     assert!((40..=44).contains(&sent), "{sent} requests reached the origins");
     proxy.shutdown().await;
 }
+
+async fn get_cookie(addr: SocketAddr, cookie: Option<&str>) -> (Bytes, Option<String>) {
+    let mut c = h1_client(addr).await;
+    let mut req = Request::get("/").header("host", "lb.test");
+    if let Some(v) = cookie {
+        req = req.header("cookie", v);
+    }
+    let resp = c.send_request(req.body(full("")).unwrap()).await.unwrap();
+    let set = resp.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
+    (resp.into_body().collect().await.unwrap().to_bytes(), set)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_sessions_pin_a_client_and_repin_when_its_server_goes_away() {
+    let (a, b, c) = (Origin::named("a").await, Origin::named("b").await, Origin::named("c").await);
+    let origins = [(a.addr, 1), (b.addr, 1), (c.addr, 1)];
+    let proxy = Proxy::start(&config(&origins, "sticky cookie=\"srv\"")).await;
+    let (first, set) = get_cookie(proxy.addr(), None).await;
+    let set = set.expect("a new client gets the cookie");
+    assert!(set.starts_with("srv=") && set.contains("Path=/") && set.contains("HttpOnly"), "{set}");
+    let cookie = format!("theme=dark; {}", set.split(';').next().unwrap());
+    for _ in 0..6 {
+        let (body, again) = get_cookie(proxy.addr(), Some(&cookie)).await;
+        assert_eq!(body, first, "pinned");
+        assert_eq!(again, None, "no new cookie while the server is there");
+    }
+    // The pinned server goes away (its health checks fail): the client is moved to another
+    // server and re-pinned there.
+    let pinned = match &first[..] {
+        b"a" => 0,
+        b"b" => 1,
+        _ => 2,
+    };
+    let group = proxy.server.as_ref().unwrap().upstreams()[0].clone();
+    group.backends()[pinned].health().set_checked(false);
+    let (moved, repin) = get_cookie(proxy.addr(), Some(&cookie)).await;
+    assert_ne!(moved, first);
+    let repin = repin.expect("re-pinned to the new server");
+    let new_cookie = repin.split(';').next().unwrap().to_owned();
+    assert_ne!(Some(new_cookie.as_str()), cookie.split("; ").nth(1));
+    for _ in 0..3 {
+        assert_eq!(get_cookie(proxy.addr(), Some(&new_cookie)).await, (moved.clone(), None));
+    }
+    proxy.shutdown().await;
+}

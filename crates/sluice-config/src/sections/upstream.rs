@@ -27,6 +27,7 @@ const NODES: &[&str] = &[
     "limits",
     "slow-start",
     "retry",
+    "sticky",
 ];
 const RETRY_PROPS: &[&str] = &[
     "attempts",
@@ -136,6 +137,23 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
             }
             "outlier-detection" => read_outlier(d, child, &mut config.outlier),
             "retry" => config.retry = read_retry(d, child),
+            "sticky" => {
+                let usage = "sticky cookie=\"sluice_server\"";
+                let (_, props) = leaf(d, child, Arity::Exactly(0), &["cookie"], usage);
+                let name = match props.get("cookie") {
+                    Some(e) => non_empty_string(d, e, usage).map(str::to_owned),
+                    None => Some("sluice_server".to_owned()),
+                };
+                if let Some(name) = name {
+                    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                        config.sticky_cookie = Some(name);
+                    } else {
+                        d.error(name_span(child), format!("invalid cookie name `{name}`"))
+                            .label("not a cookie name")
+                            .help("use letters, digits, `_` and `-`");
+                    }
+                }
+            }
             "slow-start" => {
                 if let Some(t) = single(d, child, "slow-start \"30s\"").and_then(|e| duration(d, e, true)) {
                     config.slow_start = t;
