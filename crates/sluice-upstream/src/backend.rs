@@ -105,9 +105,9 @@ pub struct BackendStats {
 /// Decay time of the latency average: a past peak weighs 1/e after this long.
 const EWMA_DECAY_MS: f64 = 10_000.0;
 
-fn clock_start() -> Instant {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *START.get_or_init(Instant::now)
+fn clock_start() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
 }
 
 impl BackendStats {
@@ -129,8 +129,15 @@ impl BackendStats {
     /// Adds one response-head latency to the peak-EWMA: a slower response takes over at
     /// once, faster ones pull the average down over ~10 s.
     pub fn observe_latency(&self, latency: Duration) {
-        let rtt = latency.as_secs_f64() * 1e6;
-        let now = u64::try_from(clock_start().elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = std::time::Instant::now();
+        self.observe_latency_at(now.checked_sub(latency).unwrap_or(now), now);
+    }
+
+    /// [`BackendStats::observe_latency`] for a request sent at `sent` and answered at
+    /// `answered` (two clock readings the caller already has).
+    pub(crate) fn observe_latency_at(&self, sent: std::time::Instant, answered: std::time::Instant) {
+        let rtt = answered.saturating_duration_since(sent).as_secs_f64() * 1e6;
+        let now = u64::try_from(answered.saturating_duration_since(clock_start()).as_millis()).unwrap_or(u64::MAX);
         let last = self.ewma_at_ms.swap(now, Ordering::Relaxed);
         let current = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
         let next = if rtt > current || current == 0.0 {
@@ -296,6 +303,10 @@ impl Backend {
     /// backend when its group's policy says so (and the group's cap allows).
     pub fn record(&self, outcome: Outcome) {
         let Some(group) = self.group.get() else { return };
+        if !self.health.needs_clock(outcome, &group.policy) {
+            self.health.record_success_fast();
+            return;
+        }
         let now = now_ms();
         if self.health.record(outcome, &group.policy, now) && group.may_eject(now) {
             let time = self.health.eject(&group.policy, now);
@@ -538,7 +549,7 @@ impl UpstreamConn {
                 let mut conn_done = false;
                 let fut = h1.sender.send_request(request);
                 let mut fut = std::pin::pin!(fut);
-                h1.deadline.set(Instant::now() + timeouts.first_byte);
+                h1.deadline.set(sent_at + timeouts.first_byte);
                 let waited = poll_fn(|cx| {
                     if !conn_done && Pin::new(&mut h1.conn).poll(cx).is_ready() {
                         conn_done = true;
@@ -554,7 +565,7 @@ impl UpstreamConn {
                     Some(r) => r.map_err(classify)?,
                     None => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
-                backend.stats.observe_latency(sent_at.elapsed());
+                backend.stats.observe_latency_at(sent_at.into_std(), std::time::Instant::now());
                 let mut driver = (!conn_done).then(|| H1Driver { h1, backend: backend.clone() });
                 if response.body().is_end_stream() {
                     // No body (HEAD, 204, 304, empty): one more turn settles the connection
@@ -576,7 +587,7 @@ impl UpstreamConn {
                     Ok(r) => r.map_err(classify)?,
                     Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
-                backend.stats.observe_latency(sent_at.elapsed());
+                backend.stats.observe_latency_at(sent_at.into_std(), std::time::Instant::now());
                 Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, outstanding)))
             }
             Kind::Upgrade(h1) => {

@@ -115,17 +115,26 @@ impl Upstream {
     pub fn select(&self, pick: Pick, avoid: Option<&Arc<Backend>>) -> Option<&Arc<Backend>> {
         let avoid = avoid.filter(|_| self.backends.len() > 1);
         let allowed = |i: usize| !avoid.is_some_and(|a| Arc::ptr_eq(a, &self.backends[i]));
-        let now = now_ms();
+        // The clock is read only if some backend was ejected or is ramping up, once.
+        let clock = std::cell::Cell::new(None);
+        let now = || match clock.get() {
+            Some(t) => t,
+            None => {
+                let t = now_ms();
+                clock.set(Some(t));
+                t
+            }
+        };
         let slow_start = self.health.slow_start;
         let available = |i: usize| {
             let health = self.backends[i].health();
-            if !allowed(i) || !health.available(now) {
+            if !allowed(i) || !health.available_lazy(&now) {
                 return false;
             }
             // Slow start: a backend that just came back is offered with a probability that
             // grows over the window, whatever the algorithm.
-            slow_start.is_zero() || {
-                let share = health.ramp(now, slow_start);
+            slow_start.is_zero() || !health.ever_came_back() || {
+                let share = health.ramp(now(), slow_start);
                 share >= 1.0 || fastrand::f64() < share
             }
         };

@@ -157,6 +157,40 @@ impl Health {
         (now.saturating_sub(back) as f64 / window as f64).max(0.05)
     }
 
+    /// Whether recording `outcome` needs the time: not for the common case of a success on
+    /// a backend that was never ejected, in a group without a failure-rate rule.
+    pub fn needs_clock(&self, outcome: Outcome, policy: &OutlierPolicy) -> bool {
+        outcome != Outcome::Success
+            || policy.failure_rate_percent > 0
+            || self.ejected_until.load(Ordering::Relaxed) != 0
+    }
+
+    /// Records a success that [`Health::needs_clock`] said needs no time: resets the
+    /// streaks (without writing when they are already zero).
+    pub fn record_success_fast(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if self.consecutive_5xx.load(Ordering::Relaxed) != 0 {
+            self.consecutive_5xx.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the backend may be used, reading the clock only when it matters: for a
+    /// backend that was ejected or came back recently. `now` is read at most once per pick.
+    pub fn available_lazy(&self, now: &dyn Fn() -> u64) -> bool {
+        if !self.checked_ok.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= now()
+    }
+
+    /// Whether slow start may apply (the backend came back at some point).
+    pub fn ever_came_back(&self) -> bool {
+        self.recovered_at.load(Ordering::Relaxed) != 0 || self.ejected_until.load(Ordering::Relaxed) != 0
+    }
+
     /// Counts one outcome; returns true when the policy says to eject (the caller checks
     /// the group's cap and then calls [`Health::eject`]).
     pub fn record(&self, outcome: Outcome, policy: &OutlierPolicy, now: u64) -> bool {
