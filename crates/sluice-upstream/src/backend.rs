@@ -218,6 +218,7 @@ struct IdleH1 {
 /// One origin server and its idle connections.
 pub struct Backend {
     name: String,
+    key: String,
     addr: SocketAddr,
     weight: u32,
     settings: BackendSettings,
@@ -246,8 +247,11 @@ impl std::fmt::Debug for Backend {
 impl Backend {
     /// A backend at `addr`; `name` is how it was written (for logs).
     pub fn new(name: impl Into<String>, addr: SocketAddr, weight: u32, settings: BackendSettings) -> Self {
+        let name = name.into();
+        let key = if name.parse::<SocketAddr>().is_ok() { name.clone() } else { format!("{name}/{}", addr.ip()) };
         Self {
-            name: name.into(),
+            key,
+            name,
             addr,
             weight: weight.max(1),
             settings,
@@ -263,6 +267,12 @@ impl Backend {
     /// The address as configured (`host:port`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What identifies the backend among a group's: the configured address, plus the
+    /// resolved IP when the name is a DNS name (one name can give several backends).
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The resolved socket address.

@@ -1,7 +1,7 @@
 //! Upstream groups: named sets of backends and the algorithm that picks one per request
 //! (see [`crate::selection`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::health::{now_ms, GroupHealth, OutlierPolicy, WhenAllDown};
 use crate::limits::{GroupLimits, Limits};
@@ -21,17 +21,32 @@ pub struct Policies {
     pub slow_start: std::time::Duration,
 }
 
+/// The backends of a group at one moment, with what selection needs about them. Replaced
+/// as a whole when the membership changes (DNS), so a pick never sees half a change.
+#[derive(Debug)]
+struct Members {
+    backends: Vec<Arc<Backend>>,
+    selector: Box<dyn Selector>,
+    /// Each backend's sticky-session token: a fixed hash of its key, in hex.
+    tokens: Vec<String>,
+}
+
+impl Members {
+    fn new(backends: Vec<Arc<Backend>>, algorithm: Algorithm) -> Self {
+        let selector = selection::build(algorithm, &backends);
+        let tokens = backends.iter().map(|b| format!("{:016x}", selection::hash_key(b.key().as_bytes()))).collect();
+        Self { backends, selector, tokens }
+    }
+}
+
 /// A named group of backends.
 #[derive(Debug)]
 pub struct Upstream {
     name: String,
-    backends: Vec<Arc<Backend>>,
     algorithm: Algorithm,
-    selector: Box<dyn Selector>,
+    members: RwLock<Arc<Members>>,
     health: Arc<GroupHealth>,
     limits: Arc<GroupLimits>,
-    /// Each backend's sticky-session token: a fixed hash of its name, in hex.
-    tokens: Vec<String>,
 }
 
 impl Upstream {
@@ -55,33 +70,57 @@ impl Upstream {
     ) -> Self {
         let Policies { outlier: policy, when_all_down, limits, slow_start } = policies;
         let name = name.into();
-        let selector = selection::build(algorithm, &backends);
         let health = Arc::new(GroupHealth {
             policy,
             when_all_down,
             slow_start,
-            members: backends.iter().map(|b| b.health_arc()).collect(),
+            members: RwLock::new(backends.iter().map(|b| b.health_arc()).collect()),
             name: name.clone(),
         });
         let limits = Arc::new(GroupLimits::new(&name, limits));
         for b in &backends {
             b.join_group(health.clone(), limits.clone());
         }
-        let tokens = backends.iter().map(|b| format!("{:016x}", selection::hash_key(b.name().as_bytes()))).collect();
-        Self { name, backends, algorithm, selector, health, limits, tokens }
+        let members = RwLock::new(Arc::new(Members::new(backends, algorithm)));
+        Self { name, algorithm, members, health, limits }
+    }
+
+    fn members(&self) -> Arc<Members> {
+        match self.members.read() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the group's backends (service discovery). Backends kept from the current
+    /// set keep their pools and health; requests in flight on removed ones finish, and their
+    /// pooled connections close when the last request lets go of them.
+    pub fn set_backends(&self, backends: Vec<Arc<Backend>>) {
+        for b in &backends {
+            b.join_group(self.health.clone(), self.limits.clone());
+        }
+        if let Ok(mut m) = self.health.members.write() {
+            *m = backends.iter().map(|b| b.health_arc()).collect();
+        }
+        let members = Arc::new(Members::new(backends, self.algorithm));
+        if let Ok(mut current) = self.members.write() {
+            *current = members;
+        }
     }
 
     /// The backend a sticky-session token names, if it is available and not `avoid`.
-    pub fn sticky(&self, token: &[u8], avoid: Option<&Arc<Backend>>) -> Option<&Arc<Backend>> {
-        let i = self.tokens.iter().position(|t| t.as_bytes() == token)?;
-        let b = &self.backends[i];
+    pub fn sticky(&self, token: &[u8], avoid: Option<&Arc<Backend>>) -> Option<Arc<Backend>> {
+        let m = self.members();
+        let i = m.tokens.iter().position(|t| t.as_bytes() == token)?;
+        let b = &m.backends[i];
         let usable = b.health().available(now_ms()) && !avoid.is_some_and(|a| Arc::ptr_eq(a, b));
-        usable.then_some(b)
+        usable.then(|| b.clone())
     }
 
     /// The sticky-session token of a backend of this group.
-    pub fn token_of(&self, backend: &Arc<Backend>) -> Option<&str> {
-        self.backends.iter().position(|b| Arc::ptr_eq(b, backend)).map(|i| self.tokens[i].as_str())
+    pub fn token_of(&self, backend: &Arc<Backend>) -> Option<String> {
+        let m = self.members();
+        m.backends.iter().position(|b| Arc::ptr_eq(b, backend)).map(|i| m.tokens[i].clone())
     }
 
     /// Circuit-breaker limits and counters.
@@ -99,9 +138,9 @@ impl Upstream {
         &self.name
     }
 
-    /// The group's backends.
-    pub fn backends(&self) -> &[Arc<Backend>] {
-        &self.backends
+    /// The group's current backends.
+    pub fn backends(&self) -> Vec<Arc<Backend>> {
+        self.members().backends.clone()
     }
 
     /// The load-balancing algorithm.
@@ -112,9 +151,11 @@ impl Upstream {
     /// Picks an available backend for a request, skipping `avoid` (a backend that just
     /// failed) unless it is the only one. When no backend is available the group fails open
     /// (picks among all) or returns `None`, as configured; `None` also for an empty group.
-    pub fn select(&self, pick: Pick, avoid: Option<&Arc<Backend>>) -> Option<&Arc<Backend>> {
-        let avoid = avoid.filter(|_| self.backends.len() > 1);
-        let allowed = |i: usize| !avoid.is_some_and(|a| Arc::ptr_eq(a, &self.backends[i]));
+    pub fn select(&self, pick: Pick, avoid: Option<&Arc<Backend>>) -> Option<Arc<Backend>> {
+        let m = self.members();
+        let backends = &m.backends;
+        let avoid = avoid.filter(|_| backends.len() > 1);
+        let allowed = |i: usize| !avoid.is_some_and(|a| Arc::ptr_eq(a, &backends[i]));
         // The clock is read only if some backend was ejected or is ramping up, once.
         let clock = std::cell::Cell::new(None);
         let now = || match clock.get() {
@@ -127,7 +168,7 @@ impl Upstream {
         };
         let slow_start = self.health.slow_start;
         let available = |i: usize| {
-            let health = self.backends[i].health();
+            let health = backends[i].health();
             if !allowed(i) || !health.available_lazy(&now) {
                 return false;
             }
@@ -138,14 +179,14 @@ impl Upstream {
                 share >= 1.0 || fastrand::f64() < share
             }
         };
-        let i = match self.selector.select(pick, &available) {
+        let i = match m.selector.select(pick, &available) {
             Some(i) => i,
             None => match self.health.when_all_down {
-                WhenAllDown::FailOpen => self.selector.select(pick, &allowed)?,
+                WhenAllDown::FailOpen => m.selector.select(pick, &allowed)?,
                 WhenAllDown::Refuse => return None,
             },
         };
-        self.backends.get(i)
+        backends.get(i).cloned()
     }
 }
 
@@ -170,7 +211,7 @@ mod tests {
         let group = Upstream::with_policies("g", b.clone(), Algorithm::RoundRobin, policies);
         b[0].health().set_checked(false);
         b[0].health().set_checked(true);
-        let picks = (0..2_000).filter(|_| Arc::ptr_eq(group.select(Pick::default(), None).unwrap(), &b[0])).count();
+        let picks = (0..2_000).filter(|_| Arc::ptr_eq(&group.select(Pick::default(), None).unwrap(), &b[0])).count();
         // 5 % of its half of the turns: about 50.
         assert!((10..200).contains(&picks), "{picks}");
     }
@@ -180,7 +221,7 @@ mod tests {
         let b = backends(2);
         let group = Upstream::with_algorithm("g", b.clone(), Algorithm::RoundRobin);
         b[0].health().set_checked(false);
-        assert!((0..10).all(|_| Arc::ptr_eq(group.select(Pick::default(), None).unwrap(), &b[1])));
+        assert!((0..10).all(|_| Arc::ptr_eq(&group.select(Pick::default(), None).unwrap(), &b[1])));
         b[1].health().set_checked(false);
         assert!(group.select(Pick::default(), None).is_some(), "fail open by default");
         let refusing = Upstream::with_policies(

@@ -271,8 +271,8 @@ pub struct GroupHealth {
     pub when_all_down: WhenAllDown,
     /// Slow start window (zero: none).
     pub slow_start: Duration,
-    /// The group's backends' health (in group order), for the ejection cap.
-    pub(crate) members: Vec<Arc<Health>>,
+    /// The group's backends' health, for the ejection cap.
+    pub(crate) members: std::sync::RwLock<Vec<Arc<Health>>>,
     /// The group's name, for logs.
     pub(crate) name: String,
 }
@@ -280,8 +280,9 @@ pub struct GroupHealth {
 impl GroupHealth {
     /// Whether one more backend may be ejected at `now` without passing the cap.
     pub fn may_eject(&self, now: u64) -> bool {
-        let n = self.members.len();
-        let ejected = self.members.iter().filter(|h| h.ejected(now)).count();
+        let Ok(members) = self.members.read() else { return false };
+        let n = members.len();
+        let ejected = members.iter().filter(|h| h.ejected(now)).count();
         let cap = (n * self.policy.max_ejected_percent as usize / 100).min(n.saturating_sub(1));
         ejected < cap
     }
@@ -367,7 +368,7 @@ mod tests {
             policy: OutlierPolicy::default(),
             when_all_down: WhenAllDown::FailOpen,
             slow_start: Duration::ZERO,
-            members: members.clone(),
+            members: std::sync::RwLock::new(members.clone()),
             name: "g".into(),
         };
         assert!(group.may_eject(0));
@@ -375,7 +376,7 @@ mod tests {
         assert!(group.may_eject(0));
         members[1].eject(&group.policy, 0);
         assert!(!group.may_eject(0), "50 % of 4 is 2");
-        let one = GroupHealth { members: members[..1].to_vec(), ..group };
+        let one = GroupHealth { members: std::sync::RwLock::new(members[..1].to_vec()), ..group };
         assert!(!one.may_eject(100_000), "a single server is never ejected");
     }
 }

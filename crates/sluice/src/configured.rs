@@ -81,11 +81,11 @@ impl Proxy for ConfiguredProxy {
         if let Some((_, Some(token))) = sticky {
             if let Some(b) = upstream.sticky(token, session.failed_peer()) {
                 ctx.set_cookie = None;
-                return Ok(b.clone());
+                return Ok(b);
             }
         }
         let pick = target.affinity.as_ref().map(|k| k.pick(session)).unwrap_or_default();
-        let chosen = upstream.select(pick, session.failed_peer()).cloned().ok_or_else(|| {
+        let chosen = upstream.select(pick, session.failed_peer()).ok_or_else(|| {
             Error::explain(ErrorKind::NoUpstream, format!("upstream `{}` has no server", upstream.name()))
         })?;
         // Sticky sessions: (re)pin the client to the server it got.

@@ -42,7 +42,6 @@ impl Proxy for Gatekeeper {
     async fn upstream_peer(&self, session: &mut Session, _ctx: &mut ()) -> Result<Arc<Backend>> {
         self.upstream
             .select(Default::default(), session.failed_peer())
-            .cloned()
             .ok_or_else(|| Error::explain(ErrorKind::NoUpstream, "no origin configured"))
     }
 

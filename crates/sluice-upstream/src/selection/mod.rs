@@ -76,10 +76,10 @@ pub fn build(algorithm: Algorithm, backends: &[Arc<Backend>]) -> Box<dyn Selecto
         Algorithm::LeastRequests => Box::new(load::LeastRequests::new(backends.to_vec())),
         Algorithm::PeakEwma => Box::new(load::PeakEwma::new(backends.to_vec())),
         Algorithm::Ketama => {
-            Box::new(hashing::Ketama::new(&backends.iter().map(|b| (b.name(), b.weight())).collect::<Vec<_>>()))
+            Box::new(hashing::Ketama::new(&backends.iter().map(|b| (b.key(), b.weight())).collect::<Vec<_>>()))
         }
         Algorithm::Maglev => {
-            Box::new(hashing::Maglev::new(&backends.iter().map(|b| (b.name(), b.weight())).collect::<Vec<_>>()))
+            Box::new(hashing::Maglev::new(&backends.iter().map(|b| (b.key(), b.weight())).collect::<Vec<_>>()))
         }
     }
 }
