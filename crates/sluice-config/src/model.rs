@@ -39,6 +39,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Where and how the access log is written.
     pub access_log: AccessLogConfig,
+    /// The name server upstream host names are resolved with; `None`: the system's.
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for ServerSettings {
@@ -48,6 +50,7 @@ impl Default for ServerSettings {
             runtime: RuntimeKind::MultiThread,
             shutdown_grace: Duration::from_secs(30),
             access_log: AccessLogConfig::default(),
+            dns_server: None,
         }
     }
 }

@@ -82,9 +82,23 @@ impl Thresholds {
 }
 
 /// Checks `backend` until shutdown, updating its verdict.
-pub async fn run(backend: Arc<Backend>, settings: Arc<CheckSettings>, group: String, mut shutdown: Shutdown) {
+pub async fn run(backend: Arc<Backend>, settings: Arc<CheckSettings>, group: String, shutdown: Shutdown) {
+    let weak = Arc::downgrade(&backend);
+    drop(backend);
+    run_weak(weak, settings, group, shutdown).await;
+}
+
+/// Like [`run`], and stops once nothing else holds the backend (it left its group and its
+/// last request finished).
+pub async fn run_weak(
+    backend: std::sync::Weak<Backend>,
+    settings: Arc<CheckSettings>,
+    group: String,
+    mut shutdown: Shutdown,
+) {
     let mut thresholds = Thresholds::new(settings.healthy_threshold, settings.unhealthy_threshold);
     loop {
+        let Some(backend) = backend.upgrade() else { return };
         let result = tokio::select! {
             r = tokio::time::timeout(settings.timeout, probe(&backend, &settings.probe)) => match r {
                 Ok(r) => r,
@@ -107,6 +121,8 @@ pub async fn run(backend: Arc<Backend>, settings: Arc<CheckSettings>, group: Str
         } else if let Err(why) = &result {
             tracing::debug!(upstream = %group, backend = %backend.name(), reason = %why, "health check failed");
         }
+        // Not held while waiting: a backend that left its group can go away meanwhile.
+        drop(backend);
         let jitter = if settings.jitter.is_zero() {
             Duration::ZERO
         } else {

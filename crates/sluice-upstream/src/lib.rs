@@ -14,6 +14,7 @@
 //! - [`Upstream`]: a named group of backends and its load-balancing algorithm;
 //! - [`health`]: passive health checking (outlier ejection) and the all-down policy;
 //! - [`health_check`]: active health checks (HTTP or TCP), one task per backend;
+//! - [`discovery`]: DNS names re-resolved on their TTL, the group updated;
 //! - [`limits`]: circuit breaking (connections, waiting requests, requests in flight);
 //! - [`selection`]: the algorithms (round-robin, smooth weighted round-robin, random,
 //!   least outstanding requests, peak-EWMA, Ketama, Maglev), all behind one trait.
@@ -21,6 +22,7 @@
 mod backend;
 mod body;
 mod connect;
+pub mod discovery;
 mod group;
 pub mod health;
 pub mod health_check;

@@ -19,6 +19,7 @@ use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
 use sluice_filters::tls::{ClientCertHeaders, HttpsRedirect};
 use sluice_filters::{RequestFilter, ResponseFilter};
 use sluice_proxy::retry::{RetryBudget, RetryPolicy};
+use sluice_upstream::discovery::{Discovery, NamedServer, Resolver};
 use sluice_upstream::health::{OutlierPolicy, WhenAllDown};
 use sluice_upstream::health_check::{CheckSettings, Probe};
 use sluice_upstream::limits::Limits;
@@ -57,6 +58,8 @@ pub struct Built {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Active health checks to run: backend, settings, group name.
     pub checks: Vec<(Arc<Backend>, Arc<CheckSettings>, String)>,
+    /// DNS re-resolution tasks to run, one per group with named servers.
+    pub discoveries: Vec<Discovery>,
 }
 
 /// Builds the engine from a configuration; resolves upstream server names.
@@ -66,6 +69,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
     let mut upstream_tls = Vec::new();
     let mut groups = Vec::new();
     let mut checks = Vec::new();
+    let mut discoveries = Vec::new();
+    let mut resolver: Option<Resolver> = None;
     for u in &config.upstreams {
         let protocol = match u.protocol {
             config::UpstreamProtocol::Http1 => UpstreamProtocol::Http1,
@@ -102,17 +107,35 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             },
             tls,
         };
-        let mut backends = Vec::with_capacity(u.servers.len());
+        // Servers written as IP addresses are fixed; names are resolved to all their
+        // addresses now, and re-resolved on their TTL by a discovery task.
+        let mut fixed = Vec::new();
+        let mut named = Vec::new();
         for s in &u.servers {
-            let addr = tokio::net::lookup_host(s.address.as_str())
+            if let Ok(addr) = s.address.parse::<std::net::SocketAddr>() {
+                fixed.push(Arc::new(Backend::new(s.address.clone(), addr, s.weight, settings.clone())));
+                continue;
+            }
+            let server = NamedServer::parse(&s.address, s.weight)
+                .ok_or_else(|| anyhow!("upstream `{}`: server `{}` is not host:port", u.name, s.address))?;
+            if resolver.is_none() {
+                resolver = Some(match config.server.dns_server {
+                    Some(addr) => Resolver::with_name_server(addr),
+                    None => Resolver::system().map_err(|e| anyhow!("{e}"))?,
+                });
+            }
+            let Some(r) = resolver.as_ref() else { continue };
+            let found = server
+                .resolve(r, &settings)
                 .await
-                .with_context(|| format!("upstream `{}`: cannot resolve server `{}`", u.name, s.address))?
-                .next()
-                .ok_or_else(|| anyhow!("upstream `{}`: server `{}` resolved to no address", u.name, s.address))?;
-            let backend = Arc::new(Backend::new(s.address.clone(), addr, s.weight, settings.clone()));
-            all_backends.push(backend.clone());
-            backends.push(backend);
+                .map_err(|e| anyhow!("upstream `{}`: cannot resolve server `{}`: {e}", u.name, s.address))?;
+            named.push((server, found));
         }
+        let mut backends = fixed.clone();
+        for (_, found) in &named {
+            backends.extend(found.iter().cloned());
+        }
+        all_backends.extend(backends.iter().cloned());
         let algorithm = match u.balance.algorithm {
             config::BalanceAlgorithm::RoundRobin => Algorithm::RoundRobin,
             config::BalanceAlgorithm::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
@@ -144,6 +167,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             config::WhenAllDown::FailOpen => WhenAllDown::FailOpen,
             config::WhenAllDown::Refuse => WhenAllDown::Refuse,
         };
+        let mut checks_for_group = None;
         if let Some(hc) = &u.health_check {
             let settings = Arc::new(CheckSettings {
                 probe: match &hc.probe {
@@ -164,6 +188,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             for b in &backends {
                 checks.push((b.clone(), settings.clone(), u.name.clone()));
             }
+            checks_for_group = Some(settings);
         }
         let limits = Limits {
             max_connections: u.limits.max_connections,
@@ -172,6 +197,16 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         };
         let policies = Policies { outlier: policy, when_all_down, limits, slow_start: u.slow_start };
         let group = Arc::new(Upstream::with_policies(u.name.clone(), backends, algorithm, policies));
+        if let (false, Some(r)) = (named.is_empty(), resolver.as_ref()) {
+            discoveries.push(Discovery {
+                group: group.clone(),
+                fixed,
+                named,
+                settings: settings.clone(),
+                resolver: r.clone(),
+                checks: checks_for_group.clone(),
+            });
+        }
         groups.push(group.clone());
         let retry = u.retry.as_ref().map(|r| {
             Arc::new(RetryPolicy {
@@ -279,6 +314,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         upstream_tls,
         upstreams: groups,
         checks,
+        discoveries,
     })
 }
 

@@ -88,15 +88,22 @@ impl Server {
         for (backend, settings, group) in built.checks {
             tasks.spawn(sluice_upstream::health_check::run(backend, settings, group, shutdown.clone()));
         }
-        let backends = built.backends;
+        for discovery in built.discoveries {
+            tasks.spawn(sluice_upstream::discovery::run(discovery, shutdown.clone()));
+        }
+        drop(built.backends);
+        // The pool sweeper looks at the groups' current members (DNS may change them).
+        let backends: Vec<Arc<sluice_upstream::Upstream>> = built.upstreams.clone();
         let mut sweeper_shutdown = shutdown.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        for b in &backends {
-                            b.evict_expired();
+                        for group in &backends {
+                            for b in group.backends() {
+                                b.evict_expired();
+                            }
                         }
                     }
                     _ = sweeper_shutdown.triggered() => break,

@@ -9,7 +9,7 @@ use crate::model::{LogFormat, LogTarget, RuntimeKind, ServerSettings};
 use crate::reader::{children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::value::{choice, duration, integer, non_empty_string};
 
-const NODES: &[&str] = &["worker-threads", "runtime", "shutdown-grace", "access-log"];
+const NODES: &[&str] = &["worker-threads", "runtime", "shutdown-grace", "access-log", "dns-server"];
 
 /// Reads a `server` block into `settings` (which holds the defaults).
 pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut ServerSettings) {
@@ -46,6 +46,21 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut Serve
                 }
             }
             "access-log" => read_access_log(d, child, settings),
+            "dns-server" => {
+                let usage = "dns-server \"10.0.0.2:53\"";
+                if let Some(entry) = crate::reader::single(d, child, usage) {
+                    if let Some(text) = crate::value::string(d, entry, usage) {
+                        match text.parse::<std::net::SocketAddr>() {
+                            Ok(addr) => settings.dns_server = Some(addr),
+                            Err(_) => {
+                                d.error(entry.span(), format!("invalid DNS server `{text}`"))
+                                    .label("not an ip:port address")
+                                    .help("write the name server's address and port, like \"10.0.0.2:53\"");
+                            }
+                        }
+                    }
+                }
+            }
             _ => unknown_node(d, child, Some("server"), NODES),
         }
     }
