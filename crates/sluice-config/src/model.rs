@@ -510,6 +510,9 @@ pub struct UpstreamServer {
     pub address: String,
     /// Relative weight (>= 1).
     pub weight: u32,
+    /// `address` is an SRV name (`_service._proto.name`): the servers, ports and weights
+    /// come from its SRV records.
+    pub srv: bool,
 }
 
 /// Protocol spoken to an upstream group.

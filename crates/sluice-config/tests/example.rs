@@ -99,8 +99,8 @@ fn full_example_parses_to_the_expected_model() {
     assert_eq!(
         origins.servers,
         vec![
-            UpstreamServer { address: "127.0.0.1:8081".into(), weight: 2 },
-            UpstreamServer { address: "origin.internal:80".into(), weight: 1 },
+            UpstreamServer { address: "127.0.0.1:8081".into(), weight: 2, srv: false },
+            UpstreamServer { address: "origin.internal:80".into(), weight: 1, srv: false },
         ]
     );
     assert_eq!(origins.protocol, UpstreamProtocol::Http1);

@@ -160,6 +160,10 @@ impl BackendStats {
 pub(crate) struct Outstanding(Arc<Backend>);
 
 impl Outstanding {
+    pub(crate) fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+
     /// Counts a request, unless the group's in-flight limit refuses it.
     pub(crate) fn start(backend: &Arc<Backend>) -> Result<Self> {
         if let Some(limits) = backend.limits.get() {
@@ -534,10 +538,13 @@ impl UpstreamConn {
     /// had no body), since the origin most likely closed the idle connection first.
     pub async fn send(self, request: Request<Body>, replayable: bool) -> Result<Response<UpstreamBody>> {
         let backend = self.backend.clone();
-        let result = self.send_inner(request, replayable).await;
-        match &result {
+        let mut result = self.send_inner(request, replayable).await;
+        match &mut result {
             Ok(response) if response.status().is_server_error() => backend.record(Outcome::ServerError),
-            Ok(_) => backend.record(Outcome::Success),
+            Ok(response) if response.body().is_end_stream() => backend.record(Outcome::Success),
+            // Otherwise success is decided by the body: it counts once the body is complete,
+            // and a body cut short counts as a failure.
+            Ok(response) => response.body_mut().record_success_at_end(),
             // Retryable here means a pooled connection the origin had closed: not its fault.
             Err(e) if e.retryable() => {}
             Err(_) => backend.record(Outcome::Failure),

@@ -42,6 +42,8 @@ pub struct UpstreamBody {
     done: bool,
     /// Counts the request as outstanding on its backend until the body ends.
     outstanding: Option<Outstanding>,
+    /// Record a success for passive health checking when the body completes.
+    success_at_end: bool,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -58,8 +60,16 @@ impl UpstreamBody {
         addr: SocketAddr,
         outstanding: Option<Outstanding>,
     ) -> Self {
-        let mut body =
-            Self { incoming, driver, read_idle, deadline: Deadline::default(), addr, done: false, outstanding };
+        let mut body = Self {
+            incoming,
+            driver,
+            read_idle,
+            deadline: Deadline::default(),
+            addr,
+            done: false,
+            outstanding,
+            success_at_end: false,
+        };
         if body.incoming.is_end_stream() {
             body.finish(None);
         }
@@ -78,9 +88,27 @@ impl UpstreamBody {
         }
     }
 
+    /// Records a success for the backend once the body is complete (the caller handles
+    /// bodies that are already complete).
+    pub(crate) fn record_success_at_end(&mut self) {
+        self.success_at_end = true;
+    }
+
+    /// A body cut short by the origin (reset or read timeout) counts as a failure of its
+    /// backend for passive health checking, like one before the response head.
+    fn body_failed(&mut self) {
+        if let Some(outstanding) = self.outstanding.take() {
+            outstanding.backend().record(crate::health::Outcome::Failure);
+        }
+    }
+
     fn finish(&mut self, cx: Option<&mut Context<'_>>) {
         self.done = true;
-        self.outstanding = None;
+        if let Some(o) = self.outstanding.take() {
+            if std::mem::take(&mut self.success_at_end) {
+                o.backend().record(crate::health::Outcome::Success);
+            }
+        }
         let Some(mut d) = self.driver.take() else {
             return;
         };
@@ -136,6 +164,7 @@ impl http_body::Body for UpstreamBody {
             Poll::Ready(Some(Err(e))) => {
                 this.driver = None;
                 this.done = true;
+                this.body_failed();
                 let kind = if e.is_timeout() { ErrorKind::UpstreamReadTimeout } else { ErrorKind::UpstreamReset };
                 Poll::Ready(Some(Err(Error::because(kind, format!("reading the response body from {}", this.addr), e))))
             }
@@ -148,6 +177,7 @@ impl http_body::Body for UpstreamBody {
                 if deadline.poll_expired(cx).is_ready() {
                     this.driver = None;
                     this.done = true;
+                    this.body_failed();
                     return Poll::Ready(Some(Err(Error::explain(
                         ErrorKind::UpstreamReadTimeout,
                         format!("{} sent nothing for {:?}", this.addr, this.read_idle),

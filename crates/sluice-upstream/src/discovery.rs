@@ -7,7 +7,6 @@
 //! requests in flight finish, then their connections close with the last reference. When
 //! the resolver fails, the last good set stays and the failure is logged.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,43 +69,84 @@ impl Resolver {
     }
 }
 
-/// A server written with a host name.
+/// A server written with a host name, or an SRV name.
 #[derive(Debug, Clone)]
 pub struct NamedServer {
-    /// `host:port` as written.
+    /// As written (`host:port`, or the SRV name).
     pub name: String,
-    /// The host part.
+    /// The host part (or the SRV name).
     pub host: String,
-    /// The port.
+    /// The port (unused for SRV: each record has its own).
     pub port: u16,
-    /// The weight of every backend it resolves to.
+    /// The weight of every backend it resolves to (SRV: each record's own weight).
     pub weight: u32,
+    /// Look up SRV records (priority, weight, port, target) instead of addresses.
+    pub srv: bool,
+}
+
+/// One address a named server resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    name: String,
+    addr: SocketAddr,
+    weight: u32,
 }
 
 impl NamedServer {
     /// Splits `host:port`; `None` when it is not a name with a port.
     pub fn parse(written: &str, weight: u32) -> Option<Self> {
         let (host, port) = written.rsplit_once(':')?;
-        Some(Self { name: written.to_owned(), host: host.to_owned(), port: port.parse().ok()?, weight })
+        Some(Self { name: written.to_owned(), host: host.to_owned(), port: port.parse().ok()?, weight, srv: false })
     }
 
-    fn backends(&self, ips: &[IpAddr], settings: &BackendSettings) -> Vec<Arc<Backend>> {
-        ips.iter()
-            .map(|ip| {
-                Arc::new(Backend::new(
-                    self.name.clone(),
-                    SocketAddr::new(*ip, self.port),
-                    self.weight,
-                    settings.clone(),
-                ))
-            })
-            .collect()
+    /// An SRV name such as `_http._tcp.api.internal`.
+    pub fn srv(name: &str) -> Self {
+        Self { name: name.to_owned(), host: name.to_owned(), port: 0, weight: 1, srv: true }
+    }
+
+    /// What the name stands for now, and for how long.
+    async fn targets(&self, resolver: &Resolver) -> Result<(Vec<Target>, Duration)> {
+        if !self.srv {
+            let (ips, ttl) = resolver.lookup(&self.host).await?;
+            let targets = ips
+                .into_iter()
+                .map(|ip| Target { name: self.name.clone(), addr: SocketAddr::new(ip, self.port), weight: self.weight })
+                .collect();
+            return Ok((targets, ttl));
+        }
+        let found = resolver
+            .0
+            .srv_lookup(self.host.as_str())
+            .await
+            .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("SRV lookup of `{}`", self.host), e))?;
+        let mut ttl = found.as_lookup().valid_until().saturating_duration_since(std::time::Instant::now());
+        // Only the best (lowest) priority is used; the others are fallbacks for when it is gone.
+        let best = found.iter().map(|r| r.priority()).min();
+        let mut targets = Vec::new();
+        for record in found.iter().filter(|r| Some(r.priority()) == best) {
+            let host = record.target().to_utf8();
+            let host = host.trim_end_matches('.');
+            let (ips, t) = resolver.lookup(host).await?;
+            ttl = ttl.min(t);
+            for ip in ips {
+                targets.push(Target {
+                    name: format!("{host}:{}", record.port()),
+                    addr: SocketAddr::new(ip, record.port()),
+                    weight: u32::from(record.weight()).max(1),
+                });
+            }
+        }
+        if targets.is_empty() {
+            return Err(Error::explain(ErrorKind::ConnectFailed, format!("`{}` has no SRV records", self.host)));
+        }
+        targets.sort_by(|a, b| (a.addr, &a.name).cmp(&(b.addr, &b.name)));
+        Ok((targets, ttl))
     }
 
     /// Resolves the server for the first time (at startup): all its addresses.
     pub async fn resolve(&self, resolver: &Resolver, settings: &BackendSettings) -> Result<Vec<Arc<Backend>>> {
-        let (ips, _) = resolver.lookup(&self.host).await?;
-        Ok(self.backends(&ips, settings))
+        let (targets, _) = self.targets(resolver).await?;
+        Ok(targets.iter().map(|t| Arc::new(Backend::new(t.name.clone(), t.addr, t.weight, settings.clone()))).collect())
     }
 }
 
@@ -138,34 +178,43 @@ pub async fn run(mut d: Discovery, mut shutdown: Shutdown) {
         let mut next = MAX_REFRESH;
         let mut changed = false;
         for (server, current) in &mut d.named {
-            match d.resolver.lookup(&server.host).await {
-                Ok((ips, ttl)) => {
+            match server.targets(&d.resolver).await {
+                Ok((targets, ttl)) => {
                     next = next.min(ttl);
-                    let known: BTreeMap<IpAddr, Arc<Backend>> =
-                        current.iter().map(|b| (b.addr().ip(), b.clone())).collect();
-                    if known.keys().copied().eq(ips.iter().copied()) {
+                    let same = current.len() == targets.len()
+                        && current
+                            .iter()
+                            .zip(&targets)
+                            .all(|(b, t)| b.addr() == t.addr && b.name() == t.name && b.weight() == t.weight);
+                    if same {
                         continue;
                     }
-                    let fresh: Vec<Arc<Backend>> = ips
+                    let fresh: Vec<Arc<Backend>> = targets
                         .iter()
-                        .map(|ip| match known.get(ip) {
-                            Some(b) => b.clone(),
-                            None => {
-                                let b = server.backends(&[*ip], &d.settings).remove(0);
-                                if let Some(checks) = &d.checks {
-                                    tokio::spawn(health_check::run_weak(
-                                        Arc::downgrade(&b),
-                                        checks.clone(),
-                                        d.group.name().to_owned(),
-                                        shutdown.clone(),
-                                    ));
+                        .map(|t| {
+                            let kept = current
+                                .iter()
+                                .find(|b| b.addr() == t.addr && b.name() == t.name && b.weight() == t.weight);
+                            match kept {
+                                Some(b) => b.clone(),
+                                None => {
+                                    let b =
+                                        Arc::new(Backend::new(t.name.clone(), t.addr, t.weight, d.settings.clone()));
+                                    if let Some(checks) = &d.checks {
+                                        tokio::spawn(health_check::run_weak(
+                                            Arc::downgrade(&b),
+                                            checks.clone(),
+                                            d.group.name().to_owned(),
+                                            shutdown.clone(),
+                                        ));
+                                    }
+                                    b
                                 }
-                                b
                             }
                         })
                         .collect();
-                    let before: Vec<String> = current.iter().map(|b| b.addr().ip().to_string()).collect();
-                    let after: Vec<String> = fresh.iter().map(|b| b.addr().ip().to_string()).collect();
+                    let before: Vec<String> = current.iter().map(|b| b.addr().to_string()).collect();
+                    let after: Vec<String> = fresh.iter().map(|b| b.addr().to_string()).collect();
                     tracing::info!(
                         upstream = %d.group.name(),
                         server = %server.name,

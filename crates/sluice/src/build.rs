@@ -112,12 +112,16 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         let mut fixed = Vec::new();
         let mut named = Vec::new();
         for s in &u.servers {
-            if let Ok(addr) = s.address.parse::<std::net::SocketAddr>() {
+            if let (false, Ok(addr)) = (s.srv, s.address.parse::<std::net::SocketAddr>()) {
                 fixed.push(Arc::new(Backend::new(s.address.clone(), addr, s.weight, settings.clone())));
                 continue;
             }
-            let server = NamedServer::parse(&s.address, s.weight)
-                .ok_or_else(|| anyhow!("upstream `{}`: server `{}` is not host:port", u.name, s.address))?;
+            let server = if s.srv {
+                NamedServer::srv(&s.address)
+            } else {
+                NamedServer::parse(&s.address, s.weight)
+                    .ok_or_else(|| anyhow!("upstream `{}`: server `{}` is not host:port", u.name, s.address))?
+            };
             if resolver.is_none() {
                 resolver = Some(match config.server.dns_server {
                     Some(addr) => Resolver::with_name_server(addr),

@@ -229,7 +229,7 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
             bail!("--to {url}: all origins must use the same scheme");
         }
         protocol = Some((proto, https));
-        servers.push(UpstreamServer { address, weight: 1 });
+        servers.push(UpstreamServer { address, weight: 1, srv: false });
     }
     let mut upstream = UpstreamConfig::new("origins", servers);
     let (proto, https) = protocol.ok_or_else(|| anyhow!("at least one --to is required"))?;

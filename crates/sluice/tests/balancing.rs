@@ -329,3 +329,47 @@ async fn sticky_sessions_pin_a_client_and_repin_when_its_server_goes_away() {
     }
     proxy.shutdown().await;
 }
+
+/// An origin that sends a response head promising 1000 bytes, then 3 bytes, then closes.
+async fn cut_short() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nabc").await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_cut_short_count_as_failures_and_eject() {
+    let good = Origin::named("good").await;
+    let bad = cut_short().await;
+    let text = config(
+        &[(good.addr, 1), (bad, 1)],
+        "balance \"round-robin\"\n    outlier-detection consecutive-failures=2 base-ejection=\"1h\" max-ejection=\"2h\"",
+    );
+    let proxy = Proxy::start(&text).await;
+    let group = proxy.server.as_ref().unwrap().upstreams()[0].clone();
+    for _ in 0..4 {
+        let mut c = h1_client(proxy.addr()).await;
+        let req = Request::get("/").header("host", "lb.test").body(full("")).unwrap();
+        if let Ok(resp) = c.send_request(req).await {
+            // The cut-short body surfaces as an error to the client; the good one completes.
+            let _ = resp.into_body().collect().await;
+        }
+    }
+    let bad_backend = group.backends().into_iter().find(|b| b.addr() == bad).unwrap();
+    assert!(bad_backend.health().ejected(sluice_upstream::health::now_ms()), "two cut-short bodies eject it");
+    for _ in 0..4 {
+        assert_eq!(get_with(proxy.addr(), "/", None).await, "good");
+    }
+    proxy.shutdown().await;
+}

@@ -466,19 +466,38 @@ fn parse_hash_key(text: &str) -> Result<HashKey, String> {
 }
 
 fn read_server(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<UpstreamServer> {
-    let (args, props) = leaf(d, node, Arity::Exactly(1), &["weight"], SERVER_USAGE);
+    let (args, props) = leaf(d, node, Arity::Exactly(1), &["weight", "srv"], SERVER_USAGE);
     // Both parts are checked before giving up, so both can be reported.
     let weight = match props.get("weight") {
         Some(entry) => integer(d, entry, 1, i128::from(u32::MAX)).and_then(|n| u32::try_from(n).ok()),
         None => Some(1),
     };
+    let srv = match props.get("srv") {
+        Some(entry) => boolean(d, entry)?,
+        None => false,
+    };
     let entry = args.first()?;
     let address = non_empty_string(d, entry, SERVER_USAGE)?;
+    if srv {
+        if let Some(w) = props.get("weight") {
+            d.error(w.span(), "an SRV server takes its weights from its SRV records")
+                .label("not used with srv")
+                .help("remove weight=, or set the weights in the SRV records");
+            return None;
+        }
+        if let Err(why) = check_host_name(address) {
+            d.error(entry.span(), format!("invalid SRV name `{address}`: {why}"))
+                .label("not an SRV name")
+                .help("write the SRV name without a port, like \"_http._tcp.api.internal\"");
+            return None;
+        }
+        return Some(UpstreamServer { address: address.to_owned(), weight: 1, srv: true });
+    }
     if let Err((message, help)) = check_server_address(address) {
         d.error(entry.span(), message).label("not a host:port address").help(help);
         return None;
     }
-    Some(UpstreamServer { address: address.to_owned(), weight: weight? })
+    Some(UpstreamServer { address: address.to_owned(), weight: weight?, srv: false })
 }
 
 /// Checks `host:port` where host is an IPv4 address, a bracketed IPv6 address or a DNS name.
