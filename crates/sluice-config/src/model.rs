@@ -678,4 +678,7 @@ pub struct ProxyAction {
     pub rewrite_prefix: Option<String>,
     /// Host header sent upstream instead of the client's.
     pub host: Option<String>,
+    /// This route's requests with non-idempotent methods (and no body) may be retried under
+    /// the upstream's `retry` policy.
+    pub retry_non_idempotent: bool,
 }

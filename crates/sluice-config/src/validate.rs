@@ -23,6 +23,8 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
     let refs = listener_refs(d, &raw.listeners);
     check_upstream_names(d, &raw.upstreams);
     let upstream_names: Vec<&str> = raw.upstreams.iter().map(|u| u.config.name.as_str()).collect();
+    let with_retry: Vec<&str> =
+        raw.upstreams.iter().filter(|u| u.config.retry.is_some()).map(|u| u.config.name.as_str()).collect();
 
     let mut claims: HashMap<(usize, &HostPattern), SourceSpan> = HashMap::new();
     let mut sites = Vec::with_capacity(raw.sites.len());
@@ -38,7 +40,7 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
                 certificates_per_listener[l] += 1;
             }
         }
-        check_routes(d, &site.routes, &upstream_names);
+        check_routes(d, &site.routes, &upstream_names, &with_retry);
         let mut listeners: Vec<String> = Vec::new();
         for index in listen {
             let name = &raw.listeners[index].name;
@@ -201,7 +203,7 @@ fn check_hosts<'s>(
 }
 
 /// Reports duplicate routes and `proxy` actions naming undefined upstreams.
-fn check_routes(d: &mut Diagnostics<'_>, routes: &[RawRoute], upstreams: &[&str]) {
+fn check_routes(d: &mut Diagnostics<'_>, routes: &[RawRoute], upstreams: &[&str], with_retry: &[&str]) {
     for (index, route) in routes.iter().enumerate() {
         let clash = routes[..index].iter().find(|earlier| {
             earlier.config.path == route.config.path
@@ -223,6 +225,17 @@ fn check_routes(d: &mut Diagnostics<'_>, routes: &[RawRoute], upstreams: &[&str]
                 ));
         }
         if let (RouteAction::Proxy(proxy), Some(span)) = (&route.config.action, route.upstream_span) {
+            if proxy.retry_non_idempotent
+                && with_retry.iter().all(|u| *u != proxy.upstream)
+                && upstreams.contains(&proxy.upstream.as_str())
+            {
+                d.error(
+                    span,
+                    format!("`retry-non-idempotent` needs a `retry` policy on upstream `{}`", proxy.upstream),
+                )
+                .label("this upstream does not retry")
+                .help("add `retry ...` to the upstream, or remove retry-non-idempotent");
+            }
             if !upstreams.contains(&proxy.upstream.as_str()) {
                 let help = if upstreams.is_empty() {
                     format!(

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How an upstream's failed attempts are retried.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub max_retries: u32,
@@ -34,8 +34,9 @@ pub struct RetryPolicy {
     pub backoff: Duration,
     /// Longest backoff.
     pub max_backoff: Duration,
-    /// Retries allowed as a share of requests; `None`: unlimited.
-    pub budget: Option<RetryBudget>,
+    /// Retries allowed as a share of requests; `None`: unlimited. Shared by the routes
+    /// that use the policy.
+    pub budget: Option<std::sync::Arc<RetryBudget>>,
 }
 
 impl Default for RetryPolicy {

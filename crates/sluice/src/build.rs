@@ -222,7 +222,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 deadline: r.deadline,
                 backoff: r.backoff,
                 max_backoff: r.max_backoff,
-                budget: (r.budget_percent > 0).then(|| RetryBudget::new(r.budget_percent, r.min_retries_per_second)),
+                budget: (r.budget_percent > 0)
+                    .then(|| Arc::new(RetryBudget::new(r.budget_percent, r.min_retries_per_second))),
             })
         });
         let sticky_cookie = u.sticky_cookie.as_deref().map(Arc::from);
@@ -476,7 +477,14 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> a
                 rewrite_prefix: p.rewrite_prefix.clone(),
                 host,
                 affinity: affinity.clone(),
-                retry: retry.clone(),
+                // A route that opts in to retrying non-idempotent requests gets its own copy
+                // of the policy (same budget).
+                retry: match retry {
+                    Some(policy) if p.retry_non_idempotent => {
+                        Some(Arc::new(RetryPolicy { non_idempotent: true, ..(**policy).clone() }))
+                    }
+                    other => other.clone(),
+                },
                 sticky_cookie: sticky_cookie.clone(),
             });
         }

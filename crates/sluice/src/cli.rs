@@ -260,6 +260,7 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
                 strip_prefix: false,
                 rewrite_prefix: None,
                 host: None,
+                retry_non_idempotent: false,
             }),
             request_headers: Default::default(),
             response_headers: Default::default(),

@@ -373,3 +373,24 @@ async fn responses_cut_short_count_as_failures_and_eject() {
     }
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_opt_in_to_retrying_non_idempotent_requests() {
+    let good = Origin::named("good").await;
+    let bad = failing(503).await;
+    let text = config(
+        &[(good.addr, 1), (bad.addr, 1)],
+        "balance \"round-robin\"\n    retry statuses=\"503\" budget=0\n    outlier-detection consecutive-5xx=0",
+    )
+    .replace("route \"/\" { proxy \"origins\" }", "route \"/\" { proxy \"origins\" retry-non-idempotent=#true }");
+    let proxy = Proxy::start(&text).await;
+    for _ in 0..4 {
+        assert_eq!(status_of(proxy.addr(), http::Method::POST).await.0, 200);
+    }
+    proxy.shutdown().await;
+
+    let without_retry = config(&[(good.addr, 1)], "")
+        .replace("route \"/\" { proxy \"origins\" }", "route \"/\" { proxy \"origins\" retry-non-idempotent=#true }");
+    let err = sluice_config::parse("lb.kdl", &without_retry).unwrap_err().render(false);
+    assert!(err.contains("needs a `retry` policy on upstream `origins`"), "{err}");
+}

@@ -118,7 +118,13 @@ fn read_methods(d: &mut Diagnostics<'_>, node: &KdlNode) -> Vec<Method> {
 
 /// Reads `proxy`; returns the action and the span of the upstream name.
 fn read_proxy(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<(ProxyAction, SourceSpan)> {
-    let (args, props) = leaf(d, node, Arity::Exactly(1), &["strip-prefix", "rewrite-prefix", "host"], PROXY_USAGE);
+    let (args, props) = leaf(
+        d,
+        node,
+        Arity::Exactly(1),
+        &["strip-prefix", "rewrite-prefix", "host", "retry-non-idempotent"],
+        PROXY_USAGE,
+    );
     let upstream = args.first().and_then(|entry| Some((non_empty_string(d, entry, PROXY_USAGE)?, entry.span())));
     let mut ok = true;
     let strip_prefix = match props.get("strip-prefix") {
@@ -151,8 +157,19 @@ fn read_proxy(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<(ProxyAction, S
         }
         None => None,
     };
+    let retry_non_idempotent = match props.get("retry-non-idempotent") {
+        Some(entry) => boolean(d, entry).unwrap_or_else(|| {
+            ok = false;
+            false
+        }),
+        None => false,
+    };
     let (upstream, span) = upstream?;
-    ok.then(|| (ProxyAction { upstream: upstream.to_owned(), strip_prefix, rewrite_prefix, host }, span))
+    ok.then(|| {
+        let action =
+            ProxyAction { upstream: upstream.to_owned(), strip_prefix, rewrite_prefix, host, retry_non_idempotent };
+        (action, span)
+    })
 }
 
 /// The `host=` of `proxy`: an authority (`name` or `name:port`) sent as the Host header.
