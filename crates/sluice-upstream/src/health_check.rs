@@ -188,6 +188,31 @@ async fn probe(backend: &Backend, probe: &Probe) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BackendSettings;
+
+    // Paused clock: five intervals of 5 s pass at once. A connect to a closed port fails
+    // whether the refusal or the (auto-advanced) connect timeout comes first.
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_server_turns_unhealthy_after_the_threshold() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let backend = Arc::new(Backend::new(closed.to_string(), closed, 1, BackendSettings::default()));
+        let settings = Arc::new(CheckSettings {
+            probe: Probe::Tcp,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            jitter: Duration::ZERO,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        });
+        let (trigger, shutdown) = sluice_core::shutdown::channel();
+        let task = tokio::spawn(run(backend.clone(), settings, "g".into(), shutdown));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(backend.health().checked_ok(), "two failures are not enough");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!backend.health().checked_ok());
+        trigger.trigger();
+        task.await.unwrap();
+    }
 
     #[test]
     fn verdicts_flip_after_enough_results_in_a_row() {

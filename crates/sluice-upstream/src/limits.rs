@@ -112,7 +112,8 @@ impl GroupLimits {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    // Paused clock: the waiter's timeout passes without waiting for real.
+    #[tokio::test(start_paused = true)]
     async fn in_flight_and_connection_limits_refuse_and_count() {
         let g = GroupLimits::new("g", Limits { max_connections: Some(1), max_pending: 1, max_in_flight: Some(2) });
         g.start_request().unwrap();
@@ -124,7 +125,7 @@ mod tests {
         let held = g.connection_permit(Duration::from_millis(10)).await.unwrap();
         assert!(held.is_some());
         // One waiter is allowed; it times out because the permit is held.
-        let err = g.connection_permit(Duration::from_millis(10)).await.unwrap_err();
+        let err = g.connection_permit(Duration::from_secs(30)).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UpstreamOverloaded);
         drop(held);
         assert!(g.connection_permit(Duration::from_millis(10)).await.unwrap().is_some());
