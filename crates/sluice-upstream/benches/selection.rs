@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use sluice_upstream::selection::{build, hash_key, Algorithm, Pick};
-use sluice_upstream::{Backend, BackendSettings};
+use sluice_upstream::{Backend, BackendSettings, Upstream};
 
 fn backends(n: usize) -> Vec<Arc<Backend>> {
     (0..n)
@@ -43,6 +43,17 @@ fn selection(c: &mut Criterion) {
                 })
             });
         }
+    }
+    group.finish();
+
+    // The whole pick a request makes: the group's member snapshot, health and slow-start
+    // filtering, then the algorithm.
+    let mut group = c.benchmark_group("upstream_select");
+    for n in [3usize, 1000] {
+        let upstream = Upstream::with_algorithm("g", backends(n), Algorithm::WeightedRoundRobin);
+        group.bench_with_input(BenchmarkId::new("weighted-round-robin", n), &n, |bench, _| {
+            bench.iter(|| black_box(upstream.select(Pick::default(), None)))
+        });
     }
     group.finish();
 }
