@@ -47,16 +47,6 @@ const FAST_CHECKS: &str =
     "interval \"30ms\"\n timeout \"1s\"\n jitter \"0s\"\n healthy-threshold 2\n unhealthy-threshold 2";
 
 /// Waits (at most 10 s) until `cond` holds.
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 async fn bodies(addr: SocketAddr, n: usize) -> String {
     let mut out = String::new();
     for _ in 0..n {

@@ -6,13 +6,11 @@
 mod common;
 mod pki;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 
+use common::{free_port, spawn_until_started, BIN};
 use pki::{server_name, Alg, Pki};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 fn cert_line(issued: &pki::Issued) -> String {
     format!("certificate \"{}\" key=\"{}\"", issued.cert.display(), issued.key.display())
@@ -172,29 +170,6 @@ fn check_prints_warnings_and_fails_on_tls_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("wrong.kdl:6:"), "{stderr}");
-}
-
-#[allow(clippy::zombie_processes)] // the caller waits for the child
-fn spawn_until_started(args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("sluice did not start");
-        if line.contains("sluice started") {
-            return (child, rx);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn signal(child: &Child, sig: &str) {
