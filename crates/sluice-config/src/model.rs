@@ -41,6 +41,17 @@ pub struct ServerSettings {
     pub access_log: AccessLogConfig,
     /// The name server upstream host names are resolved with; `None`: the system's.
     pub dns_server: Option<SocketAddr>,
+    /// The admin API's listener; `None`: no admin API.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin API (`server { admin "127.0.0.1:9901" token="..." }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address to listen on.
+    pub address: SocketAddr,
+    /// Bearer token required on every request, if set.
+    pub token: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -51,6 +62,7 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(30),
             access_log: AccessLogConfig::default(),
             dns_server: None,
+            admin: None,
         }
     }
 }

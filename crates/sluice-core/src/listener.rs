@@ -36,6 +36,22 @@ pub struct ListenerSettings {
     pub h2c: bool,
     /// TLS termination; `None` for plain text.
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// Counters shared by every accept loop of the listener (for metrics).
+    pub stats: Arc<ListenerStats>,
+}
+
+/// A listener's connection counters.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Client connections open now (also what [`crate::guard::GuardConfig::release_above`]
+    /// compares with).
+    pub open: Arc<AtomicUsize>,
+    /// Client connections accepted.
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: std::sync::atomic::AtomicU64,
+    /// TLS handshakes that failed (or timed out).
+    pub tls_failures: std::sync::atomic::AtomicU64,
 }
 
 /// Binds a TCP listening socket, ready for [`serve`].
@@ -84,7 +100,7 @@ pub async fn serve<S: HttpService>(
     let listener = TcpListener::from_std(listener)?;
     let local = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = settings.stats.open.clone();
     tracing::info!(listener = %settings.name, address = %local, "listening");
     loop {
         let permit = tokio::select! {
@@ -115,6 +131,7 @@ pub async fn serve<S: HttpService>(
         let watcher = shutdown.clone();
         let open = open.clone();
         open.fetch_add(1, Ordering::Relaxed);
+        settings.stats.accepted.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
             match settings.tls.clone() {
@@ -167,10 +184,14 @@ async fn serve_tls<S: HttpService>(
     };
     match handshake {
         Ok(done) => {
+            settings.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
             let accepted = Accepted { client, local, hint: done.hint, shutdown_on_close: true, tls: Some(done.info) };
             serve_connection(done.stream, accepted, settings, service, watcher, open).await;
         }
-        Err(e) => tracing::debug!(listener = %settings.name, %client, error = %e, "TLS handshake failed"),
+        Err(e) => {
+            settings.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(listener = %settings.name, %client, error = %e, "TLS handshake failed");
+        }
     }
 }
 

@@ -38,6 +38,7 @@ async fn start(release_above: usize) -> std::net::SocketAddr {
         },
         h2c: true,
         tls: None,
+        stats: Default::default(),
     });
     let (trigger, watcher) = shutdown::channel();
     tokio::spawn(async move {

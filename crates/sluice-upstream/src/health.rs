@@ -83,6 +83,9 @@ pub struct Health {
     last_check_ok: AtomicBool,
     /// When active checks last declared the backend healthy again (`now_ms`), 0 if never.
     recovered_at: AtomicU64,
+    ejections_total: AtomicU64,
+    checks_total: AtomicU64,
+    check_failures_total: AtomicU64,
 }
 
 impl Default for Health {
@@ -99,6 +102,9 @@ impl Default for Health {
             last_check_ms: AtomicU64::new(0),
             last_check_ok: AtomicBool::new(false),
             recovered_at: AtomicU64::new(0),
+            ejections_total: AtomicU64::new(0),
+            checks_total: AtomicU64::new(0),
+            check_failures_total: AtomicU64::new(0),
         }
     }
 }
@@ -126,8 +132,27 @@ impl Health {
 
     /// Notes one active check's result.
     pub fn record_check(&self, passed: bool, now: u64) {
+        self.checks_total.fetch_add(1, Ordering::Relaxed);
+        if !passed {
+            self.check_failures_total.fetch_add(1, Ordering::Relaxed);
+        }
         self.last_check_ms.store(now.max(1), Ordering::Relaxed);
         self.last_check_ok.store(passed, Ordering::Relaxed);
+    }
+
+    /// Ejections since start.
+    pub fn ejections_total(&self) -> u64 {
+        self.ejections_total.load(Ordering::Relaxed)
+    }
+
+    /// Active checks run since start.
+    pub fn checks_total(&self) -> u64 {
+        self.checks_total.load(Ordering::Relaxed)
+    }
+
+    /// Active checks failed since start.
+    pub fn check_failures_total(&self) -> u64 {
+        self.check_failures_total.load(Ordering::Relaxed)
     }
 
     /// The last active check: when (`now_ms`) and whether it passed; `None` if none ran.
@@ -239,6 +264,7 @@ impl Health {
 
     /// Ejects the backend from `now`; returns how long for.
     pub fn eject(&self, policy: &OutlierPolicy, now: u64) -> Duration {
+        self.ejections_total.fetch_add(1, Ordering::Relaxed);
         let n = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         let ms = self.ejection_time(policy, n);
         self.ejected_until.store(now.saturating_add(ms), Ordering::Relaxed);

@@ -30,6 +30,7 @@ use sluice_upstream::{
 };
 
 use crate::configured::ConfiguredProxy;
+use crate::metrics::{Metrics, RouteLabels};
 
 /// An upstream group, the affinity key of its hashing balancer and its retry policy.
 struct Group {
@@ -60,6 +61,8 @@ pub struct Built {
     pub checks: Vec<(Arc<Backend>, Arc<CheckSettings>, String)>,
     /// DNS re-resolution tasks to run, one per group with named servers.
     pub discoveries: Vec<Discovery>,
+    /// Per-route metrics (also recorded by the proxy).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Builds the engine from a configuration; resolves upstream server names.
@@ -231,6 +234,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
     }
 
     let mut router = Router::new(config.listeners.len());
+    let mut route_labels = Vec::with_capacity(config.sites.len());
     for site in &config.sites {
         let listener_ids: Vec<usize> = if site.listeners.is_empty() {
             (0..config.listeners.len()).collect()
@@ -256,6 +260,21 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         for r in &site.routes {
             routes.push(build_route(r, &upstreams)?);
         }
+        route_labels.push(
+            site.routes
+                .iter()
+                .map(|r| RouteLabels {
+                    site: site_label(site),
+                    route: match &r.path {
+                        config::PathMatch::Exact(p) | config::PathMatch::Prefix(p) => p.clone(),
+                    },
+                    upstream: match &r.action {
+                        config::RouteAction::Proxy(p) => p.upstream.clone(),
+                        _ => "-".to_owned(),
+                    },
+                })
+                .collect(),
+        );
         let built = Site {
             request_filters: site_filters(config, site, &listener_ids),
             request_headers: rules(&site.request_headers),
@@ -307,11 +326,15 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             },
             h2c: l.h2c,
             tls,
+            stats: Default::default(),
         });
     }
 
+    let metrics = Arc::new(Metrics::new(route_labels));
     Ok(Built {
-        proxy: ConfiguredProxy::new(router, access_log.clone()),
+        // Requests are counted only when something can read the counts (the admin API).
+        proxy: ConfiguredProxy::new(router, access_log.clone(), config.server.admin.is_some().then(|| metrics.clone())),
+        metrics,
         listeners,
         backends: all_backends,
         access_log,

@@ -67,6 +67,9 @@ enum Command {
         /// The PEM private key of --cert.
         #[arg(long, value_name = "FILE", requires = "cert")]
         key: Option<PathBuf>,
+        /// Serve the admin API (health, upstream state, Prometheus metrics) on this address.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
         /// Access log: off, stdout, stderr or a file path.
         #[arg(long, default_value = "stdout")]
         access_log: String,
@@ -104,9 +107,10 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Proxy { listen, to, access_log, threads, runtime, cert, key } => {
+        Command::Proxy { listen, to, access_log, threads, runtime, cert, key, admin } => {
             match one_liner(listen, &to, &access_log) {
                 Ok(mut c) => {
+                    c.server.admin = admin.map(|address| sluice_config::AdminConfig { address, token: None });
                     if let (Some(certificate), Some(key)) = (cert, key) {
                         c.listeners[0].tls = Some(sluice_config::ListenerTls {
                             certificate: Some(sluice_config::CertificatePair { certificate, key }),

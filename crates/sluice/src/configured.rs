@@ -7,6 +7,8 @@ use http::header::HOST;
 use http::uri::{Authority, Uri};
 use http::{request, response};
 use sluice_filters::access_log::AccessLog;
+
+use crate::metrics::Metrics;
 use sluice_filters::router::{Matched, Router};
 use sluice_proxy::{Backend, Error, ErrorKind, Flow, Proxy, Result, Session};
 
@@ -15,6 +17,7 @@ use sluice_proxy::{Backend, Error, ErrorKind, Flow, Proxy, Result, Session};
 pub struct ConfiguredProxy {
     router: Router,
     access_log: Option<Arc<AccessLog>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Per-request state: which route matched.
@@ -26,9 +29,9 @@ pub struct RouteCtx {
 }
 
 impl ConfiguredProxy {
-    /// A proxy from a built router and an optional access log.
-    pub fn new(router: Router, access_log: Option<Arc<AccessLog>>) -> Self {
-        Self { router, access_log }
+    /// A proxy from a built router, an optional access log and optional metrics.
+    pub fn new(router: Router, access_log: Option<Arc<AccessLog>>, metrics: Option<Arc<Metrics>>) -> Self {
+        Self { router, access_log, metrics }
     }
 
     /// The routing table.
@@ -154,7 +157,17 @@ impl Proxy for ConfiguredProxy {
         Ok(())
     }
 
-    fn logging(&self, session: &Session, error: Option<&Error>, _ctx: &mut RouteCtx) {
+    fn logging(&self, session: &Session, error: Option<&Error>, ctx: &mut RouteCtx) {
+        if let Some(metrics) = &self.metrics {
+            metrics.route(ctx.matched.map(|m| (m.site, m.route))).record(
+                session.status().map(|s| s.as_u16()),
+                session.elapsed(),
+                session.upstream_time(),
+                session.bytes_in(),
+                session.bytes_out(),
+                session.retries(),
+            );
+        }
         if let Some(log) = &self.access_log {
             log.log(session, error);
         }

@@ -20,6 +20,7 @@ use sluice_proxy::HttpProxy;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use crate::admin::{AdminService, AdminState};
 use crate::build::build;
 use crate::configured::ConfiguredProxy;
 
@@ -38,6 +39,9 @@ pub struct Server {
     tls: Vec<Arc<TlsAcceptor>>,
     upstream_tls: Vec<(String, Arc<sluice_upstream::TlsConnector>)>,
     upstreams: Vec<Arc<sluice_upstream::Upstream>>,
+    admin_addr: Option<SocketAddr>,
+    /// Certificate reloads: (succeeded, failed), for metrics.
+    reloads: Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
 }
 
 /// Worker threads to use: the configured number, else one per available core.
@@ -62,6 +66,13 @@ impl Server {
             sockets.push(bound.with_context(|| format!("cannot listen on {}", l.address))?);
         }
         let addrs = sockets.iter().map(|s| s[0].local_addr()).collect::<Result<Vec<_>, _>>()?;
+        let admin_socket = match &config.server.admin {
+            Some(a) => {
+                Some(listener::bind(a.address).with_context(|| format!("cannot listen on {} (admin)", a.address))?)
+            }
+            None => None,
+        };
+        let admin_addr = admin_socket.as_ref().map(|s| s.local_addr()).transpose()?;
         let service: Service = Arc::new(HttpProxy::new(built.proxy));
         let settings: Vec<Arc<ListenerSettings>> = built.listeners.into_iter().map(Arc::new).collect();
         let (trigger, shutdown) = shutdown::channel();
@@ -90,6 +101,47 @@ impl Server {
         }
         for discovery in built.discoveries {
             tasks.spawn(sluice_upstream::discovery::run(discovery, shutdown.clone()));
+        }
+        let reloads = Arc::new((std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)));
+        if let (Some(socket), Some(admin)) = (admin_socket, &config.server.admin) {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            format!("{config:?}").hash(&mut hasher);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+            let state = AdminState {
+                metrics: built.metrics.clone(),
+                listeners: settings.clone(),
+                upstreams: built.upstreams.clone(),
+                config_hash: format!("{:016x}", hasher.finish()),
+                loaded_at: sluice_core::tls::certs::format_unix(now),
+                config_counts: (config.listeners.len(), config.upstreams.len(), config.sites.len()),
+                reloads: reloads.clone(),
+                token: admin.token.clone(),
+            };
+            let admin_settings = Arc::new(ListenerSettings {
+                id: usize::MAX,
+                name: "admin".into(),
+                max_connections: 256,
+                guard: sluice_core::guard::GuardConfig {
+                    max_header_size: 16 * 1024,
+                    header_read_timeout: Duration::from_secs(10),
+                    keepalive_timeout: Duration::from_secs(30),
+                    idle_release: Some(Duration::from_secs(1)),
+                    release_above: 256,
+                },
+                h2c: false,
+                tls: None,
+                stats: Default::default(),
+            });
+            let service = Arc::new(AdminService(Arc::new(state)));
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = listener::serve(socket, admin_settings, service, shutdown).await {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            });
         }
         drop(built.backends);
         // The pool sweeper looks at the groups' current members (DNS may change them).
@@ -122,6 +174,8 @@ impl Server {
             tls: built.tls,
             upstream_tls: built.upstream_tls,
             upstreams: built.upstreams,
+            admin_addr,
+            reloads,
         })
     }
 
@@ -145,6 +199,8 @@ impl Server {
                 failed += 1;
             }
         }
+        let counter = if failed == 0 { &self.reloads.0 } else { &self.reloads.1 };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if failed == 0 {
             tracing::info!(
                 listeners = self.tls.len(),
@@ -158,6 +214,11 @@ impl Server {
             );
         }
         failed
+    }
+
+    /// The admin API's address, when it is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The upstream groups, in configuration order (for inspection and status output).

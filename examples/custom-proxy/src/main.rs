@@ -82,6 +82,7 @@ async fn main() -> std::io::Result<()> {
         },
         h2c: true,
         tls: None,
+        stats: Default::default(),
     });
     let (trigger, watcher) = shutdown::channel();
     let server = tokio::spawn(listener::serve(socket, settings, service, watcher));

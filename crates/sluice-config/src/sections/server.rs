@@ -9,7 +9,7 @@ use crate::model::{LogFormat, LogTarget, RuntimeKind, ServerSettings};
 use crate::reader::{children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::value::{choice, duration, integer, non_empty_string};
 
-const NODES: &[&str] = &["worker-threads", "runtime", "shutdown-grace", "access-log", "dns-server"];
+const NODES: &[&str] = &["worker-threads", "runtime", "shutdown-grace", "access-log", "dns-server", "admin"];
 
 /// Reads a `server` block into `settings` (which holds the defaults).
 pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut ServerSettings) {
@@ -46,6 +46,24 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut Serve
                 }
             }
             "access-log" => read_access_log(d, child, settings),
+            "admin" => {
+                let usage = "admin \"127.0.0.1:9901\" token=\"secret\"";
+                let (args, props) = crate::reader::leaf(d, child, crate::reader::Arity::Exactly(1), &["token"], usage);
+                let token =
+                    props.get("token").and_then(|e| crate::value::non_empty_string(d, e, usage)).map(str::to_owned);
+                if let Some(entry) = args.first() {
+                    if let Some(text) = crate::value::string(d, entry, usage) {
+                        match text.parse::<std::net::SocketAddr>() {
+                            Ok(address) => settings.admin = Some(crate::model::AdminConfig { address, token }),
+                            Err(_) => {
+                                d.error(entry.span(), format!("invalid admin address `{text}`"))
+                                    .label("not an ip:port address")
+                                    .help("the admin API listens on an ip:port, like \"127.0.0.1:9901\" (keep it on loopback or a private network)");
+                            }
+                        }
+                    }
+                }
+            }
             "dns-server" => {
                 let usage = "dns-server \"10.0.0.2:53\"";
                 if let Some(entry) = crate::reader::single(d, child, usage) {

@@ -1,0 +1,178 @@
+//! The admin API: a small HTTP/1.1 service on its own listener (loopback by default),
+//! optionally behind a bearer token. JSON everywhere except `/metrics` (Prometheus text).
+//! Reference: docs/admin-api.md.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use sluice_core::listener::ListenerSettings;
+use sluice_core::{Body, ConnectionInfo, HttpService, Incoming};
+use sluice_upstream::Upstream;
+
+use crate::metrics::{self, Metrics};
+
+/// Everything the admin API reports on.
+#[derive(Debug)]
+pub struct AdminState {
+    /// Per-route metrics.
+    pub metrics: Arc<Metrics>,
+    /// The proxy's listeners.
+    pub listeners: Vec<Arc<ListenerSettings>>,
+    /// The upstream groups.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// A hash of the running configuration.
+    pub config_hash: String,
+    /// When the configuration was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// Counts of the configuration's parts, for `/config`.
+    pub config_counts: (usize, usize, usize),
+    /// Certificate reloads: (succeeded, failed).
+    pub reloads: Arc<(AtomicU64, AtomicU64)>,
+    /// Required `Authorization: Bearer` token, if any.
+    pub token: Option<String>,
+}
+
+/// The admin HTTP service.
+#[derive(Debug, Clone)]
+pub struct AdminService(pub Arc<AdminState>);
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::full(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    r
+}
+
+fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl AdminService {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.0.token else { return true };
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+    }
+
+    fn upstreams_json(&self) -> String {
+        let now = sluice_upstream::health::now_ms();
+        let mut out = String::from("[");
+        for (gi, g) in self.0.upstreams.iter().enumerate() {
+            if gi > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"name\":");
+            push_str(&mut out, g.name());
+            let _ = write!(
+                out,
+                ",\"algorithm\":\"{:?}\",\"in_flight\":{},\"rejected\":{},\"servers\":[",
+                g.algorithm(),
+                g.limits().in_flight(),
+                g.limits().rejected()
+            );
+            for (bi, b) in g.backends().iter().enumerate() {
+                if bi > 0 {
+                    out.push(',');
+                }
+                let h = b.health();
+                out.push_str("{\"address\":");
+                push_str(&mut out, b.name());
+                let last_check = match h.last_check() {
+                    Some((at, ok)) => format!("{{\"passed\":{ok},\"ms_ago\":{}}}", now.saturating_sub(at)),
+                    None => "null".to_owned(),
+                };
+                let stats = b.stats();
+                let _ = write!(
+                    out,
+                    ",\"ip\":\"{}\",\"weight\":{},\"available\":{},\"ejected\":{},\"ejections\":{},\"check\":\"{}\",\"last_check\":{last_check},\"in_flight\":{},\"latency_ewma_ms\":{:.3},\"requests\":{},\"connections\":{},\"reused\":{},\"idle\":{}}}",
+                    b.addr(),
+                    b.weight(),
+                    h.available(now),
+                    h.ejected(now),
+                    h.ejections_total(),
+                    if h.checked_ok() { "healthy" } else { "unhealthy" },
+                    stats.in_flight(),
+                    stats.latency_ewma_us() / 1000.0,
+                    stats.requests.load(Ordering::Relaxed),
+                    stats.connects.load(Ordering::Relaxed),
+                    stats.reused.load(Ordering::Relaxed),
+                    b.idle_connections(),
+                );
+            }
+            out.push_str("]}");
+        }
+        out.push(']');
+        out
+    }
+}
+
+/// Compares without stopping at the first difference (the token is a secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl HttpService for AdminService {
+    type Body = Body;
+
+    async fn call(&self, req: Request<Incoming>, _conn: &Arc<ConnectionInfo>) -> Response<Body> {
+        if !self.authorized(&req) {
+            let mut r = json(StatusCode::UNAUTHORIZED, "{\"error\":\"a bearer token is required\"}".into());
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        let path = req.uri().path();
+        let known = ["/live", "/ready", "/config", "/upstreams", "/metrics"];
+        if !known.contains(&path) {
+            return json(StatusCode::NOT_FOUND, format!("{{\"error\":\"no such endpoint\",\"endpoints\":{known:?}}}"));
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"use GET\"}".into());
+            r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let s = &self.0;
+        match path {
+            "/live" => json(StatusCode::OK, "{\"live\":true}".into()),
+            "/ready" => json(StatusCode::OK, "{\"ready\":true}".into()),
+            "/config" => {
+                let (listeners, upstreams, sites) = s.config_counts;
+                json(
+                    StatusCode::OK,
+                    format!(
+                        "{{\"hash\":\"{}\",\"loaded_at\":\"{}\",\"listeners\":{listeners},\"upstreams\":{upstreams},\"sites\":{sites}}}",
+                        s.config_hash, s.loaded_at
+                    ),
+                )
+            }
+            "/upstreams" => json(StatusCode::OK, self.upstreams_json()),
+            _ => {
+                let reloads = (s.reloads.0.load(Ordering::Relaxed), s.reloads.1.load(Ordering::Relaxed));
+                let text = metrics::render(&s.metrics, &s.listeners, &s.upstreams, reloads);
+                let mut r = Response::new(Body::full(Bytes::from(text)));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Prometheus metrics: per-route request counters and latency histograms recorded in the
+//! `logging` phase (lock-free atomics in tables sized from the config), and everything
+//! else read at scrape time from the counters the engine keeps anyway (listeners,
+//! backends, groups). Labels only take values from the configuration (site, route,
+//! upstream, server, listener) or small fixed sets (status class): never per-request values.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_core::listener::ListenerSettings;
+use sluice_upstream::Upstream;
+
+/// Histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A latency histogram: cumulative counts are computed at scrape time.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Counters of one route (or of requests no route matched).
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    /// Responses by status class: 1xx .. 5xx.
+    by_class: [AtomicU64; 5],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    retries: AtomicU64,
+    duration: Histogram,
+    upstream_duration: Histogram,
+}
+
+/// Labels and counters of one route.
+#[derive(Debug)]
+struct RouteSeries {
+    labels: String,
+    metrics: RouteMetrics,
+}
+
+/// All per-route metrics, indexed like the router: `[site][route]`.
+#[derive(Debug)]
+pub struct Metrics {
+    routes: Vec<Vec<RouteSeries>>,
+    unrouted: RouteSeries,
+}
+
+/// What identifies a route in the labels.
+#[derive(Debug, Clone)]
+pub struct RouteLabels {
+    /// The site's first host pattern.
+    pub site: String,
+    /// The route's path pattern.
+    pub route: String,
+    /// The upstream group, or `-` for routes that answer themselves.
+    pub upstream: String,
+}
+
+impl Metrics {
+    /// Tables for `sites[site][route]`.
+    pub fn new(sites: Vec<Vec<RouteLabels>>) -> Self {
+        let series = |l: &RouteLabels| RouteSeries {
+            labels: format!(
+                "site=\"{}\",route=\"{}\",upstream=\"{}\"",
+                escape(&l.site),
+                escape(&l.route),
+                escape(&l.upstream)
+            ),
+            metrics: RouteMetrics::default(),
+        };
+        Self {
+            routes: sites.iter().map(|routes| routes.iter().map(series).collect()).collect(),
+            unrouted: RouteSeries {
+                labels: "site=\"-\",route=\"-\",upstream=\"-\"".to_owned(),
+                metrics: RouteMetrics::default(),
+            },
+        }
+    }
+
+    /// The counters of a matched route, or of unrouted requests.
+    pub fn route(&self, matched: Option<(usize, usize)>) -> &RouteMetrics {
+        matched
+            .and_then(|(s, r)| self.routes.get(s).and_then(|routes| routes.get(r)))
+            .map_or(&self.unrouted.metrics, |series| &series.metrics)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &RouteSeries> {
+        self.routes.iter().flatten().chain(std::iter::once(&self.unrouted))
+    }
+}
+
+impl RouteMetrics {
+    /// Records one finished request.
+    pub fn record(
+        &self,
+        status: Option<u16>,
+        total: Duration,
+        upstream: Option<Duration>,
+        bytes_in: u64,
+        bytes_out: u64,
+        retries: u32,
+    ) {
+        let class = usize::from(status.unwrap_or(500) / 100).clamp(1, 5) - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        if retries > 0 {
+            self.retries.fetch_add(u64::from(retries), Ordering::Relaxed);
+        }
+        self.duration.observe(total);
+        if let Some(d) = upstream {
+            self.upstream_duration.observe(d);
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every family in the Prometheus text format (version 0.0.4).
+pub fn render(
+    metrics: &Metrics,
+    listeners: &[Arc<ListenerSettings>],
+    upstreams: &[Arc<Upstream>],
+    reloads: (u64, u64),
+) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    family(&mut out, "sluice_requests_total", "counter", "Requests finished, by route and response status class.");
+    for s in metrics.all() {
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let n = s.metrics.by_class[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "sluice_requests_total{{{},status=\"{class}\"}} {n}", s.labels);
+        }
+    }
+    family(
+        &mut out,
+        "sluice_request_duration_seconds",
+        "histogram",
+        "Time from the request head to the end of the response.",
+    );
+    for s in metrics.all() {
+        s.metrics.duration.render(&mut out, "sluice_request_duration_seconds", &s.labels);
+    }
+    family(
+        &mut out,
+        "sluice_upstream_duration_seconds",
+        "histogram",
+        "Time from sending upstream to the response head.",
+    );
+    for s in metrics.all() {
+        s.metrics.upstream_duration.render(&mut out, "sluice_upstream_duration_seconds", &s.labels);
+    }
+    family(&mut out, "sluice_request_bytes_total", "counter", "Request body bytes received from clients.");
+    for s in metrics.all() {
+        let _ =
+            writeln!(out, "sluice_request_bytes_total{{{}}} {}", s.labels, s.metrics.bytes_in.load(Ordering::Relaxed));
+    }
+    family(&mut out, "sluice_response_bytes_total", "counter", "Response body bytes sent to clients.");
+    for s in metrics.all() {
+        let _ = writeln!(
+            out,
+            "sluice_response_bytes_total{{{}}} {}",
+            s.labels,
+            s.metrics.bytes_out.load(Ordering::Relaxed)
+        );
+    }
+    family(&mut out, "sluice_retries_total", "counter", "Upstream attempts retried.");
+    for s in metrics.all() {
+        let _ = writeln!(out, "sluice_retries_total{{{}}} {}", s.labels, s.metrics.retries.load(Ordering::Relaxed));
+    }
+
+    let listener_family =
+        |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&ListenerSettings) -> u64| {
+            family(out, name, kind, help);
+            for l in listeners {
+                let _ = writeln!(out, "{name}{{listener=\"{}\"}} {}", escape(&l.name), value(l));
+            }
+        };
+    listener_family(&mut out, "sluice_connections_open", "gauge", "Client connections open.", &|l| {
+        l.stats.open.load(Ordering::Relaxed) as u64
+    });
+    listener_family(&mut out, "sluice_connections_accepted_total", "counter", "Client connections accepted.", &|l| {
+        l.stats.accepted.load(Ordering::Relaxed)
+    });
+    listener_family(&mut out, "sluice_tls_handshakes_total", "counter", "TLS handshakes completed.", &|l| {
+        l.stats.tls_handshakes.load(Ordering::Relaxed)
+    });
+    listener_family(&mut out, "sluice_tls_handshake_failures_total", "counter", "TLS handshakes that failed.", &|l| {
+        l.stats.tls_failures.load(Ordering::Relaxed)
+    });
+
+    type ServerValue = dyn Fn(&sluice_upstream::Backend, u64) -> u64;
+    let now = sluice_upstream::health::now_ms();
+    let server_family = |out: &mut String, name: &str, kind: &str, help: &str, value: &ServerValue| {
+        family(out, name, kind, help);
+        for g in upstreams {
+            for b in g.backends() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{upstream=\"{}\",server=\"{}\"}} {}",
+                    escape(g.name()),
+                    escape(b.key()),
+                    value(&b, now)
+                );
+            }
+        }
+    };
+    server_family(&mut out, "sluice_upstream_requests_total", "counter", "Requests sent to the server.", &|b, _| {
+        b.stats().requests.load(Ordering::Relaxed)
+    });
+    server_family(
+        &mut out,
+        "sluice_upstream_connections_total",
+        "counter",
+        "Connections opened to the server.",
+        &|b, _| b.stats().connects.load(Ordering::Relaxed),
+    );
+    server_family(
+        &mut out,
+        "sluice_upstream_reused_requests_total",
+        "counter",
+        "Requests sent on a pooled (reused) connection.",
+        &|b, _| b.stats().reused.load(Ordering::Relaxed),
+    );
+    server_family(&mut out, "sluice_upstream_in_flight", "gauge", "Requests outstanding on the server.", &|b, _| {
+        b.stats().in_flight()
+    });
+    server_family(&mut out, "sluice_upstream_idle_connections", "gauge", "Idle pooled connections.", &|b, _| {
+        b.idle_connections() as u64
+    });
+    server_family(
+        &mut out,
+        "sluice_upstream_available",
+        "gauge",
+        "1 when the server may receive requests.",
+        &|b, now| u64::from(b.health().available(now)),
+    );
+    server_family(
+        &mut out,
+        "sluice_upstream_ejections_total",
+        "counter",
+        "Ejections by passive health checking.",
+        &|b, _| b.health().ejections_total(),
+    );
+    server_family(&mut out, "sluice_health_checks_total", "counter", "Active health checks run.", &|b, _| {
+        b.health().checks_total()
+    });
+    server_family(
+        &mut out,
+        "sluice_health_check_failures_total",
+        "counter",
+        "Active health checks that failed.",
+        &|b, _| b.health().check_failures_total(),
+    );
+    family(&mut out, "sluice_upstream_rejected_total", "counter", "Requests refused by a circuit breaker.");
+    for g in upstreams {
+        let _ = writeln!(
+            out,
+            "sluice_upstream_rejected_total{{upstream=\"{}\"}} {}",
+            escape(g.name()),
+            g.limits().rejected()
+        );
+    }
+    family(&mut out, "sluice_config_reloads_total", "counter", "Configuration (certificate) reloads, by result.");
+    let _ = writeln!(out, "sluice_config_reloads_total{{result=\"success\"}} {}", reloads.0);
+    let _ = writeln!(out, "sluice_config_reloads_total{{result=\"failure\"}} {}", reloads.1);
+    out
+}
