@@ -86,6 +86,8 @@ pub struct Health {
     ejections_total: AtomicU64,
     checks_total: AtomicU64,
     check_failures_total: AtomicU64,
+    /// Taken out by an operator (admin API) until undrained.
+    drained: AtomicBool,
 }
 
 impl Default for Health {
@@ -105,6 +107,7 @@ impl Default for Health {
             ejections_total: AtomicU64::new(0),
             checks_total: AtomicU64::new(0),
             check_failures_total: AtomicU64::new(0),
+            drained: AtomicBool::new(false),
         }
     }
 }
@@ -112,7 +115,20 @@ impl Default for Health {
 impl Health {
     /// Whether requests may go to the backend at `now`.
     pub fn available(&self, now: u64) -> bool {
-        self.checked_ok.load(Ordering::Relaxed) && self.ejected_until.load(Ordering::Relaxed) <= now
+        self.checked_ok.load(Ordering::Relaxed)
+            && !self.drained.load(Ordering::Relaxed)
+            && self.ejected_until.load(Ordering::Relaxed) <= now
+    }
+
+    /// Whether an operator drained the backend: it gets no new requests (requests in flight
+    /// finish) until undrained.
+    pub fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains the backend (`true`) or puts it back (`false`).
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
     }
 
     /// Whether the backend is ejected at `now`.
@@ -204,7 +220,7 @@ impl Health {
     /// Whether the backend may be used, reading the clock only when it matters: for a
     /// backend that was ejected or came back recently. `now` is read at most once per pick.
     pub fn available_lazy(&self, now: &dyn Fn() -> u64) -> bool {
-        if !self.checked_ok.load(Ordering::Relaxed) {
+        if !self.checked_ok.load(Ordering::Relaxed) || self.drained.load(Ordering::Relaxed) {
             return false;
         }
         let until = self.ejected_until.load(Ordering::Relaxed);

@@ -39,6 +39,16 @@ pub struct AdminState {
 #[derive(Debug, Clone)]
 pub struct AdminService(pub Arc<AdminState>);
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(super::percent_decode("10.0.0.1%3A8080"), "10.0.0.1:8080");
+        assert_eq!(super::percent_decode("a+b%2Fc%"), "a b/c%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+    }
+}
+
 fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Body::full(Bytes::from(body)));
     *r.status_mut() = status;
@@ -102,9 +112,10 @@ impl AdminService {
                 let stats = b.stats();
                 let _ = write!(
                     out,
-                    ",\"ip\":\"{}\",\"weight\":{},\"available\":{},\"ejected\":{},\"ejections\":{},\"check\":\"{}\",\"last_check\":{last_check},\"in_flight\":{},\"latency_ewma_ms\":{:.3},\"requests\":{},\"connections\":{},\"reused\":{},\"idle\":{}}}",
+                    ",\"ip\":\"{}\",\"weight\":{},\"drained\":{},\"available\":{},\"ejected\":{},\"ejections\":{},\"check\":\"{}\",\"last_check\":{last_check},\"in_flight\":{},\"latency_ewma_ms\":{:.3},\"requests\":{},\"connections\":{},\"reused\":{},\"idle\":{}}}",
                     b.addr(),
                     b.weight(),
+                    h.drained(),
                     h.available(now),
                     h.ejected(now),
                     h.ejections_total(),
@@ -124,6 +135,71 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// `POST /drain?upstream=NAME&server=KEY` (and `/undrain`): an operator takes a server
+    /// out of (or back into) rotation; requests in flight on it finish.
+    fn drain(&self, query: &str, drain: bool) -> Response<Body> {
+        let param = |name: &str| {
+            query.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (k == name).then(|| percent_decode(v))
+            })
+        };
+        let (Some(upstream), Some(server)) = (param("upstream"), param("server")) else {
+            return json(
+                StatusCode::BAD_REQUEST,
+                "{\"error\":\"give upstream= and server= (as in /upstreams)\"}".into(),
+            );
+        };
+        let found = self.0.upstreams.iter().find(|g| g.name() == upstream).and_then(|g| {
+            g.backends().into_iter().find(|b| b.key() == server || b.name() == server || b.addr().to_string() == server)
+        });
+        let Some(backend) = found else {
+            return json(StatusCode::NOT_FOUND, "{\"error\":\"no such upstream server\"}".into());
+        };
+        backend.health().set_drained(drain);
+        tracing::info!(upstream = %upstream, server = %backend.key(), drained = drain, "server drained through the admin API");
+        let mut out = String::from("{\"upstream\":");
+        push_str(&mut out, &upstream);
+        out.push_str(",\"server\":");
+        push_str(&mut out, backend.key());
+        let _ = write!(out, ",\"drained\":{drain}}}");
+        json(StatusCode::OK, out)
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space) in a query value.
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Compares without stopping at the first difference (the token is a secret).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -139,9 +215,17 @@ impl HttpService for AdminService {
             return r;
         }
         let path = req.uri().path();
-        let known = ["/live", "/ready", "/config", "/upstreams", "/metrics"];
+        let known = ["/live", "/ready", "/config", "/upstreams", "/metrics", "/drain", "/undrain"];
         if !known.contains(&path) {
             return json(StatusCode::NOT_FOUND, format!("{{\"error\":\"no such endpoint\",\"endpoints\":{known:?}}}"));
+        }
+        if path == "/drain" || path == "/undrain" {
+            if req.method() != Method::POST {
+                let mut r = json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"use POST\"}".into());
+                r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+                return r;
+            }
+            return self.drain(req.uri().query().unwrap_or(""), path == "/drain");
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"use GET\"}".into());

@@ -180,3 +180,40 @@ async fn the_one_liner_serves_the_admin_api_with_admin() {
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap().success());
 }
+
+async fn admin_post(addr: SocketAddr, path: &str) -> (u16, Bytes) {
+    let mut c = h1_client(addr).await;
+    let req = Request::post(path).header("host", "admin").body(full("")).unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_can_drain_a_server_and_put_it_back() {
+    let (a, b) = (Origin::named("a").await, Origin::named("b").await);
+    let config = simple_config(&[a.addr, b.addr], "")
+        .replace("server { access-log \"off\" }", "server {\n    access-log \"off\"\n    admin \"127.0.0.1:0\"\n}");
+    let proxy = Proxy::start(&config).await;
+    let admin = proxy.server.as_ref().unwrap().admin_addr().unwrap();
+    let target = format!("/drain?upstream=origins&server={}", a.addr.to_string().replace(':', "%3A"));
+    let (status, body) = admin_post(admin, &target).await;
+    assert_eq!(status, 200, "{body:?}");
+    assert!(std::str::from_utf8(&body).unwrap().contains("\"drained\":true"));
+    for _ in 0..6 {
+        assert_eq!(get(proxy.addr(), "/").await.2, "b");
+    }
+    let (_, _, upstreams) = admin_get(admin, "/upstreams", None).await;
+    assert!(std::str::from_utf8(&upstreams).unwrap().contains("\"drained\":true"));
+    assert_eq!(admin_post(admin, &target.replace("/drain", "/undrain")).await.0, 200);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(get(proxy.addr(), "/").await.2);
+    }
+    assert_eq!(seen.len(), 2);
+    // Mistakes: unknown server, missing parameters, wrong method.
+    assert_eq!(admin_post(admin, "/drain?upstream=origins&server=10.9.9.9:1").await.0, 404);
+    assert_eq!(admin_post(admin, "/drain?upstream=origins").await.0, 400);
+    assert_eq!(admin_get(admin, "/drain", None).await.0, 405);
+    proxy.shutdown().await;
+}
