@@ -39,16 +39,6 @@ pub struct AdminState {
 #[derive(Debug, Clone)]
 pub struct AdminService(pub Arc<AdminState>);
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn query_values_are_percent_decoded() {
-        assert_eq!(super::percent_decode("10.0.0.1%3A8080"), "10.0.0.1:8080");
-        assert_eq!(super::percent_decode("a+b%2Fc%"), "a b/c%");
-        assert_eq!(super::percent_decode("%zz"), "%zz");
-    }
-}
-
 fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Body::full(Bytes::from(body)));
     *r.status_mut() = status;
@@ -258,5 +248,15 @@ impl HttpService for AdminService {
                 r
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(super::percent_decode("10.0.0.1%3A8080"), "10.0.0.1:8080");
+        assert_eq!(super::percent_decode("a+b%2Fc%"), "a b/c%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
     }
 }
