@@ -43,6 +43,8 @@ pub struct ServerSettings {
     pub dns_server: Option<SocketAddr>,
     /// The admin API's listener; `None`: no admin API.
     pub admin: Option<AdminConfig>,
+    /// File the process id is written to once serving (removed at exit).
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The admin API (`server { admin "127.0.0.1:9901" token="..." }`).
@@ -63,6 +65,7 @@ impl Default for ServerSettings {
             access_log: AccessLogConfig::default(),
             dns_server: None,
             admin: None,
+            pid_file: None,
         }
     }
 }

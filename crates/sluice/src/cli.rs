@@ -45,6 +45,10 @@ enum Command {
         /// Configuration file.
         #[arg(short, long, default_value = "sluice.kdl")]
         config: PathBuf,
+        /// Validate the file, print the effective configuration (every default filled in)
+        /// and exit instead of serving.
+        #[arg(long)]
+        test: bool,
     },
     /// Validate a configuration file: exit 0 when valid, 1 with diagnostics when not.
     Check {
@@ -100,7 +104,20 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => match load(&config) {
+        Command::Run { config, test: true } => match load(&config) {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("# effective configuration of {}\n{c:#?}", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(report) => {
+                eprintln!("{report}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config, test: false } => match load(&config) {
             Ok(c) => exit(serve(c)),
             Err(report) => {
                 eprintln!("{report}");
@@ -173,36 +190,101 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         for w in &config.warnings {
             tracing::warn!("{w}");
         }
+        let mut signals = Signals::install()?;
         let server = Server::start(&config).await?;
+        let pid_file = match &config.server.pid_file {
+            Some(path) => Some(PidFile::create(path)?),
+            None => None,
+        };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "sluice started");
-        wait_for_signal(&server).await?;
+        sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+        signals.wait(&server).await;
+        sd_notify("STOPPING=1");
         server.shutdown().await;
+        drop(pid_file);
         anyhow::Ok(())
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-/// Waits for SIGTERM or SIGINT; meanwhile reloads TLS certificates on SIGHUP and logs the
-/// upstream servers' state on SIGUSR1.
-async fn wait_for_signal(server: &Server) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM received"); break }
-            _ = int.recv() => { tracing::info!("SIGINT received"); break }
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP received: reloading TLS certificates");
-                server.reload_certificates();
-            }
-            _ = usr1.recv() => server.log_status(),
+/// The pid file: written once serving, removed at exit if it still names this process.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &Path) -> anyhow::Result<Self> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the pid file {}", path.display()))?;
+        Ok(Self(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.0).is_ok_and(|s| s.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
         }
     }
-    Ok(())
+}
+
+/// Tells systemd (`Type=notify`) about the service's state, when it asks
+/// (`NOTIFY_SOCKET`); does nothing otherwise.
+fn sd_notify(state: &str) {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let target = target.to_string_lossy().into_owned();
+    let sent = match target.strip_prefix('@') {
+        #[cfg(target_os = "linux")]
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+        }
+        #[cfg(not(target_os = "linux"))]
+        Some(_) => return,
+        None => socket.send_to(state.as_bytes(), &target),
+    };
+    if let Err(e) = sent {
+        tracing::warn!(socket = %target, error = %e, "cannot notify systemd");
+    }
+}
+
+/// The signals the server reacts to, installed before it says it is ready: a signal sent
+/// right after "sluice started" (or systemd's READY=1) must not hit the default action.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            usr1: signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; meanwhile reloads TLS certificates on SIGHUP and logs
+    /// the upstream servers' state on SIGUSR1.
+    async fn wait(&mut self, server: &Server) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); break }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); break }
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading TLS certificates");
+                    server.reload_certificates();
+                }
+                _ = self.usr1.recv() => server.log_status(),
+            }
+        }
+    }
 }
 
 /// The configuration `sluice proxy` runs: one listener, one upstream group, one route.

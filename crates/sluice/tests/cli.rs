@@ -156,3 +156,48 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(status.code(), Some(0));
     drop(log);
 }
+
+#[test]
+fn run_test_prints_the_effective_config_and_exits() {
+    let path = temp_file("effective.kdl", "listener \"127.0.0.1:0\"\nsite \"*\" { route \"/\" { respond 200 } }\n");
+    let out = Command::new(BIN).args(["run", "--test", "-c", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Defaults are filled in: the listener's limits, the access log, timeouts.
+    assert!(text.contains("max_connections: 10000") && text.contains("keepalive_timeout: 75s"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pid_file_and_systemd_notifications_follow_the_process() {
+    let dir = temp_file("x", "").parent().unwrap().to_path_buf();
+    let notify = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let pid_path = dir.join("sluice.pid");
+    let config = temp_file(
+        "pid.kdl",
+        &format!(
+            "server {{\n    access-log \"off\"\n    pid-file \"{}\"\n}}\nlistener \"127.0.0.1:0\"\nsite \"*\" {{ route \"/\" {{ respond 200 }} }}\n",
+            pid_path.display()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).unwrap_or_else(|e| {
+        panic!("{e}; sluice said: {}", std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default())
+    });
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1\nMAINPID="), "{ready}");
+    assert_eq!(std::fs::read_to_string(&pid_path).unwrap().trim(), child.id().to_string());
+    sigterm(&child);
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap().success());
+    assert!(!pid_path.exists(), "the pid file is removed at exit");
+}

@@ -9,7 +9,8 @@ use crate::model::{LogFormat, LogTarget, RuntimeKind, ServerSettings};
 use crate::reader::{children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::value::{choice, duration, integer, non_empty_string};
 
-const NODES: &[&str] = &["worker-threads", "runtime", "shutdown-grace", "access-log", "dns-server", "admin"];
+const NODES: &[&str] =
+    &["worker-threads", "runtime", "shutdown-grace", "access-log", "dns-server", "admin", "pid-file"];
 
 /// Reads a `server` block into `settings` (which holds the defaults).
 pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut ServerSettings) {
@@ -46,6 +47,14 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut Serve
                 }
             }
             "access-log" => read_access_log(d, child, settings),
+            "pid-file" => {
+                let usage = "pid-file \"/run/sluice.pid\"";
+                if let Some(entry) = crate::reader::single(d, child, usage) {
+                    if let Some(path) = crate::value::non_empty_string(d, entry, usage) {
+                        settings.pid_file = Some(d.path(path));
+                    }
+                }
+            }
             "admin" => {
                 let usage = "admin \"127.0.0.1:9901\" token=\"secret\"";
                 let (args, props) = crate::reader::leaf(d, child, crate::reader::Arity::Exactly(1), &["token"], usage);
