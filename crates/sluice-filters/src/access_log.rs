@@ -167,6 +167,9 @@ fn format_json(out: &mut String, s: &Session, error: Option<&Error>) {
         s.retries()
     );
     push_json_str(out, s.request_id().to_str().unwrap_or(""));
+    out.push_str(",\"trace_id\":\"");
+    out.push_str(s.trace().trace_id());
+    out.push('"');
     if let Some(tls) = &s.connection().tls {
         let _ = write!(
             out,
@@ -208,6 +211,7 @@ fn format_text(out: &mut String, s: &Session, error: Option<&Error>) {
         s.bytes_in(),
         s.request_id().to_str().unwrap_or("-"),
     );
+    let _ = write!(out, " trace={}", s.trace().trace_id());
     if let Some(tls) = &s.connection().tls {
         let _ = write!(out, " tls={}", tls.version);
     }

@@ -19,6 +19,8 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -184,6 +186,12 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
     };
     headers.append(header::VIA, HeaderValue::from_static(via));
     headers.insert(&X_REQUEST_ID, session.request_id().clone());
+    // W3C trace context: this hop's traceparent; a tracestate only goes with a trace the
+    // client really sent.
+    headers.insert(&TRACEPARENT, session.trace().upstream_header());
+    if !session.trace().continued() {
+        headers.remove(&TRACESTATE);
+    }
 
     // PathAndQuery is backed by shared bytes: cloning it does not copy the path.
     let path = down.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));

@@ -13,7 +13,8 @@
 //! Failures at any point leave the line through [`Proxy::error_response`] (by default
 //! [`error_response`], the one place errors become statuses) and still reach
 //! [`Proxy::logging`]. Header hygiene (hop-by-hop removal, `X-Forwarded-*`, `Via`,
-//! `X-Request-Id`) is applied by the engine in [`forwarding`], before the user's filters.
+//! `X-Request-Id`, W3C `traceparent` via [`trace`]) is applied by the engine in [`forwarding`],
+//! before the user's filters.
 
 mod body;
 mod engine;
@@ -22,6 +23,7 @@ pub mod forwarding;
 mod phase;
 pub mod retry;
 mod session;
+pub mod trace;
 
 pub use body::ProxyBody;
 pub use engine::HttpProxy;

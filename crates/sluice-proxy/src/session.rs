@@ -25,6 +25,7 @@ pub struct Session {
     conn: Arc<ConnectionInfo>,
     started: Instant,
     request_id: HeaderValue,
+    trace: crate::trace::TraceContext,
     pub(crate) retries: u32,
     pub(crate) failed_peer: Option<Arc<Backend>>,
     pub(crate) upstream_addr: Option<SocketAddr>,
@@ -41,7 +42,10 @@ impl Session {
             Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
             _ => new_request_id(),
         };
+        static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+        let trace = crate::trace::TraceContext::from_header(req.headers.get(&TRACEPARENT));
         Self {
+            trace,
             req,
             body: Some(body),
             first_frame: None,
@@ -102,6 +106,12 @@ impl Session {
     /// random one. Sent upstream and echoed in the response.
     pub fn request_id(&self) -> &HeaderValue {
         &self.request_id
+    }
+
+    /// The W3C trace this request belongs to (continued from the client's `traceparent`,
+    /// or started here).
+    pub fn trace(&self) -> &crate::trace::TraceContext {
+        &self.trace
     }
 
     /// How many times the request was retried on another server so far.

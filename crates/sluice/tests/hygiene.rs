@@ -168,3 +168,43 @@ async fn a_rejected_head_split_across_reads_still_gets_400() {
     }
     assert_eq!(origin.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w3c_trace_context_is_continued_or_started_for_the_origin() {
+    let origin = Origin::named("ok").await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
+    let send = |headers: Vec<(&'static str, &'static str)>| {
+        let addr = proxy.addr();
+        async move {
+            let mut c = h1_client(addr).await;
+            let mut req = http::Request::get("/").header("host", "trace.test");
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = c.send_request(req.body(full("")).unwrap()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    };
+    // Continued: same trace id, a new parent id, tracestate kept.
+    send(vec![
+        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ("tracestate", "vendor=abc"),
+    ])
+    .await;
+    let head = origin.last_head();
+    let tp = head.headers["traceparent"].to_str().unwrap().to_owned();
+    assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"), "{tp}");
+    assert!(!tp.contains("00f067aa0ba902b7"), "the proxy is a new hop: {tp}");
+    assert_eq!(head.headers["tracestate"], "vendor=abc");
+    // Absent: a new trace starts.
+    send(vec![]).await;
+    let tp = origin.last_head().headers["traceparent"].to_str().unwrap().to_owned();
+    assert_eq!(tp.len(), 55, "{tp}");
+    assert!(tp.starts_with("00-") && tp.ends_with("-01"), "{tp}");
+    // Invalid: a new trace, and its tracestate is dropped.
+    send(vec![("traceparent", "00-zz-00f067aa0ba902b7-01"), ("tracestate", "vendor=abc")]).await;
+    let head = origin.last_head();
+    assert!(!head.headers["traceparent"].to_str().unwrap().contains("zz"));
+    assert!(head.headers.get("tracestate").is_none());
+    proxy.shutdown().await;
+}

@@ -80,6 +80,7 @@ async fn access_log_lines_have_the_documented_fields() {
                 "\"upstream_time_ms\":",
                 "\"total_time_ms\":",
                 &format!("\"request_id\":\"{id}\""),
+                "\"trace_id\":\"",
             ] {
                 assert!(first.contains(field), "{field} missing in {first}");
             }
