@@ -131,7 +131,7 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
     up.headers = down.headers.clone();
     let headers = &mut up.headers;
     // Room for the forwarding headers below: one growth instead of several.
-    headers.reserve(6);
+    headers.reserve(7);
 
     let found = HopHeaders::scan(headers);
     // TE is hop-by-hop, but `TE: trailers` must reach gRPC origins.
