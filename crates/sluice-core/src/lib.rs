@@ -8,6 +8,7 @@
 //! - [`deadline`]: lazily re-armed timers for per-request timeouts on long-lived objects;
 //! - [`body`]: the one body type used for requests sent upstream and responses sent down;
 //! - [`shutdown`]: the process-wide shutdown signal and connection drain tracking;
+//! - [`time`]: wall-clock dates for logs and reports;
 //! - [`tls`]: TLS termination (SNI, ALPN, client certificates, reload) and certificate loading.
 //!
 //! The request path itself (phases, forwarding) lives in `sluice-proxy`; this crate only
@@ -19,6 +20,7 @@ pub mod guard;
 pub mod listener;
 pub mod server;
 pub mod shutdown;
+pub mod time;
 pub mod tls;
 
 use std::future::Future;

@@ -12,6 +12,8 @@ use sluice_core::listener::ListenerSettings;
 use sluice_core::{Body, ConnectionInfo, HttpService, Incoming};
 use sluice_upstream::Upstream;
 
+use sluice_filters::access_log::push_json_str;
+
 use crate::metrics::{self, Metrics};
 
 /// Everything the admin API reports on.
@@ -47,21 +49,6 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
     r
 }
 
-fn push_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 impl AdminService {
     fn authorized(&self, req: &Request<Incoming>) -> bool {
         let Some(token) = &self.0.token else { return true };
@@ -80,7 +67,7 @@ impl AdminService {
                 out.push(',');
             }
             out.push_str("{\"name\":");
-            push_str(&mut out, g.name());
+            push_json_str(&mut out, g.name());
             let _ = write!(
                 out,
                 ",\"algorithm\":\"{:?}\",\"in_flight\":{},\"rejected\":{},\"servers\":[",
@@ -94,7 +81,7 @@ impl AdminService {
                 }
                 let h = b.health();
                 out.push_str("{\"address\":");
-                push_str(&mut out, b.name());
+                push_json_str(&mut out, b.name());
                 let last_check = match h.last_check() {
                     Some((at, ok)) => format!("{{\"passed\":{ok},\"ms_ago\":{}}}", now.saturating_sub(at)),
                     None => "null".to_owned(),
@@ -150,9 +137,9 @@ impl AdminService {
         backend.health().set_drained(drain);
         tracing::info!(upstream = %upstream, server = %backend.key(), drained = drain, "server drained through the admin API");
         let mut out = String::from("{\"upstream\":");
-        push_str(&mut out, &upstream);
+        push_json_str(&mut out, &upstream);
         out.push_str(",\"server\":");
-        push_str(&mut out, backend.key());
+        push_json_str(&mut out, backend.key());
         let _ = write!(out, ",\"drained\":{drain}}}");
         json(StatusCode::OK, out)
     }

@@ -115,7 +115,7 @@ impl Server {
                 listeners: settings.clone(),
                 upstreams: built.upstreams.clone(),
                 config_hash: format!("{:016x}", hasher.finish()),
-                loaded_at: sluice_core::tls::certs::format_unix(now),
+                loaded_at: sluice_core::time::rfc3339(now),
                 config_counts: (config.listeners.len(), config.upstreams.len(), config.sites.len()),
                 reloads: reloads.clone(),
                 token: admin.token.clone(),

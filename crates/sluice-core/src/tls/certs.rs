@@ -146,7 +146,7 @@ impl CertificateInfo {
 
     /// The end of validity as an RFC 3339 date-time (UTC), for messages.
     pub fn not_after_text(&self) -> String {
-        format_unix(self.not_after)
+        crate::time::rfc3339(self.not_after)
     }
 
     /// Whether the certificate is valid for the host name `name` (lower case), following
@@ -174,23 +174,6 @@ fn dns_name_matches(pattern: &str, name: &str) -> bool {
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-pub fn format_unix(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A certificate chain with its private key, ready for rustls, and what the leaf says.
@@ -290,13 +273,6 @@ mod tests {
         assert!(!dns_name_matches("*.example.com", "a.b.example.com"));
         assert!(!dns_name_matches("*.example.com", "example.com"));
         assert!(dns_name_matches("example.com", "example.com"));
-    }
-
-    #[test]
-    fn dates_format_as_rfc3339() {
-        assert_eq!(format_unix(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_unix(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(format_unix(4_102_444_799), "2099-12-31T23:59:59Z");
     }
 
     #[test]

@@ -70,62 +70,46 @@ impl Selector for WeightedRandom {
     }
 }
 
-/// Least outstanding requests per unit of weight, among two random choices.
-#[derive(Debug)]
-pub struct LeastRequests {
+/// The power of two choices: two random (weighted) usable backends, and the one with the
+/// lower `cost` wins. Least requests and peak-EWMA differ only in the cost.
+pub struct TwoChoices {
     backends: Vec<Arc<Backend>>,
     random: WeightedRandom,
+    cost: fn(&Backend) -> f64,
 }
 
-impl LeastRequests {
-    /// Over these backends.
-    pub fn new(backends: Vec<Arc<Backend>>) -> Self {
+impl std::fmt::Debug for TwoChoices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwoChoices").field("backends", &self.backends.len()).finish_non_exhaustive()
+    }
+}
+
+impl TwoChoices {
+    fn new(backends: Vec<Arc<Backend>>, cost: fn(&Backend) -> f64) -> Self {
         let random = WeightedRandom::new(&backends.iter().map(|b| b.weight()).collect::<Vec<_>>());
-        Self { backends, random }
+        Self { backends, random, cost }
     }
 
-    fn load(&self, i: usize) -> f64 {
-        let b = &self.backends[i];
-        b.stats().in_flight() as f64 / f64::from(b.weight())
+    /// Least outstanding requests per unit of weight.
+    pub fn least_requests(backends: Vec<Arc<Backend>>) -> Self {
+        Self::new(backends, |b| b.stats().in_flight() as f64 / f64::from(b.weight()))
     }
-}
 
-impl Selector for LeastRequests {
-    fn select(&self, _pick: Pick, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let (a, b) = self.random.two(usable)?;
-        Some(match b {
-            Some(b) if self.load(b) < self.load(a) => b,
-            _ => a,
+    /// Peak-EWMA latency × (outstanding requests + 1) / weight.
+    pub fn peak_ewma(backends: Vec<Arc<Backend>>) -> Self {
+        Self::new(backends, |b| {
+            let stats = b.stats();
+            stats.latency_ewma_us() * (stats.in_flight() as f64 + 1.0) / f64::from(b.weight())
         })
     }
 }
 
-/// Peak-EWMA latency × (outstanding requests + 1) / weight, among two random choices.
-#[derive(Debug)]
-pub struct PeakEwma {
-    backends: Vec<Arc<Backend>>,
-    random: WeightedRandom,
-}
-
-impl PeakEwma {
-    /// Over these backends.
-    pub fn new(backends: Vec<Arc<Backend>>) -> Self {
-        let random = WeightedRandom::new(&backends.iter().map(|b| b.weight()).collect::<Vec<_>>());
-        Self { backends, random }
-    }
-
-    fn cost(&self, i: usize) -> f64 {
-        let b = &self.backends[i];
-        let stats = b.stats();
-        stats.latency_ewma_us() * (stats.in_flight() as f64 + 1.0) / f64::from(b.weight())
-    }
-}
-
-impl Selector for PeakEwma {
+impl Selector for TwoChoices {
     fn select(&self, _pick: Pick, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let (a, b) = self.random.two(usable)?;
+        let cost = |i: usize| (self.cost)(&self.backends[i]);
         Some(match b {
-            Some(b) if self.cost(b) < self.cost(a) => b,
+            Some(b) if cost(b) < cost(a) => b,
             _ => a,
         })
     }
@@ -167,7 +151,7 @@ mod tests {
             b[0].stats().request_started();
             b[1].stats().request_started();
         }
-        let c = counts(&LeastRequests::new(b.clone()), 3, 3_000, &|_| true);
+        let c = counts(&TwoChoices::least_requests(b.clone()), 3, 3_000, &|_| true);
         // Backend 2 wins every comparison it is in: 2 of the 3 possible pairs.
         assert!(c[2] > 1_800, "{c:?}");
         // Weight matters: twice the weight, twice the acceptable load.
@@ -178,7 +162,7 @@ mod tests {
         for _ in 0..6 {
             b[1].stats().request_started();
         }
-        let c = counts(&LeastRequests::new(b), 2, 1_000, &|_| true);
+        let c = counts(&TwoChoices::least_requests(b), 2, 1_000, &|_| true);
         assert_eq!(c, [1_000, 0], "10/2 < 6/1");
     }
 
@@ -187,7 +171,7 @@ mod tests {
         let b = backends(&[1, 1]);
         b[0].stats().observe_latency(Duration::from_millis(200));
         b[1].stats().observe_latency(Duration::from_millis(2));
-        let c = counts(&PeakEwma::new(b), 2, 1_000, &|_| true);
+        let c = counts(&TwoChoices::peak_ewma(b), 2, 1_000, &|_| true);
         assert_eq!(c, [0, 1_000]);
     }
 }

@@ -73,8 +73,8 @@ pub fn build(algorithm: Algorithm, backends: &[Arc<Backend>]) -> Box<dyn Selecto
         Algorithm::RoundRobin => Box::new(round_robin::RoundRobin::new(backends.len())),
         Algorithm::WeightedRoundRobin => Box::new(round_robin::SmoothWeighted::new(&weights)),
         Algorithm::Random => Box::new(load::WeightedRandom::new(&weights)),
-        Algorithm::LeastRequests => Box::new(load::LeastRequests::new(backends.to_vec())),
-        Algorithm::PeakEwma => Box::new(load::PeakEwma::new(backends.to_vec())),
+        Algorithm::LeastRequests => Box::new(load::TwoChoices::least_requests(backends.to_vec())),
+        Algorithm::PeakEwma => Box::new(load::TwoChoices::peak_ewma(backends.to_vec())),
         Algorithm::Ketama => {
             Box::new(hashing::Ketama::new(&backends.iter().map(|b| (b.key(), b.weight())).collect::<Vec<_>>()))
         }
