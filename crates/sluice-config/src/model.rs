@@ -162,7 +162,7 @@ pub struct ListenerTls {
     /// with a certificate, is the default.
     pub certificate: Option<CertificatePair>,
     /// Lowest accepted protocol version.
-    pub min_version: TlsMinVersion,
+    pub min_version: TlsVersion,
     /// Offer HTTP/2 by ALPN (`h2`), beside `http/1.1`.
     pub http2: bool,
     /// What a handshake without SNI gets.
@@ -183,7 +183,7 @@ impl Default for ListenerTls {
     fn default() -> Self {
         Self {
             certificate: None,
-            min_version: TlsMinVersion::Tls12,
+            min_version: TlsVersion::Tls12,
             http2: true,
             without_sni: SniFallback::Default,
             unknown_sni: SniFallback::Default,
@@ -195,23 +195,9 @@ impl Default for ListenerTls {
     }
 }
 
-/// Lowest TLS version a listener accepts (1.0 and 1.1 are never offered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMinVersion {
-    /// TLS 1.2 and 1.3.
-    Tls12,
-    /// TLS 1.3 only.
-    Tls13,
-}
-
-/// What a TLS listener does with a handshake it has no site certificate for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SniFallback {
-    /// Answer with the default certificate.
-    Default,
-    /// Refuse the handshake.
-    Refuse,
-}
+/// Lowest TLS version a listener accepts (1.0 and 1.1 are never offered), and what a TLS
+/// listener does with a handshake it has no site certificate for: the server's own types.
+pub use sluice_core::tls::server::{SniFallback, TlsVersion};
 
 /// A certificate chain file and its private key file (PEM).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,7 @@ use anyhow::{anyhow, Context as _};
 use sluice_config::{self as config, Config};
 use sluice_core::guard::GuardConfig;
 use sluice_core::listener::ListenerSettings;
-use sluice_core::tls::server::{
-    ClientAuth, ServerTlsSettings, SniFallback, SniName, TlsAcceptor, TlsEntry, TlsVersion,
-};
+use sluice_core::tls::server::{ClientAuth, ServerTlsSettings, SniName, TlsAcceptor, TlsEntry};
 use sluice_filters::access_log::{self, AccessLog};
 use sluice_filters::affinity::AffinityKey;
 use sluice_filters::headers::{HeaderEdit, HeaderRules};
@@ -408,25 +406,15 @@ fn server_tls(config: &Config, id: usize, tls: &config::ListenerTls) -> ServerTl
         });
     }
     ServerTlsSettings {
-        min_version: match tls.min_version {
-            config::TlsMinVersion::Tls12 => TlsVersion::Tls12,
-            config::TlsMinVersion::Tls13 => TlsVersion::Tls13,
-        },
+        min_version: tls.min_version,
         http2: tls.http2,
-        without_sni: fallback(tls.without_sni),
-        unknown_sni: fallback(tls.unknown_sni),
+        without_sni: tls.without_sni,
+        unknown_sni: tls.unknown_sni,
         session_tickets: tls.session_tickets,
         session_cache: tls.session_cache,
         entries,
         default_entry: default_entry.unwrap_or(0),
         handshake_timeout: tls.handshake_timeout,
-    }
-}
-
-fn fallback(f: config::SniFallback) -> SniFallback {
-    match f {
-        config::SniFallback::Default => SniFallback::Default,
-        config::SniFallback::Refuse => SniFallback::Refuse,
     }
 }
 

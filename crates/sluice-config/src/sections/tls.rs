@@ -6,7 +6,7 @@ use kdl::KdlNode;
 use miette::SourceSpan;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{CertificatePair, ClientAuthConfig, ListenerTls, SniFallback, TlsMinVersion, UpstreamTls};
+use crate::model::{CertificatePair, ClientAuthConfig, ListenerTls, SniFallback, TlsVersion, UpstreamTls};
 use crate::reader::{children, leaf, name, name_span, single, take_props, unknown_node, Arity, Once};
 use crate::sections::headers::header_name;
 use crate::value::{boolean, choice, duration, integer, non_empty_string};
@@ -120,8 +120,8 @@ pub(crate) fn read_listener_tls(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawL
             "min-version" => {
                 if let Some(e) = single(d, child, "min-version \"1.2\"") {
                     match choice(d, e, "TLS version", &["1.2", "1.3"]) {
-                        Some("1.3") => c.min_version = TlsMinVersion::Tls13,
-                        Some(_) => c.min_version = TlsMinVersion::Tls12,
+                        Some("1.3") => c.min_version = TlsVersion::Tls13,
+                        Some(_) => c.min_version = TlsVersion::Tls12,
                         None => {}
                     }
                 }
