@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -95,13 +96,27 @@ pub async fn serve<S: HttpService>(
     listener: std::net::TcpListener,
     settings: Arc<ListenerSettings>,
     service: Arc<S>,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    serve_live(listener, Arc::new(ArcSwap::new(settings)), service, shutdown).await
+}
+
+/// Like [`serve`], with settings that may be replaced while it runs (a configuration
+/// reload): each new connection gets the settings current when it was accepted, and open
+/// connections keep theirs. A changed `max_connections` resizes the limit in place.
+pub async fn serve_live<S: HttpService>(
+    listener: std::net::TcpListener,
+    live: Arc<ArcSwap<ListenerSettings>>,
+    service: Arc<S>,
     mut shutdown: Shutdown,
 ) -> io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     let local = listener.local_addr()?;
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let open = settings.stats.open.clone();
-    tracing::info!(listener = %settings.name, address = %local, "listening");
+    let first = live.load_full();
+    let mut limit = first.max_connections;
+    let slots = Arc::new(Semaphore::new(limit));
+    tracing::info!(listener = %first.name, address = %local, "listening");
+    drop(first);
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
@@ -114,6 +129,10 @@ pub async fn serve<S: HttpService>(
             accepted = listener.accept() => accepted,
             _ = shutdown.triggered() => break,
         };
+        let settings = live.load_full();
+        if settings.max_connections != limit {
+            resize(&slots, &mut limit, settings.max_connections);
+        }
         let (stream, client) = match accepted {
             Ok(a) => a,
             Err(e) => {
@@ -126,10 +145,9 @@ pub async fn serve<S: HttpService>(
         // Linux copies TCP_NODELAY from the listening socket; elsewhere set it here.
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
-        let settings = settings.clone();
         let service = service.clone();
         let watcher = shutdown.clone();
-        let open = open.clone();
+        let open = settings.stats.open.clone();
         open.fetch_add(1, Ordering::Relaxed);
         settings.stats.accepted.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
@@ -149,10 +167,31 @@ pub async fn serve<S: HttpService>(
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
-    // Close the socket before saying so: new clients are refused from this line on.
+    // Close the socket before saying so: new clients are refused from this line on (unless
+    // another process shares it: a binary upgrade hands it over).
     drop(listener);
-    tracing::info!(listener = %settings.name, address = %local, "stopped accepting");
+    tracing::info!(listener = %live.load().name, address = %local, "stopped accepting");
     Ok(())
+}
+
+/// Changes the number of connection slots from `*limit` to `to`. Slots held by open
+/// connections stay held: lowering the limit takes effect as connections close.
+fn resize(slots: &Arc<Semaphore>, limit: &mut usize, to: usize) {
+    if to > *limit {
+        slots.add_permits(to - *limit);
+    } else {
+        let owed = *limit - to - slots.forget_permits(*limit - to);
+        if owed > 0 {
+            // The rest are held by open connections: take them out as those close.
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                if let Ok(permits) = slots.acquire_many_owned(u32::try_from(owed).unwrap_or(u32::MAX)).await {
+                    permits.forget();
+                }
+            });
+        }
+    }
+    *limit = to;
 }
 
 /// Runs the TLS handshake, then serves the decrypted stream. A handshake still running when

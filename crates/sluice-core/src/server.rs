@@ -21,6 +21,8 @@ use crate::shutdown::Shutdown;
 use crate::{BoxError, ConnectionInfo, HttpProtocol, HttpService};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The longest an idle HTTP/1.1 connection lingers once its listener drains.
+const DRAIN_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// How to choose the protocol of a new connection.
@@ -91,22 +93,30 @@ pub async fn serve_connection<IO, S>(
     // bytes each): hyper should hand it one flattened buffer instead.
     let flatten = tls.is_some();
     let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol, tls));
+    // HTTP/1.1 responses made while the listener drains say `connection: close`, so the
+    // client opens its next request elsewhere instead of racing our close (HTTP/2 has GOAWAY).
+    let draining = (protocol == HttpProtocol::Http1).then(|| shutdown.flag());
     let svc = {
         let info = info.clone();
         service_fn(move |req| {
             let service = service.clone();
             let info = info.clone();
+            let draining = draining.clone();
             async move {
                 let in_flight = InFlight::start(info.clone());
-                let response = service.call(req, &info).await;
+                let mut response = service.call(req, &info).await;
+                if draining.is_some_and(|d| d.load(std::sync::atomic::Ordering::Relaxed)) {
+                    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
                 Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _in_flight: in_flight }))
             }
         })
     };
     match protocol {
         HttpProtocol::Http1 => {
-            let io = ServerIo::http1(io, prefix, info, guard).with_load(open).shutdown_on_close(shutdown_on_close);
-            serve_http1(io, svc, client, shutdown, flatten).await;
+            let io =
+                ServerIo::http1(io, prefix, info.clone(), guard).with_load(open).shutdown_on_close(shutdown_on_close);
+            serve_http1(io, svc, client, shutdown, flatten, info).await;
         }
         // Boxed: HTTP/2 session state is large and rare next to HTTP/1 idle connections,
         // which should not pay for its size in their task.
@@ -151,6 +161,7 @@ async fn serve_http1<IO, Svc, B>(
     client: SocketAddr,
     mut shutdown: Shutdown,
     flatten: bool,
+    info: Arc<ConnectionInfo>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: ConnService<B>,
@@ -163,6 +174,9 @@ async fn serve_http1<IO, Svc, B>(
         .writev(!flatten)
         .max_buf_size(server_io.config().max_header_size.max(8192))
         .header_read_timeout(None);
+    // How long an idle connection stays open once draining starts: a request the client
+    // is sending at that moment is served (with `connection: close`) instead of cut off.
+    let linger = server_io.config().keepalive_timeout.min(DRAIN_LINGER);
     loop {
         server_io.connection().session_started();
         // Boxed so that an idle connection's task does not reserve room for it.
@@ -170,8 +184,19 @@ async fn serve_http1<IO, Svc, B>(
         let result = tokio::select! {
             r = conn.as_mut() => r,
             _ = shutdown.triggered() => {
-                conn.as_mut().graceful_shutdown();
-                conn.as_mut().await
+                let finished = if info.in_flight() == 0 {
+                    tokio::time::timeout(linger, conn.as_mut()).await.ok()
+                } else {
+                    None
+                };
+                match finished {
+                    Some(r) => r,
+                    None => {
+                        // In flight: hyper finishes the response, then closes.
+                        conn.as_mut().graceful_shutdown();
+                        conn.as_mut().await
+                    }
+                }
             }
         };
         // `None`: the connection was upgraded and now belongs to the tunnel.
@@ -197,8 +222,12 @@ async fn serve_http1<IO, Svc, B>(
         drop(parts.service);
         drop(parts.read_buf);
         let next = tokio::select! {
-            more = server_io.wait_for_request() => more,
-            _ = shutdown.triggered() => false,
+            more = server_io.wait_for_request() => Some(more),
+            _ = shutdown.triggered() => None,
+        };
+        let next = match next {
+            Some(more) => more,
+            None => matches!(tokio::time::timeout(linger, server_io.wait_for_request()).await, Ok(true)),
         };
         if !next {
             return;

@@ -1,24 +1,36 @@
 //! Process-wide graceful shutdown: a signal every task can wait on, and a way to wait
 //! until every holder of that signal (each listener and each connection) is gone.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 /// Creates a shutdown trigger and the first watcher.
 pub fn channel() -> (ShutdownTrigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger { tx }, Shutdown { rx })
+    let flag = Arc::new(AtomicBool::new(false));
+    (ShutdownTrigger { tx, flag: flag.clone() }, Shutdown { rx, flag })
 }
 
 /// Starts a shutdown and waits for it to drain.
 #[derive(Debug)]
 pub struct ShutdownTrigger {
     tx: watch::Sender<bool>,
+    /// The same state as the channel, readable with one load (checked per request).
+    flag: Arc<AtomicBool>,
 }
 
 impl ShutdownTrigger {
     /// Tells every watcher to stop accepting work and finish what it has.
     pub fn trigger(&self) {
+        self.flag.store(true, Ordering::Release);
         self.tx.send_replace(true);
+    }
+
+    /// Whether [`trigger`](Self::trigger) has been called.
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
     }
 
     /// Resolves once every [`Shutdown`] clone has been dropped (all connections closed).
@@ -33,7 +45,7 @@ impl ShutdownTrigger {
 
     /// A new watcher.
     pub fn subscribe(&self) -> Shutdown {
-        Shutdown { rx: self.tx.subscribe() }
+        Shutdown { rx: self.tx.subscribe(), flag: self.flag.clone() }
     }
 }
 
@@ -41,12 +53,19 @@ impl ShutdownTrigger {
 #[derive(Debug, Clone)]
 pub struct Shutdown {
     rx: watch::Receiver<bool>,
+    flag: Arc<AtomicBool>,
 }
 
 impl Shutdown {
-    /// Whether shutdown has started.
+    /// Whether shutdown has started (one atomic load).
     pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow()
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// The flag behind [`is_triggered`](Self::is_triggered), for code that must check it
+    /// without holding a watcher (which would keep the drain waiting).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
     }
 
     /// Resolves when shutdown starts (immediately if it already has).

@@ -3,43 +3,20 @@
 //! Reference: docs/admin-api.md.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use sluice_core::listener::ListenerSettings;
 use sluice_core::{Body, ConnectionInfo, HttpService, Incoming};
-use sluice_upstream::Upstream;
-
 use sluice_filters::access_log::push_json_str;
 
-use crate::metrics::{self, Metrics};
+use crate::metrics;
+use crate::server::{Control, ReloadError};
 
-/// Everything the admin API reports on.
-#[derive(Debug)]
-pub struct AdminState {
-    /// Per-route metrics.
-    pub metrics: Arc<Metrics>,
-    /// The proxy's listeners.
-    pub listeners: Vec<Arc<ListenerSettings>>,
-    /// The upstream groups.
-    pub upstreams: Vec<Arc<Upstream>>,
-    /// A hash of the running configuration.
-    pub config_hash: String,
-    /// When the configuration was loaded (RFC 3339).
-    pub loaded_at: String,
-    /// Counts of the configuration's parts, for `/config`.
-    pub config_counts: (usize, usize, usize),
-    /// Certificate reloads: (succeeded, failed).
-    pub reloads: Arc<(AtomicU64, AtomicU64)>,
-    /// Required `Authorization: Bearer` token, if any.
-    pub token: Option<String>,
-}
-
-/// The admin HTTP service.
+/// The admin HTTP service: it reports on (and reloads) the server's current generation.
 #[derive(Debug, Clone)]
-pub struct AdminService(pub Arc<AdminState>);
+pub struct AdminService(pub Arc<Control>);
 
 fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Body::full(Bytes::from(body)));
@@ -51,7 +28,10 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
 
 impl AdminService {
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.0.token else { return true };
+        let generation = self.0.current();
+        let Some(token) = generation.config.server.admin.as_ref().and_then(|a| a.token.as_ref()) else {
+            return true;
+        };
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -62,7 +42,7 @@ impl AdminService {
     fn upstreams_json(&self) -> String {
         let now = sluice_upstream::health::now_ms();
         let mut out = String::from("[");
-        for (gi, g) in self.0.upstreams.iter().enumerate() {
+        for (gi, g) in self.0.current().upstreams.iter().enumerate() {
             if gi > 0 {
                 out.push(',');
             }
@@ -113,6 +93,39 @@ impl AdminService {
 }
 
 impl AdminService {
+    /// `POST /reload`: reloads the configuration file; 200 with the new version, or 400
+    /// (invalid file, with its diagnostics) / 500 (cannot be applied) and nothing changed.
+    async fn reload(&self) -> Response<Body> {
+        match self.0.reload().await {
+            Ok(done) => {
+                let list = |addrs: &[std::net::SocketAddr]| {
+                    addrs.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(",")
+                };
+                json(
+                    StatusCode::OK,
+                    format!(
+                        "{{\"reloaded\":true,\"version\":{},\"hash\":\"{}\",\"listeners_added\":[{}],\"listeners_removed\":[{}]}}",
+                        done.version,
+                        done.hash,
+                        list(&done.added),
+                        list(&done.removed)
+                    ),
+                )
+            }
+            Err(e) => {
+                let status = match e {
+                    ReloadError::Invalid(_) => StatusCode::BAD_REQUEST,
+                    ReloadError::NoFile => StatusCode::CONFLICT,
+                    ReloadError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                let mut out = String::from("{\"reloaded\":false,\"error\":");
+                push_json_str(&mut out, &e.to_string());
+                out.push('}');
+                json(status, out)
+            }
+        }
+    }
+
     /// `POST /drain?upstream=NAME&server=KEY` (and `/undrain`): an operator takes a server
     /// out of (or back into) rotation; requests in flight on it finish.
     fn drain(&self, query: &str, drain: bool) -> Response<Body> {
@@ -128,7 +141,7 @@ impl AdminService {
                 "{\"error\":\"give upstream= and server= (as in /upstreams)\"}".into(),
             );
         };
-        let found = self.0.upstreams.iter().find(|g| g.name() == upstream).and_then(|g| {
+        let found = self.0.current().upstreams.iter().find(|g| g.name() == upstream).and_then(|g| {
             g.backends().into_iter().find(|b| b.key() == server || b.name() == server || b.addr().to_string() == server)
         });
         let Some(backend) = found else {
@@ -192,15 +205,18 @@ impl HttpService for AdminService {
             return r;
         }
         let path = req.uri().path();
-        let known = ["/live", "/ready", "/config", "/upstreams", "/metrics", "/drain", "/undrain"];
+        let known = ["/live", "/ready", "/config", "/upstreams", "/metrics", "/reload", "/drain", "/undrain"];
         if !known.contains(&path) {
             return json(StatusCode::NOT_FOUND, format!("{{\"error\":\"no such endpoint\",\"endpoints\":{known:?}}}"));
         }
-        if path == "/drain" || path == "/undrain" {
+        if path == "/drain" || path == "/undrain" || path == "/reload" {
             if req.method() != Method::POST {
                 let mut r = json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"use POST\"}".into());
                 r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
                 return r;
+            }
+            if path == "/reload" {
+                return self.reload().await;
             }
             return self.drain(req.uri().query().unwrap_or(""), path == "/drain");
         }
@@ -209,24 +225,34 @@ impl HttpService for AdminService {
             r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
             return r;
         }
-        let s = &self.0;
+        let g = self.0.current();
         match path {
             "/live" => json(StatusCode::OK, "{\"live\":true}".into()),
             "/ready" => json(StatusCode::OK, "{\"ready\":true}".into()),
             "/config" => {
-                let (listeners, upstreams, sites) = s.config_counts;
+                let (ok, failed) = self.0.reload_counts();
+                let c = &g.config;
+                let mut addresses = String::new();
+                for (i, a) in self.0.local_addrs().iter().enumerate() {
+                    addresses.push_str(if i == 0 { "\"" } else { ",\"" });
+                    let _ = write!(addresses, "{a}\"");
+                }
                 json(
                     StatusCode::OK,
                     format!(
-                        "{{\"hash\":\"{}\",\"loaded_at\":\"{}\",\"listeners\":{listeners},\"upstreams\":{upstreams},\"sites\":{sites}}}",
-                        s.config_hash, s.loaded_at
+                        "{{\"version\":{},\"hash\":\"{}\",\"loaded_at\":\"{}\",\"listeners\":{},\"addresses\":[{addresses}],\"upstreams\":{},\"sites\":{},\"reloads\":{{\"succeeded\":{ok},\"failed\":{failed}}}}}",
+                        g.version,
+                        g.hash,
+                        g.loaded_at,
+                        c.listeners.len(),
+                        c.upstreams.len(),
+                        c.sites.len()
                     ),
                 )
             }
             "/upstreams" => json(StatusCode::OK, self.upstreams_json()),
             _ => {
-                let reloads = (s.reloads.0.load(Ordering::Relaxed), s.reloads.1.load(Ordering::Relaxed));
-                let text = metrics::render(&s.metrics, &s.listeners, &s.upstreams, reloads);
+                let text = metrics::render(&g.metrics, &g.listeners, &g.upstreams, self.0.reload_counts());
                 let mut r = Response::new(Body::full(Bytes::from(text)));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,

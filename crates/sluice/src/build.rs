@@ -63,8 +63,25 @@ pub struct Built {
     pub metrics: Arc<Metrics>,
 }
 
+/// What a reload can keep from the running configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Previous<'a> {
+    /// The running configuration.
+    pub config: &'a Config,
+    /// Its upstream groups (their current members).
+    pub upstreams: &'a [Arc<Upstream>],
+    /// Its per-route metrics.
+    pub metrics: &'a Metrics,
+}
+
 /// Builds the engine from a configuration; resolves upstream server names.
-pub async fn build(config: &Config) -> anyhow::Result<Built> {
+///
+/// `slots[i]` is the id of `config.listeners[i]` (ids stay the same across reloads, so a
+/// connection accepted before a reload routes with its listener's new sites). With
+/// `previous`, a group whose connection settings (protocol, pool, timeouts, TLS) did not
+/// change keeps the servers that did not change: their pools, health and ejection state
+/// carry over. Per-route metrics carry over by their labels.
+pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'_>>) -> anyhow::Result<Built> {
     let mut upstreams = HashMap::new();
     let mut all_backends = Vec::new();
     let mut upstream_tls = Vec::new();
@@ -73,6 +90,15 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
     let mut discoveries = Vec::new();
     let mut resolver: Option<Resolver> = None;
     for u in &config.upstreams {
+        // The same group with the same connection settings: its servers can be kept.
+        let kept: Option<(&Arc<Upstream>, BackendSettings)> = previous.and_then(|p| {
+            let old = p.config.upstreams.iter().find(|o| o.name == u.name)?;
+            let same =
+                old.protocol == u.protocol && old.pool == u.pool && old.timeouts == u.timeouts && old.tls == u.tls;
+            let group = p.upstreams.iter().find(|g| g.name() == u.name)?;
+            let settings = group.backends().first()?.settings().clone();
+            same.then_some((group, settings))
+        });
         let protocol = match u.protocol {
             config::UpstreamProtocol::Http1 => UpstreamProtocol::Http1,
             config::UpstreamProtocol::H2c => UpstreamProtocol::H2c,
@@ -80,6 +106,15 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         };
         let tls = match &u.tls {
             None => None,
+            Some(_) if kept.as_ref().is_some_and(|(_, s)| s.tls.is_some()) => {
+                // Kept servers keep their TLS client: re-read its files (same paths).
+                let connector = kept.as_ref().and_then(|(_, s)| s.tls.clone());
+                if let Some(c) = &connector {
+                    c.reload().map_err(|e| anyhow!("upstream `{}`: {e}", u.name))?;
+                    upstream_tls.push((u.name.clone(), c.clone()));
+                }
+                connector
+            }
             Some(t) => {
                 let settings = UpstreamTlsSettings {
                     server_name: t.server_name.clone(),
@@ -98,15 +133,27 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 Some(connector)
             }
         };
-        let settings = BackendSettings {
-            protocol,
-            pool: PoolSettings { max_idle: u.pool.max_idle_per_server, idle_timeout: u.pool.idle_timeout },
-            timeouts: Timeouts {
-                connect: u.timeouts.connect,
-                first_byte: u.timeouts.first_byte,
-                read_idle: u.timeouts.read_idle,
+        let settings = match &kept {
+            Some((_, settings)) => settings.clone(),
+            None => BackendSettings {
+                protocol,
+                pool: PoolSettings { max_idle: u.pool.max_idle_per_server, idle_timeout: u.pool.idle_timeout },
+                timeouts: Timeouts {
+                    connect: u.timeouts.connect,
+                    first_byte: u.timeouts.first_byte,
+                    read_idle: u.timeouts.read_idle,
+                },
+                tls,
             },
-            tls,
+        };
+        // A server is kept when its name, address and weight are the same.
+        let old_members = kept.as_ref().map(|(g, _)| g.backends()).unwrap_or_default();
+        let keep = |b: Arc<Backend>| -> Arc<Backend> {
+            old_members
+                .iter()
+                .find(|o| o.name() == b.name() && o.addr() == b.addr() && o.weight() == b.weight())
+                .cloned()
+                .unwrap_or(b)
         };
         // Servers written as IP addresses are fixed; names are resolved to all their
         // addresses now, and re-resolved on their TTL by a discovery task.
@@ -114,7 +161,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         let mut named = Vec::new();
         for s in &u.servers {
             if let (false, Ok(addr)) = (s.srv, s.address.parse::<std::net::SocketAddr>()) {
-                fixed.push(Arc::new(Backend::new(s.address.clone(), addr, s.weight, settings.clone())));
+                fixed.push(keep(Arc::new(Backend::new(s.address.clone(), addr, s.weight, settings.clone()))));
                 continue;
             }
             let server = if s.srv {
@@ -134,7 +181,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
                 .resolve(r, &settings)
                 .await
                 .map_err(|e| anyhow!("upstream `{}`: cannot resolve server `{}`: {e}", u.name, s.address))?;
-            named.push((server, found));
+            named.push((server, found.into_iter().map(&keep).collect::<Vec<_>>()));
         }
         let mut backends = fixed.clone();
         for (_, found) in &named {
@@ -231,20 +278,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         upstreams.insert(u.name.clone(), Group { upstream: group, affinity, retry, sticky_cookie });
     }
 
-    let mut router = Router::new(config.listeners.len());
+    let mut router = Router::new(slots.iter().max().map_or(0, |m| m + 1));
     let mut route_labels = Vec::with_capacity(config.sites.len());
     for site in &config.sites {
-        let listener_ids: Vec<usize> = if site.listeners.is_empty() {
-            (0..config.listeners.len()).collect()
-        } else {
-            config
-                .listeners
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| site.listeners.iter().any(|n| *n == l.name || *n == l.address.to_string()))
-                .map(|(i, _)| i)
-                .collect()
-        };
+        // Indexes into `config.listeners`; the router takes their slots.
+        let listener_ids: Vec<usize> = (0..config.listeners.len()).filter(|&i| serves(config, site, i)).collect();
+        let listener_slots: Vec<usize> = listener_ids.iter().map(|&i| slots[i]).collect();
         let hosts: Vec<Host> = site
             .hosts
             .iter()
@@ -279,7 +318,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             response_headers: rules(&site.response_headers),
             routes,
         };
-        router.add_site(&hosts, &listener_ids, built);
+        router.add_site(&hosts, &listener_slots, built);
     }
 
     let access_log = match &config.server.access_log.target {
@@ -312,7 +351,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
             }
         };
         listeners.push(ListenerSettings {
-            id,
+            id: slots[id],
             name: l.name.clone(),
             max_connections: l.max_connections,
             guard: GuardConfig {
@@ -328,7 +367,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         });
     }
 
-    let metrics = Arc::new(Metrics::new(route_labels));
+    let metrics = Arc::new(Metrics::new(route_labels, previous.map(|p| p.metrics)));
     Ok(Built {
         // Requests are counted only when something can read the counts (the admin API).
         proxy: ConfiguredProxy::new(router, access_log.clone(), config.server.admin.is_some().then(|| metrics.clone())),

@@ -24,7 +24,8 @@ Examples:
   sluice proxy --listen 0.0.0.0:8443 --cert cert.pem --key key.pem --to http://127.0.0.1:3000
                                             the same over HTTPS (HTTP/2 and HTTP/1.1 by ALPN)
 
-Signals: SIGTERM/SIGINT drain and exit; SIGHUP reloads TLS certificates;
+Signals: SIGTERM/SIGINT drain and exit; SIGHUP reloads the configuration file (with
+`sluice proxy`: the TLS certificate files);
 SIGUSR1 logs every upstream server's state (health, ejection, load, latency).
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=sluice_core=debug,info).
@@ -118,7 +119,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Run { config, test: false } => match load(&config) {
-            Ok(c) => exit(serve(c)),
+            Ok(c) => exit(serve(c, Some(config))),
             Err(report) => {
                 eprintln!("{report}");
                 ExitCode::FAILURE
@@ -138,7 +139,7 @@ pub fn main() -> ExitCode {
                     if runtime == "per-core" {
                         c.server.runtime = sluice_config::RuntimeKind::PerCore;
                     }
-                    exit(serve(c))
+                    exit(serve(c, None))
                 }
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -174,8 +175,9 @@ fn init_tracing() {
     let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
 }
 
-/// Runs `config` until SIGTERM or SIGINT, then drains.
-pub fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs `config` until SIGTERM or SIGINT, then drains. `source` is the file it came
+/// from: SIGHUP reloads it.
+pub fn serve(config: Config, source: Option<PathBuf>) -> anyhow::Result<()> {
     // With per-core runtimes the main runtime only handles signals and the pool sweeper.
     let mut builder = match config.server.runtime {
         sluice_config::RuntimeKind::MultiThread => {
@@ -191,7 +193,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("{w}");
         }
         let mut signals = Signals::install()?;
-        let server = Server::start(&config).await?;
+        let server = Server::start_with(&config, source, Default::default()).await?;
         let pid_file = match &config.server.pid_file {
             Some(path) => Some(PidFile::create(path)?),
             None => None,
@@ -270,7 +272,7 @@ impl Signals {
         })
     }
 
-    /// Waits for SIGTERM or SIGINT; meanwhile reloads TLS certificates on SIGHUP and logs
+    /// Waits for SIGTERM or SIGINT; meanwhile reloads the configuration on SIGHUP and logs
     /// the upstream servers' state on SIGUSR1.
     async fn wait(&mut self, server: &Server) {
         loop {
@@ -278,8 +280,17 @@ impl Signals {
                 _ = self.term.recv() => { tracing::info!("SIGTERM received"); break }
                 _ = self.int.recv() => { tracing::info!("SIGINT received"); break }
                 _ = self.hup.recv() => {
-                    tracing::info!("SIGHUP received: reloading TLS certificates");
-                    server.reload_certificates();
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    match server.reload().await {
+                        Ok(_) => {}
+                        // `sluice proxy`: no file, but its certificate files can be re-read.
+                        Err(crate::server::ReloadError::NoFile) => {
+                            tracing::info!("SIGHUP received: reloading TLS certificates");
+                            server.reload_certificates();
+                        }
+                        // Logged by the reload, with the file's diagnostics.
+                        Err(_) => {}
+                    }
                 }
                 _ = self.usr1.recv() => server.log_status(),
             }

@@ -61,7 +61,9 @@ pub struct RouteMetrics {
 #[derive(Debug)]
 struct RouteSeries {
     labels: String,
-    metrics: RouteMetrics,
+    /// Shared with the previous configuration's series of the same labels (a reload does
+    /// not reset counters).
+    metrics: Arc<RouteMetrics>,
 }
 
 /// All per-route metrics, indexed like the router: `[site][route]`.
@@ -83,23 +85,27 @@ pub struct RouteLabels {
 }
 
 impl Metrics {
-    /// Tables for `sites[site][route]`.
-    pub fn new(sites: Vec<Vec<RouteLabels>>) -> Self {
-        let series = |l: &RouteLabels| RouteSeries {
-            labels: format!(
+    /// Tables for `sites[site][route]`; series whose labels `previous` has keep counting
+    /// from its counts.
+    pub fn new(sites: Vec<Vec<RouteLabels>>, previous: Option<&Metrics>) -> Self {
+        let carried = |labels: &str| {
+            previous
+                .and_then(|p| p.all().find(|s| s.labels == labels))
+                .map_or_else(|| Arc::new(RouteMetrics::default()), |s| s.metrics.clone())
+        };
+        let series = |l: &RouteLabels| {
+            let labels = format!(
                 "site=\"{}\",route=\"{}\",upstream=\"{}\"",
                 escape(&l.site),
                 escape(&l.route),
                 escape(&l.upstream)
-            ),
-            metrics: RouteMetrics::default(),
+            );
+            RouteSeries { metrics: carried(&labels), labels }
         };
+        let unrouted = "site=\"-\",route=\"-\",upstream=\"-\"".to_owned();
         Self {
             routes: sites.iter().map(|routes| routes.iter().map(series).collect()).collect(),
-            unrouted: RouteSeries {
-                labels: "site=\"-\",route=\"-\",upstream=\"-\"".to_owned(),
-                metrics: RouteMetrics::default(),
-            },
+            unrouted: RouteSeries { metrics: carried(&unrouted), labels: unrouted },
         }
     }
 
@@ -293,7 +299,12 @@ pub fn render(
             g.limits().rejected()
         );
     }
-    family(&mut out, "sluice_config_reloads_total", "counter", "Configuration (certificate) reloads, by result.");
+    family(
+        &mut out,
+        "sluice_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP or POST /reload), by result.",
+    );
     let _ = writeln!(out, "sluice_config_reloads_total{{result=\"success\"}} {}", reloads.0);
     let _ = writeln!(out, "sluice_config_reloads_total{{result=\"failure\"}} {}", reloads.1);
     out

@@ -228,7 +228,7 @@ async fn proxy_one_liner_serves_https_with_h2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_certificates_in_the_running_binary() {
+async fn sighup_reloads_the_configuration_and_its_certificates() {
     let pki = Pki::new("cli-hup");
     let old = pki.server("site", &["a.test"]);
     let port = free_port();
@@ -249,7 +249,7 @@ async fn sighup_reloads_certificates_in_the_running_binary() {
     signal(&child, "-HUP");
     let reloaded = tokio::task::spawn_blocking(move || loop {
         let line = log.recv_timeout(std::time::Duration::from_secs(20)).expect("no reload logged");
-        if line.contains("TLS certificates reloaded") {
+        if line.contains("configuration reloaded") {
             return log;
         }
     })
