@@ -25,7 +25,8 @@ Examples:
                                             the same over HTTPS (HTTP/2 and HTTP/1.1 by ALPN)
 
 Signals: SIGTERM/SIGINT drain and exit; SIGHUP reloads the configuration file (with
-`sluice proxy`: the TLS certificate files);
+`sluice proxy`: the TLS certificate files); SIGUSR2 upgrades the binary: a new process
+started from the same path takes over the listening sockets, then this one drains;
 SIGUSR1 logs every upstream server's state (health, ejection, load, latency).
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug or RUST_LOG=sluice_core=debug,info).
@@ -37,6 +38,11 @@ Docs: docs/config.md (configuration), docs/architecture.md (how a request flows)
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Internal (binary upgrade): take the listening sockets from the process at this
+    /// hand-off socket instead of binding them. The running process passes it when it
+    /// starts its successor on SIGUSR2.
+    #[arg(long, global = true, value_name = "SOCKET", hide = true)]
+    upgrade_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +97,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    let upgrade_from = cli.upgrade_from;
     match cli.command {
         Command::Check { config } => match load(&config) {
             Ok(c) => {
@@ -119,7 +126,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Run { config, test: false } => match load(&config) {
-            Ok(c) => exit(serve(c, Some(config))),
+            Ok(c) => exit(serve(c, Some(config), upgrade_from)),
             Err(report) => {
                 eprintln!("{report}");
                 ExitCode::FAILURE
@@ -139,7 +146,7 @@ pub fn main() -> ExitCode {
                     if runtime == "per-core" {
                         c.server.runtime = sluice_config::RuntimeKind::PerCore;
                     }
-                    exit(serve(c, None))
+                    exit(serve(c, None, upgrade_from))
                 }
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -175,9 +182,12 @@ fn init_tracing() {
     let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
 }
 
-/// Runs `config` until SIGTERM or SIGINT, then drains. `source` is the file it came
-/// from: SIGHUP reloads it.
-pub fn serve(config: Config, source: Option<PathBuf>) -> anyhow::Result<()> {
+/// Runs `config` until SIGTERM or SIGINT (or a binary upgrade), then drains. `source` is
+/// the file it came from: SIGHUP reloads it. With `upgrade_from`, the listening sockets
+/// come from the running process at that hand-off socket.
+pub fn serve(config: Config, source: Option<PathBuf>, upgrade_from: Option<PathBuf>) -> anyhow::Result<()> {
+    // Taken now: once a new version is installed, this path names the new binary.
+    let relaunch = crate::upgrade::Relaunch::current().context("finding this binary's path")?;
     // With per-core runtimes the main runtime only handles signals and the pool sweeper.
     let mut builder = match config.server.runtime {
         sluice_config::RuntimeKind::MultiThread => {
@@ -193,15 +203,32 @@ pub fn serve(config: Config, source: Option<PathBuf>) -> anyhow::Result<()> {
             tracing::warn!("{w}");
         }
         let mut signals = Signals::install()?;
-        let server = Server::start_with(&config, source, Default::default()).await?;
+        let (handoff, inherited) = match &upgrade_from {
+            Some(path) => {
+                let (handoff, inherited) = crate::upgrade::Handoff::receive(path)?;
+                tracing::info!(
+                    sockets = inherited.sockets.values().map(Vec::len).sum::<usize>(),
+                    "took over the listening sockets of the running process"
+                );
+                (Some(handoff), inherited)
+            }
+            None => (None, Default::default()),
+        };
+        let server = Server::start_with(&config, source, inherited).await?;
         let pid_file = match &config.server.pid_file {
             Some(path) => Some(PidFile::create(path)?),
             None => None,
         };
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), "sluice started");
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), pid = std::process::id(), "sluice started");
         sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
-        signals.wait(&server).await;
-        sd_notify("STOPPING=1");
+        if let Some(handoff) = handoff {
+            // The old process stops accepting once it reads this.
+            handoff.ready().context("telling the old process that this one is serving")?;
+        }
+        let upgraded = signals.wait(&server, &relaunch).await;
+        if !upgraded {
+            sd_notify("STOPPING=1");
+        }
         server.shutdown().await;
         drop(pid_file);
         anyhow::Ok(())
@@ -259,6 +286,7 @@ struct Signals {
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -269,16 +297,28 @@ impl Signals {
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
             usr1: signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?,
+            usr2: signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?,
         })
     }
 
     /// Waits for SIGTERM or SIGINT; meanwhile reloads the configuration on SIGHUP and logs
-    /// the upstream servers' state on SIGUSR1.
-    async fn wait(&mut self, server: &Server) {
+    /// the upstream servers' state on SIGUSR1, and on SIGUSR2 hands the sockets to a new
+    /// process. Returns true when it returns because a new process took over.
+    async fn wait(&mut self, server: &Server, relaunch: &crate::upgrade::Relaunch) -> bool {
         loop {
             tokio::select! {
-                _ = self.term.recv() => { tracing::info!("SIGTERM received"); break }
-                _ = self.int.recv() => { tracing::info!("SIGINT received"); break }
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return false }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); return false }
+                _ = self.usr2.recv() => {
+                    tracing::info!("SIGUSR2 received: binary upgrade");
+                    match crate::upgrade::hand_over(server.control(), relaunch).await {
+                        Ok(pid) => {
+                            tracing::info!(new_pid = pid, "binary upgrade: the new process is serving; draining this one");
+                            return true;
+                        }
+                        Err(e) => tracing::error!("binary upgrade failed, this process keeps serving: {e:#}"),
+                    }
+                }
                 _ = self.hup.recv() => {
                     tracing::info!("SIGHUP received: reloading the configuration");
                     match server.reload().await {

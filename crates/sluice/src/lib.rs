@@ -2,7 +2,8 @@
 //!
 //! [`build`] turns a validated configuration into the engine's pieces, [`Server`] binds
 //! and serves them and drains on shutdown, [`cli`] is the command line, [`admin`] and
-//! [`metrics`] are the admin API and its Prometheus metrics. `main.rs` only
+//! [`metrics`] are the admin API and its Prometheus metrics, [`upgrade`] hands the
+//! listening sockets to a new binary. `main.rs` only
 //! parses arguments and calls [`cli::run`].
 
 pub mod admin;
@@ -11,5 +12,6 @@ pub mod cli;
 pub mod configured;
 pub mod metrics;
 pub mod server;
+pub mod upgrade;
 
 pub use server::Server;
