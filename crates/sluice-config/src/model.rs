@@ -45,6 +45,13 @@ pub struct ServerSettings {
     pub admin: Option<AdminConfig>,
     /// File the process id is written to once serving (removed at exit).
     pub pid_file: Option<PathBuf>,
+    /// Span export for distributed tracing; `None`: spans are not exported (the W3C
+    /// `traceparent` is still propagated and the access log still has the trace id).
+    pub tracing: Option<TracingSettings>,
+    /// User to run as once the listeners are bound (the process must start as root).
+    pub user: Option<String>,
+    /// Group to run as (default: the user's primary group).
+    pub group: Option<String>,
 }
 
 /// The admin API (`server { admin "127.0.0.1:9901" token="..." }`).
@@ -66,6 +73,38 @@ impl Default for ServerSettings {
             dns_server: None,
             admin: None,
             pid_file: None,
+            tracing: None,
+            user: None,
+            group: None,
+        }
+    }
+}
+
+/// Span export over OTLP (`server { tracing { otlp "http://..."; ... } }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingSettings {
+    /// The collector's OTLP/HTTP traces URL, like `http://127.0.0.1:4318/v1/traces`
+    /// (checked: plain `http://`, a host, a port and a path).
+    pub endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Most spans sent in one export request.
+    pub batch_size: usize,
+    /// Longest time a finished span waits before it is sent.
+    pub flush_interval: Duration,
+    /// Spans waiting to be sent; more are dropped (and counted) rather than slowing requests.
+    pub queue: usize,
+}
+
+impl TracingSettings {
+    /// Settings for `endpoint` with every other value at its default.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            service_name: "sluice".to_owned(),
+            batch_size: 512,
+            flush_interval: Duration::from_secs(1),
+            queue: 8192,
         }
     }
 }

@@ -277,3 +277,52 @@ fn same_host_on_different_listeners_and_same_path_with_other_methods_are_fine() 
     assert_eq!(config.sites[2].listeners, vec!["a".to_owned()]);
     assert_eq!(config.sites[2].routes.len(), 3);
 }
+
+#[test]
+fn tracing_is_off_unless_an_otlp_endpoint_is_given() {
+    assert_eq!(ok("listener \"127.0.0.1:1\"\n").server.tracing, None);
+    let config = ok(&lines(&[
+        r#"server {"#,
+        r#"    tracing {"#,
+        r#"        otlp "http://127.0.0.1:4318/v1/traces""#,
+        r#"    }"#,
+        r#"}"#,
+        r#"listener "127.0.0.1:1""#,
+    ]));
+    let tracing = config.server.tracing.unwrap();
+    assert_eq!(tracing, TracingSettings::new("http://127.0.0.1:4318/v1/traces"));
+    assert_eq!(tracing.service_name, "sluice");
+    assert_eq!(tracing.batch_size, 512);
+    assert_eq!(tracing.flush_interval, Duration::from_secs(1));
+    assert_eq!(tracing.queue, 8192);
+}
+
+#[test]
+fn tracing_settings_are_read() {
+    let config = ok(&lines(&[
+        r#"server {"#,
+        r#"    tracing {"#,
+        r#"        otlp "http://collector.internal:4318/v1/traces?tenant=edge""#,
+        r#"        service-name "edge-proxy""#,
+        r#"        batch-size 100"#,
+        r#"        flush-interval "250ms""#,
+        r#"        queue 1000"#,
+        r#"    }"#,
+        r#"}"#,
+        r#"listener "127.0.0.1:1""#,
+    ]));
+    assert_eq!(
+        config.server.tracing,
+        Some(TracingSettings {
+            endpoint: "http://collector.internal:4318/v1/traces?tenant=edge".into(),
+            service_name: "edge-proxy".into(),
+            batch_size: 100,
+            flush_interval: Duration::from_millis(250),
+            queue: 1000,
+        })
+    );
+    for endpoint in ["http://[::1]:4318/v1/traces", "HTTP://otel:55681/", "http://10.0.0.7:4318/otlp/v1/traces"] {
+        let config = ok(&format!("server {{ tracing {{ otlp {endpoint:?}; }} }}\nlistener \"127.0.0.1:1\"\n"));
+        assert_eq!(config.server.tracing.map(|t| t.endpoint), Some(endpoint.to_owned()));
+    }
+}

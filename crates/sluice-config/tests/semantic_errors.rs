@@ -318,3 +318,36 @@ fn invalid_methods() {
     let text = lines(&[LISTENER, r#"site "*" { route "/" { methods "GET" "NOT A METHOD"; respond 200; }; }"#]);
     expect_only(&text, "invalid HTTP method `NOT A METHOD`", 2, 38);
 }
+
+#[test]
+fn otlp_over_https_is_refused_with_a_clear_reason() {
+    let text = lines(&[
+        LISTENER,
+        "server {",
+        "    tracing {",
+        r#"        otlp "https://collector:4318/v1/traces""#,
+        "    }",
+        "}",
+    ]);
+    let problem = expect_only(&text, "OTLP over HTTPS is not supported", 4, 14);
+    assert!(help(&problem).contains("only plain http OTLP is supported for now"), "{problem:?}");
+}
+
+#[test]
+fn invalid_otlp_endpoints() {
+    for (endpoint, needle) in [
+        ("grpc://collector:4317", "invalid OTLP endpoint `grpc://collector:4317`: it must start with `http://`"),
+        ("collector:4318/v1/traces", "it must start with `http://`"),
+        ("http://collector/v1/traces", "the OTLP endpoint `http://collector/v1/traces` has no port"),
+        ("http://collector:4318", "the OTLP endpoint `http://collector:4318` has no path"),
+        ("http://:4318/v1/traces", "invalid OTLP endpoint `http://:4318/v1/traces`"),
+        ("http://user:secret@collector:4318/v1/traces", "user names and passwords are not allowed"),
+        ("http://collector:99999/v1/traces", "`99999` is not a port"),
+        ("http://collector:0/v1/traces", "`0` is not a port"),
+        ("http://collector:4318/v1/traces#x", "a `#fragment` is not allowed"),
+    ] {
+        let text = lines(&[LISTENER, &format!("server {{ tracing {{ otlp {endpoint:?}; }} }}")]);
+        let problem = expect_only(&text, needle, 2, 25);
+        assert!(help(&problem).contains("http://127.0.0.1:4318/v1/traces"), "{problem:?}");
+    }
+}

@@ -222,3 +222,32 @@ fn header_edit_blocks_and_methods_once_per_route() {
     expect(&text, "`methods` given twice in `route`", 3, 32);
     expect(&text, "`request-headers` given twice in `site`", 5, 5);
 }
+
+#[test]
+fn tracing_without_an_endpoint() {
+    let text = lines(&[LISTENER, r#"server { tracing { service-name "edge"; } }"#]);
+    let problem = expect_only(&text, "`tracing` needs an `otlp` endpoint", 2, 10);
+    assert!(help(&problem).contains("otlp \"http://"), "{problem:?}");
+}
+
+#[test]
+fn tracing_children_are_checked() {
+    let text = lines(&[
+        LISTENER,
+        "server {",
+        "    tracing {",
+        r#"        otlp "http://127.0.0.1:4318/v1/traces""#,
+        r#"        servce-name "edge""#,
+        "        batch-size 0",
+        r#"        flush-interval "0s""#,
+        "        queue 2000000",
+        "    }",
+        "}",
+    ]);
+    assert_eq!(err(&text).problems().len(), 4, "{}", err(&text).render(false));
+    let problem = expect(&text, "unknown node `servce-name` in `tracing`", 5, 9);
+    assert!(help(&problem).contains("did you mean `service-name`?"), "{problem:?}");
+    expect(&text, "expected a positive integer, found 0", 6, 20);
+    expect(&text, "the duration must be greater than zero", 7, 24);
+    expect(&text, "2000000 is out of range", 8, 15);
+}

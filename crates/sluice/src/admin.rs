@@ -252,7 +252,10 @@ impl HttpService for AdminService {
             }
             "/upstreams" => json(StatusCode::OK, self.upstreams_json()),
             _ => {
-                let text = metrics::render(&g.metrics, &g.listeners, &g.upstreams, self.0.reload_counts());
+                let mut text = metrics::render(&g.metrics, &g.listeners, &g.upstreams, self.0.reload_counts());
+                if let Some(tracer) = self.0.tracer() {
+                    metrics::render_spans(&mut text, tracer.exported(), tracer.failed(), tracer.dropped());
+                }
                 let mut r = Response::new(Body::full(Bytes::from(text)));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,

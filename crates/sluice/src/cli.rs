@@ -215,10 +215,6 @@ pub fn serve(config: Config, source: Option<PathBuf>, upgrade_from: Option<PathB
             None => (None, Default::default()),
         };
         let server = Server::start_with(&config, source, inherited).await?;
-        let pid_file = match &config.server.pid_file {
-            Some(path) => Some(PidFile::create(path)?),
-            None => None,
-        };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), pid = std::process::id(), "sluice started");
         sd_notify(&format!("READY=1\nMAINPID={}", std::process::id()));
         if let Some(handoff) = handoff {
@@ -230,31 +226,10 @@ pub fn serve(config: Config, source: Option<PathBuf>, upgrade_from: Option<PathB
             sd_notify("STOPPING=1");
         }
         server.shutdown().await;
-        drop(pid_file);
         anyhow::Ok(())
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
-}
-
-/// The pid file: written once serving, removed at exit if it still names this process.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn create(path: &Path) -> anyhow::Result<Self> {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing the pid file {}", path.display()))?;
-        Ok(Self(path.to_owned()))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.0).is_ok_and(|s| s.trim() == std::process::id().to_string());
-        if ours {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
 }
 
 /// Tells systemd (`Type=notify`) about the service's state, when it asks

@@ -9,6 +9,7 @@ use http::{request, response};
 use sluice_filters::access_log::AccessLog;
 
 use crate::metrics::Metrics;
+use crate::otlp::{Exporter, SpanRecord};
 use sluice_filters::router::{Matched, Router};
 use sluice_proxy::{Backend, Error, ErrorKind, Flow, Proxy, Result, Session};
 
@@ -18,6 +19,7 @@ pub struct ConfiguredProxy {
     router: Router,
     access_log: Option<Arc<AccessLog>>,
     metrics: Option<Arc<Metrics>>,
+    tracer: Option<Arc<Exporter>>,
 }
 
 /// Per-request state: which route matched.
@@ -31,7 +33,13 @@ pub struct RouteCtx {
 impl ConfiguredProxy {
     /// A proxy from a built router, an optional access log and optional metrics.
     pub fn new(router: Router, access_log: Option<Arc<AccessLog>>, metrics: Option<Arc<Metrics>>) -> Self {
-        Self { router, access_log, metrics }
+        Self { router, access_log, metrics, tracer: None }
+    }
+
+    /// Exports a span per request to this OTLP exporter.
+    pub fn with_tracer(mut self, tracer: Option<Arc<Exporter>>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// The routing table.
@@ -170,6 +178,11 @@ impl Proxy for ConfiguredProxy {
         }
         if let Some(log) = &self.access_log {
             log.log(session, error);
+        }
+        if let Some(tracer) = &self.tracer {
+            if let Some(span) = SpanRecord::from_session(session, error) {
+                tracer.record(span);
+            }
         }
     }
 }

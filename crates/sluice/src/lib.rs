@@ -11,6 +11,8 @@ pub mod build;
 pub mod cli;
 pub mod configured;
 pub mod metrics;
+pub mod otlp;
+pub mod privileges;
 pub mod server;
 pub mod upgrade;
 

@@ -309,3 +309,11 @@ pub fn render(
     let _ = writeln!(out, "sluice_config_reloads_total{{result=\"failure\"}} {}", reloads.1);
     out
 }
+
+/// The OTLP exporter's span counts (only when `server.tracing` is set).
+pub fn render_spans(out: &mut String, exported: u64, failed: u64, dropped: u64) {
+    family(out, "sluice_otlp_spans_total", "counter", "Spans given to the OTLP exporter, by outcome.");
+    for (outcome, n) in [("exported", exported), ("failed", failed), ("dropped", dropped)] {
+        let _ = writeln!(out, "sluice_otlp_spans_total{{outcome=\"{outcome}\"}} {n}");
+    }
+}

@@ -37,6 +37,7 @@ use crate::admin::AdminService;
 use crate::build::{build, Previous};
 use crate::configured::ConfiguredProxy;
 use crate::metrics::Metrics;
+use crate::otlp::Exporter;
 
 type Proxy = Arc<HttpProxy<ConfiguredProxy>>;
 
@@ -149,6 +150,8 @@ pub struct Control {
     /// Reloads: (succeeded, failed).
     reloads: (AtomicU64, AtomicU64),
     admin: Option<(SocketAddr, std::net::TcpListener)>,
+    /// The OTLP span exporter (`server.tracing`), and what stops it after the drain.
+    tracer: Option<(Arc<Exporter>, ShutdownTrigger)>,
 }
 
 /// A running server.
@@ -160,6 +163,29 @@ pub struct Server {
     tasks: JoinSet<()>,
     threads: Vec<(std::thread::JoinHandle<()>, oneshot::Sender<()>)>,
     admin_addr: Option<SocketAddr>,
+    _pid_file: Option<PidFile>,
+}
+
+/// The pid file: written once the sockets are bound, removed at exit if it still names
+/// this process (after a binary upgrade it names the new one).
+#[derive(Debug)]
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing the pid file {}", path.display()))?;
+        Ok(Self(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.0).is_ok_and(|s| s.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 /// Sockets handed over by the previous process of a binary upgrade, by address.
@@ -226,6 +252,18 @@ impl Server {
     ) -> anyhow::Result<Self> {
         let slots: Vec<usize> = (0..config.listeners.len()).collect();
         let built = build(config, &slots, None).await?;
+        // Spans are exported by one task for the whole process; it stops after the drain
+        // (spans of the last requests are sent).
+        let tracer = match &config.server.tracing {
+            Some(settings) => {
+                let (exporter, task) = Exporter::start(settings)?;
+                let (trigger, shutdown) = shutdown::channel();
+                tokio::spawn(task.run(shutdown));
+                tracing::info!(endpoint = %settings.endpoint, "exporting spans over OTLP");
+                Some((exporter, trigger))
+            }
+            None => None,
+        };
         let mut threads = Vec::new();
         let runtimes = if config.server.runtime == RuntimeKind::PerCore {
             let mut handles = Vec::new();
@@ -261,6 +299,14 @@ impl Server {
             }
             None => None,
         };
+        // Everything privileged is done (low ports, the pid file in /run): drop root before
+        // the first connection is accepted.
+        let pid_file = config.server.pid_file.as_deref().map(PidFile::create).transpose()?;
+        if let Some((uid, gid)) =
+            crate::privileges::drop_to(config.server.user.as_deref(), config.server.group.as_deref())?
+        {
+            tracing::info!(%uid, %gid, "dropped root privileges");
+        }
         if !inherited.sockets.is_empty() {
             let unused: Vec<String> = inherited.sockets.keys().map(ToString::to_string).collect();
             tracing::info!(addresses = %unused.join(", "), "closing inherited sockets the configuration does not use");
@@ -272,7 +318,7 @@ impl Server {
             config: Arc::new(config.clone()),
             hash: config_hash(config),
             loaded_at: now_rfc3339(),
-            proxy: Arc::new(HttpProxy::new(built.proxy)),
+            proxy: Arc::new(HttpProxy::new(built.proxy.with_tracer(tracer.as_ref().map(|(e, _)| e.clone())))),
             metrics: built.metrics,
             listeners: settings.clone(),
             upstreams: built.upstreams,
@@ -299,6 +345,7 @@ impl Server {
                 Some((configured, socket)) => Some((*configured, socket.try_clone()?)),
                 None => None,
             },
+            tracer,
         });
         {
             let mut running = control.lock_listeners();
@@ -320,7 +367,7 @@ impl Server {
             });
         }
         drop(shutdown);
-        Ok(Self { control, trigger, tasks, threads, admin_addr })
+        Ok(Self { control, trigger, tasks, threads, admin_addr, _pid_file: pid_file })
     }
 
     /// What the admin API and the signal handlers act on.
@@ -391,6 +438,10 @@ impl Server {
             tracing::warn!(open = self.control.open_watchers(), "grace period over, closing remaining connections");
         }
         self.control.current().tasks.trigger();
+        if let Some((_, trigger)) = &self.control.tracer {
+            trigger.trigger();
+            let _ = tokio::time::timeout(Duration::from_secs(5), trigger.drained()).await;
+        }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         for (handle, stop) in std::mem::take(&mut self.threads) {
@@ -439,6 +490,11 @@ impl Control {
     /// The current generation.
     pub fn current(&self) -> Arc<Generation> {
         self.current.load_full()
+    }
+
+    /// The OTLP span exporter, when `server.tracing` is set.
+    pub fn tracer(&self) -> Option<&Arc<Exporter>> {
+        self.tracer.as_ref().map(|(e, _)| e)
     }
 
     /// Reloads: (succeeded, failed).
@@ -564,7 +620,7 @@ impl Control {
             config: Arc::new(config.clone()),
             hash: config_hash(config),
             loaded_at: now_rfc3339(),
-            proxy: Arc::new(HttpProxy::new(built.proxy)),
+            proxy: Arc::new(HttpProxy::new(built.proxy.with_tracer(self.tracer.as_ref().map(|(e, _)| e.clone())))),
             metrics: built.metrics,
             listeners: settings.clone(),
             upstreams: built.upstreams,
@@ -753,6 +809,12 @@ fn restart_only(old: &Config, new: &Config) {
     }
     if o.pid_file != n.pid_file {
         ignored.push("server.pid-file");
+    }
+    if o.user != n.user || o.group != n.group {
+        ignored.push("server.user/group");
+    }
+    if o.tracing != n.tracing {
+        ignored.push("server.tracing");
     }
     if !ignored.is_empty() {
         tracing::warn!(

@@ -201,3 +201,52 @@ async fn the_pid_file_and_systemd_notifications_follow_the_process() {
     assert!(tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap().success());
     assert!(!pid_path.exists(), "the pid file is removed at exit");
 }
+
+/// The ids on a `/proc/<pid>/task/<tid>/status` line (`Uid:` or `Gid:`): real, effective,
+/// saved, filesystem.
+fn ids(status: &str, key: &str) -> Vec<u32> {
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+    line[key.len()..].split_whitespace().map(|v| v.parse().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_is_dropped_on_every_thread_after_binding() {
+    if !std::fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:\t0\t")) {
+        eprintln!("SKIPPED: needs root (CI runs as root)");
+        return;
+    }
+    let origin = Origin::named("origin").await;
+    let config = temp_file(
+        "user.kdl",
+        &format!(
+            "server {{\n    access-log \"off\"\n    worker-threads 2\n    user \"nobody\"\n    group \"nogroup\"\n}}\nlistener \"127.0.0.1:0\"\nupstream \"o\" {{ server \"{}\" }}\nsite \"*\" {{ route \"/\" {{ proxy \"o\" }} }}\n",
+            origin.addr
+        ),
+    );
+    let path = config.to_str().unwrap().to_owned();
+    let (mut child, log) =
+        tokio::task::spawn_blocking(move || spawn_until_started(&["run", "-c", &path])).await.unwrap();
+    let nobody = 65534;
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap().collect();
+    assert!(tasks.len() > 2, "the runtime's threads exist");
+    for task in tasks {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        assert_eq!(ids(&status, "Uid:"), vec![nobody; 4], "{status}");
+        assert_eq!(ids(&status, "Gid:"), vec![nobody; 4], "{status}");
+        let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        assert!(!groups.split_whitespace().any(|g| g == "0"), "no root group left: {groups}");
+    }
+    sigterm(&child);
+    assert!(tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap().success());
+    drop(log);
+
+    // A user that does not exist: a clear error, before serving.
+    let bad = temp_file(
+        "baduser.kdl",
+        "server { user \"no-such-user-here\" }\nlistener \"127.0.0.1:0\"\nsite \"*\" { route \"/\" { respond 200 } }\n",
+    );
+    let out = Command::new(BIN).args(["run", "-c", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("there is no user `no-such-user-here`"), "{stderr}");
+}

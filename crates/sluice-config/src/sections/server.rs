@@ -5,12 +5,25 @@ use std::path::PathBuf;
 use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{LogFormat, LogTarget, RuntimeKind, ServerSettings};
-use crate::reader::{children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once};
+use crate::model::{LogFormat, LogTarget, RuntimeKind, ServerSettings, TracingSettings};
+use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::value::{choice, duration, integer, non_empty_string};
 
-const NODES: &[&str] =
-    &["worker-threads", "runtime", "shutdown-grace", "access-log", "dns-server", "admin", "pid-file"];
+const NODES: &[&str] = &[
+    "worker-threads",
+    "runtime",
+    "shutdown-grace",
+    "access-log",
+    "dns-server",
+    "admin",
+    "pid-file",
+    "tracing",
+    "user",
+    "group",
+];
+const TRACING_NODES: &[&str] = &["otlp", "service-name", "batch-size", "flush-interval", "queue"];
+const TRACING_USAGE: &str = "tracing { otlp \"http://127.0.0.1:4318/v1/traces\"; }";
+const OTLP_USAGE: &str = "otlp \"http://127.0.0.1:4318/v1/traces\"";
 
 /// Reads a `server` block into `settings` (which holds the defaults).
 pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut ServerSettings) {
@@ -47,6 +60,19 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut Serve
                 }
             }
             "access-log" => read_access_log(d, child, settings),
+            "tracing" => settings.tracing = read_tracing(d, child),
+            "user" | "group" => {
+                let usage = if name(child) == "user" { "user \"sluice\"" } else { "group \"sluice\"" };
+                if let Some(entry) = single(d, child, usage) {
+                    if let Some(value) = non_empty_string(d, entry, usage) {
+                        if name(child) == "user" {
+                            settings.user = Some(value.to_owned());
+                        } else {
+                            settings.group = Some(value.to_owned());
+                        }
+                    }
+                }
+            }
             "pid-file" => {
                 let usage = "pid-file \"/run/sluice.pid\"";
                 if let Some(entry) = crate::reader::single(d, child, usage) {
@@ -111,4 +137,135 @@ fn read_access_log(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut Serve
             None => {}
         }
     }
+}
+
+/// Reads `tracing { otlp "URL"; service-name; batch-size; flush-interval; queue }`; `None`
+/// when the endpoint is missing or invalid (reported).
+fn read_tracing(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<TracingSettings> {
+    take_args(d, node, Arity::Exactly(0), TRACING_USAGE);
+    take_props(d, node, &[], TRACING_USAGE);
+    let mut settings = TracingSettings::new(String::new());
+    let mut endpoint = None;
+    let mut endpoint_given = false;
+    let mut once = Once::default();
+    for child in children(node) {
+        if TRACING_NODES.contains(&name(child)) && !once.first(d, child, "in `tracing`") {
+            continue;
+        }
+        match name(child) {
+            "otlp" => {
+                endpoint_given = true;
+                let Some(entry) = single(d, child, OTLP_USAGE) else { continue };
+                let Some(text) = non_empty_string(d, entry, OTLP_USAGE) else { continue };
+                match check_otlp_endpoint(text) {
+                    Ok(()) => endpoint = Some(text.to_owned()),
+                    Err(problem) => {
+                        d.error(entry.span(), problem.message).label(problem.label).help(problem.help);
+                    }
+                }
+            }
+            "service-name" => {
+                let usage = "service-name \"edge-proxy\"";
+                if let Some(text) = single(d, child, usage).and_then(|e| non_empty_string(d, e, usage)) {
+                    settings.service_name = text.to_owned();
+                }
+            }
+            "batch-size" => {
+                if let Some(n) = single(d, child, "batch-size 512").and_then(|e| integer(d, e, 1, 65_536)) {
+                    settings.batch_size = usize::try_from(n).unwrap_or(512);
+                }
+            }
+            "queue" => {
+                if let Some(n) = single(d, child, "queue 8192").and_then(|e| integer(d, e, 1, 1_048_576)) {
+                    settings.queue = usize::try_from(n).unwrap_or(8192);
+                }
+            }
+            "flush-interval" => {
+                if let Some(t) = single(d, child, "flush-interval \"1s\"").and_then(|e| duration(d, e, false)) {
+                    settings.flush_interval = t;
+                }
+            }
+            _ => unknown_node(d, child, Some("tracing"), TRACING_NODES),
+        }
+    }
+    if !endpoint_given {
+        d.error(name_span(node), "`tracing` needs an `otlp` endpoint")
+            .label("no endpoint")
+            .help(format!("write it like: {TRACING_USAGE}"));
+    }
+    settings.endpoint = endpoint?;
+    Some(settings)
+}
+
+/// What is wrong with an OTLP endpoint, for a diagnostic.
+struct EndpointProblem {
+    message: String,
+    label: &'static str,
+    help: String,
+}
+
+/// Checks an OTLP/HTTP traces URL: plain `http://`, a host, a port (no silent default: a
+/// collector listens on 4318, not 80) and a path (collectors take traces at `/v1/traces`,
+/// not `/`).
+fn check_otlp_endpoint(text: &str) -> Result<(), EndpointProblem> {
+    const EXAMPLE: &str = "\"http://127.0.0.1:4318/v1/traces\"";
+    let invalid = |why: &str| EndpointProblem {
+        message: format!("invalid OTLP endpoint `{text}`: {why}"),
+        label: "not an http://host:port/path URL",
+        help: format!("write the collector's OTLP/HTTP traces URL, like {EXAMPLE}"),
+    };
+    let has_scheme = |scheme: &str| text.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme));
+    if has_scheme("https://") {
+        return Err(EndpointProblem {
+            message: format!("OTLP over HTTPS is not supported (`{text}`)"),
+            label: "https",
+            help: format!(
+                "only plain http OTLP is supported for now; export to a collector or agent nearby, like {EXAMPLE}"
+            ),
+        });
+    }
+    if !has_scheme("http://") {
+        return Err(invalid("it must start with `http://`"));
+    }
+    let rest = &text["http://".len()..];
+    if rest.contains('#') {
+        return Err(invalid("a `#fragment` is not allowed"));
+    }
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err(invalid("user names and passwords are not allowed"));
+    }
+    let Ok(authority) = authority.parse::<http::uri::Authority>() else {
+        return Err(invalid("the host or port is malformed"));
+    };
+    if authority.host().is_empty() {
+        return Err(invalid("the host is missing"));
+    }
+    // The text after the last `:` is a port unless it is inside IPv6 brackets.
+    let port_text = authority.as_str().rsplit_once(':').map(|(_, port)| port).filter(|port| !port.contains(']'));
+    match (port_text, authority.port_u16()) {
+        (None, _) => {
+            return Err(EndpointProblem {
+                message: format!("the OTLP endpoint `{text}` has no port"),
+                label: "port missing",
+                help: format!("write the port (OTLP/HTTP collectors listen on 4318), like {EXAMPLE}"),
+            });
+        }
+        (Some(_), Some(port)) if port > 0 => {}
+        (Some(port), _) => return Err(invalid(&format!("`{port}` is not a port (1 to 65535)"))),
+    }
+    if !path.starts_with('/') {
+        return Err(EndpointProblem {
+            message: format!("the OTLP endpoint `{text}` has no path"),
+            label: "path missing",
+            help: format!("write the full traces URL (collectors take traces at /v1/traces), like {EXAMPLE}"),
+        });
+    }
+    if text.parse::<http::Uri>().is_err() {
+        return Err(invalid("the path is malformed"));
+    }
+    Ok(())
 }
