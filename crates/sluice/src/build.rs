@@ -177,11 +177,21 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
                 });
             }
             let Some(r) = resolver.as_ref() else { continue };
-            let found = server
-                .resolve(r, &settings)
-                .await
-                .map_err(|e| anyhow!("upstream `{}`: cannot resolve server `{}`: {e}", u.name, s.address))?;
-            named.push((server, found.into_iter().map(&keep).collect::<Vec<_>>()));
+            let found = match server.resolve(r, &settings).await {
+                Ok(found) => found.into_iter().map(&keep).collect::<Vec<_>>(),
+                Err(e) => {
+                    // At a reload, a name that resolved before keeps its last addresses (a
+                    // DNS hiccup must not fail the reload); at startup it is an error.
+                    let last: Vec<Arc<Backend>> =
+                        old_members.iter().filter(|b| !s.srv && b.name() == s.address).cloned().collect();
+                    if last.is_empty() {
+                        return Err(anyhow!("upstream `{}`: cannot resolve server `{}`: {e}", u.name, s.address));
+                    }
+                    tracing::warn!(upstream = %u.name, server = %s.address, error = %e, "DNS resolution failed at the reload; keeping the last addresses");
+                    last
+                }
+            };
+            named.push((server, found));
         }
         let mut backends = fixed.clone();
         for (_, found) in &named {

@@ -4,7 +4,8 @@
 //! so no connection is refused or lost in between.
 //!
 //! On SIGUSR2 the running process:
-//! 1. binds a private Unix socket (`$TMPDIR/sluice-upgrade-<pid>.sock`);
+//! 1. binds a Unix socket in a private directory (`$TMPDIR/sluice-upgrade-<pid>-<n>/`, mode
+//!    0700), and will only talk to the process it starts (checked with `SO_PEERCRED`);
 //! 2. starts its binary again (the file at the path it was started from: the new version
 //!    once it is installed there) with the same arguments plus `--upgrade-from <socket>`;
 //! 3. sends it every listening socket (the proxy's and the admin one) with their addresses;
@@ -71,12 +72,12 @@ impl Relaunch {
     }
 }
 
-/// Removes the hand-off socket's file when the hand-off is over.
+/// Removes the hand-off directory (and its socket) when the hand-off is over.
 struct Cleanup(PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -86,11 +87,24 @@ impl Drop for Cleanup {
 pub async fn hand_over(control: &Control, relaunch: &Relaunch) -> anyhow::Result<u32> {
     // No reload while the sockets change hands.
     let _no_reload = control.lock_reloads().await;
-    let path = std::env::temp_dir().join(format!("sluice-upgrade-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    // A private directory (0700): only this user can reach the socket, and the peer's pid is
+    // checked as well, since whoever connects receives the listening sockets.
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-upgrade-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+    ));
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating the hand-off directory {}", dir.display()))?;
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let path = dir.join("handoff.sock");
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("binding the hand-off socket {}", path.display()))?;
-    let _cleanup = Cleanup(path.clone());
     tracing::info!(binary = %relaunch.exe.display(), "binary upgrade: starting the new process");
     let child = std::process::Command::new(&relaunch.exe)
         .args(&relaunch.args)
@@ -123,7 +137,13 @@ async fn handshake(
     let stream = loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => break stream,
+                Ok((stream, _)) => {
+                    let peer = rustix::net::sockopt::socket_peercred(&stream).map(|c| c.pid.as_raw_pid());
+                    if peer.as_ref().is_ok_and(|&p| u32::try_from(p).is_ok_and(|p| p == child.id())) {
+                        break stream;
+                    }
+                    tracing::warn!(peer = ?peer, "binary upgrade: a process other than the new one connected to the hand-off socket; refused");
+                }
                 Err(e) => return (Some(child), Err(anyhow!(e).context("accepting the new process"))),
             },
             _ = tokio::time::sleep(Duration::from_millis(50)) => {

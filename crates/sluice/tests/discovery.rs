@@ -180,6 +180,33 @@ async fn a_name_that_does_not_resolve_at_startup_is_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_fails_to_resolve_at_a_reload_keeps_its_last_addresses() {
+    let origin = Origin::named("origin").await;
+    let dns = dns(vec![Ipv4Addr::new(127, 0, 0, 1)]).await;
+    let config = |body: &str| {
+        format!(
+            "server {{\n    access-log \"off\"\n    dns-server \"{}\"\n}}\nlistener \"127.0.0.1:0\"\nupstream \"origins\" {{ server \"svc.test:{}\" }}\nsite \"*\" {{\n route \"/v\" {{ respond 200 \"{body}\" }}\n route \"/\" {{ proxy \"origins\" }}\n}}\n",
+            dns.addr,
+            origin.addr.port()
+        )
+    };
+    let proxy = Proxy::start(&config("one")).await;
+    let server = proxy.server.as_ref().unwrap();
+    assert_eq!(get(proxy.addr(), "/").await.2, "origin");
+    let before = server.upstreams()[0].backends();
+
+    dns.failing.store(true, Ordering::SeqCst);
+    let parsed = sluice_config::parse("dns.kdl", &config("two")).unwrap();
+    server.reload_config(&parsed).await.unwrap();
+    assert_eq!(get(proxy.addr(), "/v").await.2, "two", "the reload applied");
+    let after = server.upstreams()[0].backends();
+    assert_eq!(after.len(), 1);
+    assert!(Arc::ptr_eq(&before[0], &after[0]), "the last addresses (same backend) are kept");
+    assert_eq!(get(proxy.addr(), "/").await.2, "origin");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_records_give_servers_ports_and_weights() {
     let one = Ipv4Addr::new(127, 0, 0, 1);
     let a_listener = TcpListener::bind((one, 0)).await.unwrap();

@@ -181,10 +181,23 @@ async fn an_invalid_file_changes_nothing_and_says_where() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_are_added_and_removed_by_a_reload() {
+    add_and_remove_listeners("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_are_added_and_removed_by_a_reload_with_per_core_runtimes() {
+    // Every listener is one SO_REUSEPORT socket per core, each on its core's runtime.
+    add_and_remove_listeners("runtime \"per-core\"\nworker-threads 2\n").await;
+}
+
+async fn add_and_remove_listeners(server_settings: &str) {
     let origin = Origin::named("origin").await;
     let (first, second) = (free_port(), free_port());
     let one = format!("127.0.0.1:{first}");
     let routes = "route \"/\" { proxy \"origins\" }";
+    let config = |listen: &str, servers: &[SocketAddr], routes: &str| {
+        config(listen, servers, routes).replace("server { ", &format!("server {{ {server_settings}"))
+    };
     let proxy = Proxy::start(&config(&one, &[origin.addr], routes)).await;
     let server = proxy.server.as_ref().unwrap();
     let first_addr: SocketAddr = one.parse().unwrap();
