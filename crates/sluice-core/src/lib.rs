@@ -63,6 +63,9 @@ pub struct ConnectionInfo {
     /// Woken when a request finishes (the framing guard waits on it to release idle
     /// sessions on crowded listeners).
     pub(crate) idle_waker: atomic_waker::AtomicWaker,
+    /// The listener's drain signal, for work that outlives the connection's HTTP session
+    /// (an upgraded tunnel) and must be waited for by a graceful shutdown.
+    drain: Option<shutdown::Shutdown>,
 }
 
 impl ConnectionInfo {
@@ -86,7 +89,21 @@ impl ConnectionInfo {
             finished: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
             idle_waker: atomic_waker::AtomicWaker::new(),
+            drain: None,
         }
+    }
+
+    /// Attaches the listener's drain signal (see [`drain_watcher`](Self::drain_watcher)).
+    pub fn with_drain(mut self, drain: shutdown::Shutdown) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// A watcher of the listener's drain signal. Holding it makes a graceful shutdown (or a
+    /// binary upgrade) wait for the holder, within the grace period: an upgraded tunnel
+    /// (WebSocket) holds one until it closes.
+    pub fn drain_watcher(&self) -> Option<shutdown::Shutdown> {
+        self.drain.clone()
     }
 
     /// The client's IP address as a header value (for `X-Forwarded-For`), formatted once.

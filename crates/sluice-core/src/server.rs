@@ -92,7 +92,7 @@ pub async fn serve_connection<IO, S>(
     // TLS seals each buffer of a vectored write as its own record (an AEAD pass and ~22
     // bytes each): hyper should hand it one flattened buffer instead.
     let flatten = tls.is_some();
-    let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol, tls));
+    let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol, tls).with_drain(shutdown.clone()));
     // HTTP/1.1 responses made while the listener drains say `connection: close`, so the
     // client opens its next request elsewhere instead of racing our close (HTTP/2 has GOAWAY).
     let draining = (protocol == HttpProtocol::Http1).then(|| shutdown.flag());

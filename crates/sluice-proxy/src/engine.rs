@@ -188,7 +188,11 @@ fn tunnel(session: &mut Session, upstream: &mut http::response::Parts) {
         tracing::warn!(%client, "upgrade accepted by the origin but a side cannot be upgraded");
         return;
     };
+    // Held for the tunnel's life: a drain (shutdown, binary upgrade) waits for the tunnel
+    // within its grace period instead of cutting it at once.
+    let drain = session.connection().drain_watcher();
     tokio::spawn(async move {
+        let _drain = drain;
         let (down, up) = match tokio::try_join!(down_on, up_on) {
             Ok(pair) => pair,
             Err(e) => {

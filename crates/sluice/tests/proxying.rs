@@ -320,3 +320,72 @@ async fn bodiless_responses_return_their_connection_to_the_pool() {
     assert_eq!(origin.requests(), 5);
     assert_eq!(origin.connections(), 1, "every bodiless response returned its connection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_keep_working_through_the_drain_and_are_waited_for() {
+    let origin = Origin::start(
+        false,
+        Arc::new(|mut req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                let on = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    // Echo until the client closes.
+                    let mut io = hyper_util::rt::TokioIo::new(on.await.unwrap());
+                    let mut buf = [0u8; 64];
+                    loop {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if io.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+                let mut resp = Response::new(full(""));
+                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                resp.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+                resp.headers_mut().insert("connection", "upgrade".parse().unwrap());
+                resp
+            })
+        }),
+    )
+    .await;
+    let config =
+        simple_config(&[origin.addr], "").replace("access-log \"off\"", "access-log \"off\"\nshutdown-grace \"20s\"");
+    let proxy = Proxy::start(&config).await;
+    let addr = proxy.addr();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+
+    // Shut down while the tunnel is open: the drain waits for it.
+    let shutdown = tokio::spawn(proxy.shutdown());
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(refused, "no new connections during the drain");
+    let mut shutdown = shutdown;
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), &mut shutdown).await.is_err(),
+        "the open tunnel holds the drain"
+    );
+    s.write_all(b"still there?").await.unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still there?", "the tunnel works during the grace period");
+    drop(s);
+    assert!(shutdown.await.unwrap(), "drained in time once the tunnel closed");
+}
