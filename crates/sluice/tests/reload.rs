@@ -327,6 +327,11 @@ async fn the_binary_reloads_through_the_admin_api_and_on_sighup() {
     let metrics = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
     assert!(metrics.contains("sluice_config_reloads_total{result=\"success\"} 2"), "{metrics}");
     assert!(metrics.contains("sluice_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
+    // Per-route counters survive reloads (same labels, same series): 4 requests to /v.
+    assert!(
+        metrics.contains("sluice_requests_total{site=\"*\",route=\"/v\",upstream=\"-\",status=\"2xx\"} 4\n"),
+        "{metrics}"
+    );
 
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap().success());
