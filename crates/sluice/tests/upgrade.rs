@@ -55,11 +55,16 @@ impl Load {
     }
 }
 
+/// What a client library does with a request that was never sent (hyper's "canceled": the
+/// connection closed, after a `connection: close` response, before the request was
+/// written): send it again on a new connection. Everything else is a failure.
+const NOT_SENT: &str = "not sent";
+
 async fn one_request(c: &mut hyper::client::conn::http1::SendRequest<OriginBody>) -> Result<u16, String> {
     let resp = c
         .send_request(Request::get("/").header("host", "a.test").body(full("")).unwrap())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| if e.is_canceled() { NOT_SENT.to_owned() } else { e.to_string() })?;
     let status = resp.status().as_u16();
     resp.into_body().collect().await.map_err(|e| e.to_string())?;
     Ok(status)
@@ -73,7 +78,10 @@ async fn keep_alive_client(addr: SocketAddr, load: Arc<Load>) {
         if c.ready().await.is_err() {
             c = h1_client(addr).await;
         }
-        load.record(one_request(&mut c).await);
+        match one_request(&mut c).await {
+            Err(e) if e == NOT_SENT => c = h1_client(addr).await,
+            result => load.record(result),
+        }
     }
 }
 
@@ -107,7 +115,7 @@ async fn h2_client_loop(addr: SocketAddr, load: Arc<Load>) {
                 resp.into_body().collect().await.map(|_| status).map_err(|e| e.to_string())
             }
             // Refused before processing (GOAWAY raced the request): a client retries these.
-            Err(e) if e.to_string().contains("refused") => {
+            Err(e) if e.is_canceled() || e.to_string().contains("refused") => {
                 c = h2_client(addr).await;
                 continue;
             }
