@@ -705,6 +705,28 @@ pub enum RouteAction {
         /// Location template; `{scheme}`, `{host}`, `{path}`, `{query}` and `{uri}` are substituted.
         location: String,
     },
+    /// Serve files from a directory.
+    Files(FilesAction),
+}
+
+/// Options of a `files` route action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesAction {
+    /// The directory served (resolved from the config file's directory; checked to exist).
+    pub root: std::path::PathBuf,
+    /// Remove the route's prefix from the path before looking it up (nginx `alias`).
+    pub strip_prefix: bool,
+    /// Index files of a directory, tried in order.
+    pub index: Vec<String>,
+    /// `try-files` candidates (`$uri` is the request path), the last one a fallback path
+    /// or `=CODE`; empty: the path itself.
+    pub try_files: Vec<String>,
+    /// List directories without an index file.
+    pub listing: bool,
+    /// Serve `.br`, `.zst` and `.gz` siblings to clients that accept them.
+    pub precompressed: bool,
+    /// Follow symlinks that lead outside the root.
+    pub follow_symlinks: bool,
 }
 
 /// Forwarding options of a `proxy` route action.

@@ -13,6 +13,7 @@
 
 pub mod access_log;
 pub mod affinity;
+pub mod files;
 pub mod headers;
 pub mod respond;
 pub mod router;

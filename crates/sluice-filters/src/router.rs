@@ -68,6 +68,8 @@ pub struct Route {
     pub response_filters: Vec<Arc<dyn ResponseFilter>>,
     /// The upstream of a `proxy` route.
     pub proxy: Option<ProxyTarget>,
+    /// The directory of a `files` route.
+    pub files: Option<Arc<crate::files::StaticFiles>>,
 }
 
 impl Route {
@@ -236,7 +238,7 @@ mod tests {
     use super::*;
 
     fn route(path: PathMatch, methods: Vec<Method>) -> Route {
-        Route { path, methods, request_filters: vec![], response_filters: vec![], proxy: None }
+        Route { path, methods, request_filters: vec![], response_filters: vec![], proxy: None, files: None }
     }
 
     fn router() -> Router {

@@ -11,6 +11,7 @@ use sluice_core::listener::ListenerSettings;
 use sluice_core::tls::server::{ClientAuth, ServerTlsSettings, SniName, TlsAcceptor, TlsEntry};
 use sluice_filters::access_log::{self, AccessLog};
 use sluice_filters::affinity::AffinityKey;
+use sluice_filters::files::{FilesSettings, StaticFiles};
 use sluice_filters::headers::{HeaderEdit, HeaderRules};
 use sluice_filters::respond::{Redirect, Respond};
 use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
@@ -522,6 +523,7 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> a
         response_filters.push(Arc::new(rules(&r.response_headers)));
     }
     let mut proxy = None;
+    let mut files = None;
     match &r.action {
         config::RouteAction::Proxy(p) => {
             let Group { upstream, affinity, retry, sticky_cookie } = upstreams
@@ -554,6 +556,24 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> a
         config::RouteAction::Redirect { status, location } => {
             request_filters.push(Arc::new(Redirect::new(*status, location).map_err(|e| anyhow!(e))?));
         }
+        config::RouteAction::Files(f) => {
+            let strip_prefix = match (&r.path, f.strip_prefix) {
+                (config::PathMatch::Prefix(p), true) => Some(p.clone()),
+                _ => None,
+            };
+            let settings = FilesSettings {
+                root: f.root.clone(),
+                index: f.index.clone(),
+                try_files: f.try_files.clone(),
+                listing: f.listing,
+                precompressed: f.precompressed,
+                follow_symlinks: f.follow_symlinks,
+                strip_prefix,
+            };
+            let served =
+                StaticFiles::new(settings).with_context(|| format!("serving files from {}", f.root.display()))?;
+            files = Some(Arc::new(served));
+        }
     }
     Ok(Route {
         path: match &r.path {
@@ -564,5 +584,6 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> a
         request_filters,
         response_filters,
         proxy,
+        files,
     })
 }

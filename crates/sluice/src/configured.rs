@@ -69,10 +69,14 @@ impl Proxy for ConfiguredProxy {
             }
         }
         site.request_headers.apply(&mut session.req.headers);
-        for filter in &self.router.route(matched).request_filters {
+        let route = self.router.route(matched);
+        for filter in &route.request_filters {
             if let Flow::Respond(response) = filter.on_request(session)? {
                 return Ok(Flow::Respond(response));
             }
+        }
+        if let Some(files) = &route.files {
+            return Ok(Flow::Respond(files.serve(&session.req.method, &session.req.uri, &session.req.headers)));
         }
         Ok(Flow::Continue)
     }

@@ -6,19 +6,21 @@ use kdl::{KdlEntry, KdlNode};
 use miette::SourceSpan;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{HeaderEdits, PathMatch, ProxyAction, RouteAction, RouteConfig};
-use crate::reader::{children, leaf, name, name_span, take_args, take_props, unknown_node, Arity, Once};
+use crate::model::{FilesAction, HeaderEdits, PathMatch, ProxyAction, RouteAction, RouteConfig};
+use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::headers::{header_name, header_value, read_edits};
 use crate::sections::RawRoute;
 use crate::value::{boolean, integer, non_empty_string, string};
 
-const NODES: &[&str] = &["methods", "proxy", "respond", "redirect", "request-headers", "response-headers"];
-const ACTIONS: &[&str] = &["proxy", "respond", "redirect"];
+const NODES: &[&str] = &["methods", "proxy", "respond", "redirect", "files", "request-headers", "response-headers"];
+const ACTIONS: &[&str] = &["proxy", "respond", "redirect", "files"];
 const USAGE: &str = "route \"/api\" { proxy \"origins\" }";
 const PROXY_USAGE: &str = "proxy \"origins\" strip-prefix=#true host=\"api.internal\"";
 const RESPOND_USAGE: &str = "respond 200 \"ok\\n\" { header \"content-type\" \"text/plain\" }";
 const REDIRECT_USAGE: &str = "redirect 301 \"https://{host}{uri}\"";
 const REDIRECT_STATUSES: &[u16] = &[301, 302, 303, 307, 308];
+const FILES_USAGE: &str = "files \"/var/www/site\" { index \"index.html\"; try-files \"$uri\" \"/index.html\" }";
+const FILES_NODES: &[&str] = &["index", "try-files", "listing", "precompressed", "follow-symlinks"];
 const PLACEHOLDERS: &[&str] = &["scheme", "host", "path", "query", "uri"];
 
 /// Reads a `route` node; `None` when its path or action is missing or invalid (reported).
@@ -43,7 +45,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
                     .label("second action")
                     .also(first_span, "first action")
                     .help(format!(
-                        "a route has exactly one action (proxy, respond or redirect); it already has `{first}` at line {line}"
+                        "a route has exactly one action (proxy, respond, redirect or files); it already has `{first}` at line {line}"
                     ));
                 continue;
             }
@@ -56,6 +58,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
             "proxy" => action = read_proxy(d, child).map(|(a, span)| (RouteAction::Proxy(a), Some(span))),
             "respond" => action = read_respond(d, child).map(|a| (a, None)),
             "redirect" => action = read_redirect(d, child).map(|a| (a, None)),
+            "files" => action = read_files(d, child).map(|a| (RouteAction::Files(a), None)),
             "request-headers" => request_headers = read_edits(d, child),
             "response-headers" => response_headers = read_edits(d, child),
             _ => unknown_node(d, child, Some("route"), NODES),
@@ -63,8 +66,8 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     }
 
     if action_node.is_none() {
-        d.error(name_span(node), "route has no action").label("no proxy, respond or redirect inside").help(
-            "add one of: `proxy \"upstream-name\"`, `respond 200 \"body\"`, `redirect 301 \"https://{host}{uri}\"`",
+        d.error(name_span(node), "route has no action").label("no proxy, respond, redirect or files inside").help(
+            "add one of: `proxy \"upstream-name\"`, `respond 200 \"body\"`, `redirect 301 \"https://{host}{uri}\"`, `files \"/var/www\"`",
         );
     }
     // A failed action was reported where it failed; the route is just left out.
@@ -277,4 +280,124 @@ fn location(d: &mut Diagnostics<'_>, entry: &KdlEntry) -> Option<String> {
         return None;
     }
     Some(text.to_owned())
+}
+
+/// Reads `files "DIR" strip-prefix=#false { index ...; try-files ...; listing; precompressed;
+/// follow-symlinks }`; the directory must exist.
+fn read_files(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<FilesAction> {
+    let args = take_args(d, node, Arity::Exactly(1), FILES_USAGE);
+    let props = take_props(d, node, &["strip-prefix"], FILES_USAGE);
+    let mut ok = true;
+    let strip_prefix = match props.get("strip-prefix") {
+        Some(entry) => boolean(d, entry).unwrap_or_else(|| {
+            ok = false;
+            false
+        }),
+        None => false,
+    };
+    let root = args.first().and_then(|entry| {
+        let written = non_empty_string(d, entry, FILES_USAGE)?;
+        let root = d.path(written);
+        match std::fs::metadata(&root) {
+            Ok(m) if m.is_dir() => Some(root),
+            Ok(_) => {
+                d.error(entry.span(), format!("`{}` is not a directory", root.display()))
+                    .label("not a directory")
+                    .help("`files` serves a directory; give the directory that holds the file");
+                None
+            }
+            Err(e) => {
+                d.error(entry.span(), format!("cannot open the directory `{}`: {e}", root.display()))
+                    .label("missing or unreadable")
+                    .help("create it, or fix the path (a relative path starts from the config file's directory)");
+                None
+            }
+        }
+    });
+    let mut action = FilesAction {
+        root: std::path::PathBuf::new(),
+        strip_prefix,
+        index: vec!["index.html".to_owned()],
+        try_files: Vec::new(),
+        listing: false,
+        precompressed: false,
+        follow_symlinks: false,
+    };
+    let mut once = Once::default();
+    for child in children(node) {
+        if FILES_NODES.contains(&name(child)) && !once.first(d, child, "in `files`") {
+            continue;
+        }
+        match name(child) {
+            "index" => {
+                let (args, _) = leaf(d, child, Arity::AtLeast(1), &[], "index \"index.html\" \"index.htm\"");
+                let mut names = Vec::new();
+                for entry in args {
+                    let Some(text) = non_empty_string(d, entry, "index \"index.html\"") else {
+                        ok = false;
+                        continue;
+                    };
+                    if text.contains('/') || text == "." || text == ".." {
+                        d.error(entry.span(), format!("invalid index file name `{text}`"))
+                            .label("not a file name")
+                            .help("index files are names in the directory, like \"index.html\"");
+                        ok = false;
+                        continue;
+                    }
+                    names.push(text.to_owned());
+                }
+                action.index = names;
+            }
+            "try-files" => {
+                let usage = "try-files \"$uri\" \"$uri/\" \"/index.html\"";
+                let (args, _) = leaf(d, child, Arity::AtLeast(2), &[], usage);
+                let count = args.len();
+                let mut entries = Vec::new();
+                for (i, entry) in args.into_iter().enumerate() {
+                    let Some(text) = non_empty_string(d, entry, usage) else {
+                        ok = false;
+                        continue;
+                    };
+                    let last = i + 1 == count;
+                    let problem = if let Some(code) = text.strip_prefix('=') {
+                        match code.parse::<u16>() {
+                            _ if !last => Some("`=CODE` can only be the last entry"),
+                            Ok(c) if (200..=599).contains(&c) => None,
+                            _ => Some("`=CODE` needs a status from 200 to 599, like `=404`"),
+                        }
+                    } else if !(text.starts_with('/') || text.starts_with("$uri")) {
+                        Some("an entry is a path starting with `/` or `$uri` (like \"$uri\", \"$uri/\", \"/index.html\")")
+                    } else if text.split('/').any(|s| s == "..") {
+                        Some("an entry must not contain `..`")
+                    } else {
+                        None
+                    };
+                    if let Some(help) = problem {
+                        d.error(entry.span(), format!("invalid try-files entry `{text}`"))
+                            .label("invalid entry")
+                            .help(help);
+                        ok = false;
+                        continue;
+                    }
+                    entries.push(text.to_owned());
+                }
+                action.try_files = entries;
+            }
+            flag @ ("listing" | "precompressed" | "follow-symlinks") => {
+                let usage = format!("{flag} #true");
+                let Some(on) = single(d, child, &usage).and_then(|entry| boolean(d, entry)) else {
+                    ok = false;
+                    continue;
+                };
+                match flag {
+                    "listing" => action.listing = on,
+                    "precompressed" => action.precompressed = on,
+                    _ => action.follow_symlinks = on,
+                }
+            }
+            _ => unknown_node(d, child, Some("files"), FILES_NODES),
+        }
+    }
+    action.root = root?;
+    ok.then_some(action)
 }
