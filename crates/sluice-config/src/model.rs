@@ -621,6 +621,9 @@ pub struct SiteConfig {
     pub client_auth: Option<ClientAuthConfig>,
     /// Redirect plain-text requests to HTTPS.
     pub https_redirect: Option<HttpsRedirect>,
+    /// Response compression for the site's routes (a route's own `compress` wins);
+    /// `None`: off.
+    pub compress: Option<CompressConfig>,
 }
 
 /// How a site matches the request's host.
@@ -672,6 +675,81 @@ pub struct RouteConfig {
     pub request_headers: HeaderEdits,
     /// Response header edits for this route (before the site's).
     pub response_headers: HeaderEdits,
+    /// Response compression for this route, replacing the site's (`enabled: false` turns
+    /// it off); `None`: the site's.
+    pub compress: Option<CompressConfig>,
+}
+
+/// On-the-fly response compression (`compress { ... }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressConfig {
+    /// False for `compress #false`: no compression (a route turning its site's off).
+    pub enabled: bool,
+    /// Codings offered, in the server's order of preference (ties between codings a
+    /// client accepts equally go to the first).
+    pub codings: Vec<ContentCoding>,
+    /// gzip level, 1 to 9.
+    pub gzip_level: u32,
+    /// brotli quality, 0 to 11.
+    pub brotli_level: u32,
+    /// zstd level, 1 to 19 (higher levels need windows over the 8 MiB RFC 9659 allows).
+    pub zstd_level: u32,
+    /// Bodies whose `Content-Length` is below this are not compressed.
+    pub min_size: u64,
+    /// Media types compressed: `text/html` (exact) or `text/*` (any subtype), lower-cased.
+    pub types: Vec<String>,
+    /// Decode a gzip, brotli or zstd response for a client that does not accept its coding.
+    pub decompress: bool,
+}
+
+impl CompressConfig {
+    /// Types compressed by default (the same list as `sluice_filters::compress::DEFAULT_TYPES`).
+    pub const DEFAULT_TYPES: &'static [&'static str] = &[
+        "text/html",
+        "text/css",
+        "text/plain",
+        "text/xml",
+        "text/javascript",
+        "application/javascript",
+        "application/json",
+        "application/xml",
+        "application/wasm",
+        "image/svg+xml",
+        "application/manifest+json",
+        "font/ttf",
+        "font/otf",
+    ];
+
+    /// `compress #false`.
+    pub fn disabled() -> Self {
+        Self { enabled: false, ..Self::default() }
+    }
+}
+
+impl Default for CompressConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            codings: vec![ContentCoding::Zstd, ContentCoding::Brotli, ContentCoding::Gzip],
+            gzip_level: 5,
+            brotli_level: 4,
+            zstd_level: 3,
+            min_size: 256,
+            types: Self::DEFAULT_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+            decompress: false,
+        }
+    }
+}
+
+/// A content coding of `compress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentCoding {
+    /// `"gzip"`.
+    Gzip,
+    /// `"br"` (brotli).
+    Brotli,
+    /// `"zstd"` (Zstandard).
+    Zstd,
 }
 
 /// Path matching rule.

@@ -57,6 +57,7 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
             certificate: site.certificate.as_ref().map(|c| c.pair.clone()),
             client_auth: site.client_auth.as_ref().map(|c| c.config.clone()),
             https_redirect: site.https_redirect,
+            compress: site.compress.clone(),
         });
     }
     for (listener, count) in raw.listeners.iter().zip(certificates_per_listener) {

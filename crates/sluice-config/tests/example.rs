@@ -326,3 +326,58 @@ fn tracing_settings_are_read() {
         assert_eq!(config.server.tracing.map(|t| t.endpoint), Some(endpoint.to_owned()));
     }
 }
+
+#[test]
+fn compress_blocks_are_read() {
+    let config = ok(&lines(&[
+        r#"listener "127.0.0.1:1""#,
+        r#"upstream "u" { server "127.0.0.1:2"; }"#,
+        r#"site "*" {"#,
+        r#"    compress"#,
+        r#"    route "/" { proxy "u"; }"#,
+        r#"    route "/api" {"#,
+        r#"        proxy "u""#,
+        r#"        compress {"#,
+        r#"            codings "gzip" "zstd""#,
+        r#"            level gzip=6 zstd=9"#,
+        r#"            min-size "1KiB""#,
+        r#"            types "text/*" "Application/JSON""#,
+        r#"            decompress #true"#,
+        r#"        }"#,
+        r#"    }"#,
+        r#"    route "/raw" { proxy "u"; compress #false; }"#,
+        r#"}"#,
+        r#"site "a.example" { compress #true; route "/" { respond 200; } }"#,
+        r#"site "b.example" { route "/" { respond 200; } }"#,
+    ]));
+    let defaults = CompressConfig::default();
+    assert!(defaults.enabled);
+    assert_eq!(defaults.codings, vec![ContentCoding::Zstd, ContentCoding::Brotli, ContentCoding::Gzip]);
+    assert_eq!((defaults.gzip_level, defaults.brotli_level, defaults.zstd_level), (5, 4, 3));
+    assert_eq!(defaults.min_size, 256);
+    assert!(
+        defaults.types.iter().any(|t| t == "text/html") && !defaults.types.iter().any(|t| t.starts_with("image/png"))
+    );
+    assert!(!defaults.decompress);
+
+    let site = &config.sites[0];
+    assert_eq!(site.compress, Some(defaults.clone()));
+    assert_eq!(site.routes[0].compress, None, "a route without `compress` uses its site's");
+    assert_eq!(
+        site.routes[1].compress,
+        Some(CompressConfig {
+            enabled: true,
+            codings: vec![ContentCoding::Gzip, ContentCoding::Zstd],
+            gzip_level: 6,
+            brotli_level: 4,
+            zstd_level: 9,
+            min_size: 1024,
+            types: vec!["text/*".to_owned(), "application/json".to_owned()],
+            decompress: true,
+        })
+    );
+    assert_eq!(site.routes[2].compress, Some(CompressConfig::disabled()));
+    assert!(!CompressConfig::disabled().enabled);
+    assert_eq!(config.sites[1].compress, Some(defaults));
+    assert_eq!(config.sites[2].compress, None);
+}

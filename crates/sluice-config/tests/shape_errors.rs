@@ -251,3 +251,60 @@ fn tracing_children_are_checked() {
     expect(&text, "the duration must be greater than zero", 7, 24);
     expect(&text, "2000000 is out of range", 8, 15);
 }
+
+#[test]
+fn compress_settings_are_checked() {
+    let text = lines(&[
+        LISTENER,
+        r#"site "*" {"#,
+        r#"    route "/" { respond 200; }"#,
+        r#"    compress {"#,
+        r#"        codings "gzip" "deflate" "gzip""#,
+        r#"        level gzip=10 zstd=22"#,
+        r#"        min-size "1KB""#,
+        r#"        types "text/html; charset=utf-8" "image/*""#,
+        r#"        decompres #true"#,
+        r#"    }"#,
+        r#"}"#,
+    ]);
+    assert_eq!(err(&text).problems().len(), 7, "{}", err(&text).render(false));
+    let problem = expect(&text, "unknown coding `deflate`", 5, 24);
+    assert!(help(&problem).contains("valid values: zstd, br, gzip"), "{problem:?}");
+    let problem = expect(&text, "coding listed twice in `codings`", 5, 34);
+    assert!(help(&problem).contains("list each coding once"), "{problem:?}");
+    let problem = expect(&text, "10 is out of range", 6, 15);
+    assert!(help(&problem).contains("between 1 and 9"), "{problem:?}");
+    let problem = expect(&text, "zstd levels 20 to 22 are not allowed for HTTP", 6, 23);
+    assert!(help(&problem).contains("RFC 9659"), "{problem:?}");
+    expect(&text, "invalid size: unknown unit `KB`", 7, 18);
+    let problem = expect(&text, "invalid media type `text/html; charset=utf-8`", 8, 15);
+    assert!(help(&problem).contains("without parameters"), "{problem:?}");
+    let problem = expect(&text, "unknown node `decompres` in `compress`", 9, 9);
+    assert!(help(&problem).contains("did you mean `decompress`?"), "{problem:?}");
+    assert!(help(&problem).contains("valid nodes here: codings, level, min-size, types, decompress"), "{problem:?}");
+}
+
+#[test]
+fn compress_shapes() {
+    let text = lines(&[LISTENER, r#"site "*" { compress "yes"; route "/" { respond 200; compress { level; }; }; }"#]);
+    expect(&text, "expected a boolean (#true or #false), found a string (\"yes\")", 2, 21);
+    let problem = expect(&text, "`level` needs at least one of gzip=, br=, zstd=", 2, 64);
+    assert!(help(&problem).contains("level gzip=5 br=4 zstd=3"), "{problem:?}");
+
+    let text = lines(&[
+        LISTENER,
+        r#"site "*" {"#,
+        r#"    compress"#,
+        r#"    compress #false"#,
+        r#"    route "/" {"#,
+        r#"        respond 200"#,
+        r#"        compress #false { level gzip=1; }"#,
+        r#"    }"#,
+        r#"}"#,
+    ]);
+    let problem = expect(&text, "`compress` given twice in `site`", 4, 5);
+    assert!(help(&problem).contains("line 3"), "{problem:?}");
+    let err = err(&text);
+    let disabled = err.problems().iter().find(|p| p.message.contains("`compress #false` takes no settings block"));
+    assert_eq!(disabled.map(|p| p.line), Some(7), "{}", err.render(false));
+}

@@ -5,7 +5,9 @@
 //! - [`headers`]: request and response header `set` / `add` / `remove`;
 //! - [`respond`]: fixed responses and redirects (short-circuit filters);
 //! - [`tls`]: HTTPS redirects and client certificate headers;
-//! - [`access_log`]: one line per request (JSON or text), written off the request path.
+//! - [`access_log`]: one line per request (JSON or text), written off the request path;
+//! - [`compress`]: on-the-fly gzip, brotli and zstd compression of responses (and
+//!   decompression for clients that cannot decode what the origin sent).
 //!
 //! Request-side filters implement [`RequestFilter`], response-side ones
 //! [`ResponseFilter`]; a route is a chain of each, run by the server's `Proxy`
@@ -13,6 +15,7 @@
 
 pub mod access_log;
 pub mod affinity;
+pub mod compress;
 pub mod files;
 pub mod headers;
 pub mod respond;

@@ -70,6 +70,8 @@ pub struct Route {
     pub proxy: Option<ProxyTarget>,
     /// The directory of a `files` route.
     pub files: Option<Arc<crate::files::StaticFiles>>,
+    /// Response compression (the route's, else its site's).
+    pub compress: Option<Arc<crate::compress::CompressPolicy>>,
 }
 
 impl Route {
@@ -238,7 +240,15 @@ mod tests {
     use super::*;
 
     fn route(path: PathMatch, methods: Vec<Method>) -> Route {
-        Route { path, methods, request_filters: vec![], response_filters: vec![], proxy: None, files: None }
+        Route {
+            path,
+            methods,
+            request_filters: vec![],
+            response_filters: vec![],
+            proxy: None,
+            files: None,
+            compress: None,
+        }
     }
 
     fn router() -> Router {

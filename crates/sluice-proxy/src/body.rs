@@ -116,6 +116,11 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
     }
 
     fn is_end_stream(&self) -> bool {
+        // A rewritten body may still produce bytes at the end (a finished compression
+        // stream, a cached body replacing an empty one): poll until the filter saw the end.
+        if self.finish.as_ref().is_some_and(|f| f.session.body_rewritten) {
+            return false;
+        }
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
             Inner::Local(b) => b.is_end_stream(),
@@ -123,6 +128,9 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.finish.as_ref().is_some_and(|f| f.session.body_rewritten) {
+            return SizeHint::default();
+        }
         match &self.inner {
             Inner::Upstream(b) => b.size_hint(),
             Inner::Local(b) => b.size_hint(),

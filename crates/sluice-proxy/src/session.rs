@@ -33,6 +33,7 @@ pub struct Session {
     pub(crate) upstream_time: Option<Duration>,
     pub(crate) status: Option<StatusCode>,
     pub(crate) bytes_out: u64,
+    pub(crate) body_rewritten: bool,
 }
 
 impl Session {
@@ -58,6 +59,7 @@ impl Session {
             upstream_addr: None,
             upstream_reused: false,
             upstream_time: None,
+            body_rewritten: false,
             status: None,
             bytes_out: 0,
         }
@@ -162,6 +164,19 @@ impl Session {
     /// Whether reading the request body failed.
     pub(crate) fn body_errored(&self) -> bool {
         self.body_stats.as_ref().is_some_and(|s| s.errored())
+    }
+
+    /// Says that the response body filter changes the body's length (compression, a body
+    /// replaced by a cached one): the response is then sent without the original length,
+    /// and the body filter is called at the end even when the original body is empty.
+    /// Call it from `response_filter` (after removing `Content-Length`, or setting the new one).
+    pub fn rewrite_body(&mut self) {
+        self.body_rewritten = true;
+    }
+
+    /// Whether [`rewrite_body`](Self::rewrite_body) was called.
+    pub fn body_rewritten(&self) -> bool {
+        self.body_rewritten
     }
 
     /// Whether the request has a body that is still to be forwarded.

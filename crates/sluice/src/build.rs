@@ -11,6 +11,7 @@ use sluice_core::listener::ListenerSettings;
 use sluice_core::tls::server::{ClientAuth, ServerTlsSettings, SniName, TlsAcceptor, TlsEntry};
 use sluice_filters::access_log::{self, AccessLog};
 use sluice_filters::affinity::AffinityKey;
+use sluice_filters::compress::{Coding, CompressPolicy, Levels};
 use sluice_filters::files::{FilesSettings, StaticFiles};
 use sluice_filters::headers::{HeaderEdit, HeaderRules};
 use sluice_filters::respond::{Redirect, Respond};
@@ -306,7 +307,8 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
             .collect();
         let mut routes = Vec::with_capacity(site.routes.len());
         for r in &site.routes {
-            routes.push(build_route(r, &upstreams)?);
+            let compress = r.compress.as_ref().or(site.compress.as_ref());
+            routes.push(build_route(r, &upstreams, compress)?);
         }
         route_labels.push(
             site.routes
@@ -513,7 +515,29 @@ fn rules(edits: &config::HeaderEdits) -> HeaderRules {
     )
 }
 
-fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> anyhow::Result<Route> {
+/// The compression policy of a `compress` block (`None` when it turns compression off).
+fn compress_policy(c: &config::CompressConfig) -> Option<Arc<CompressPolicy>> {
+    if !c.enabled {
+        return None;
+    }
+    let codings = c
+        .codings
+        .iter()
+        .map(|coding| match coding {
+            config::ContentCoding::Gzip => Coding::Gzip,
+            config::ContentCoding::Brotli => Coding::Brotli,
+            config::ContentCoding::Zstd => Coding::Zstd,
+        })
+        .collect();
+    let levels = Levels { gzip: c.gzip_level, brotli: c.brotli_level, zstd: c.zstd_level };
+    Some(Arc::new(CompressPolicy::new(codings, levels, c.min_size, c.types.clone(), c.decompress)))
+}
+
+fn build_route(
+    r: &config::RouteConfig,
+    upstreams: &HashMap<String, Group>,
+    compress: Option<&config::CompressConfig>,
+) -> anyhow::Result<Route> {
     let mut request_filters: Vec<Arc<dyn RequestFilter>> = Vec::new();
     let mut response_filters: Vec<Arc<dyn ResponseFilter>> = Vec::new();
     if !r.request_headers.is_empty() {
@@ -585,5 +609,6 @@ fn build_route(r: &config::RouteConfig, upstreams: &HashMap<String, Group>) -> a
         response_filters,
         proxy,
         files,
+        compress: compress.and_then(compress_policy),
     })
 }

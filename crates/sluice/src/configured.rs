@@ -28,6 +28,8 @@ pub struct RouteCtx {
     matched: Option<Matched>,
     /// A sticky-session cookie to set on the response (the server changed or was new).
     set_cookie: Option<http::HeaderValue>,
+    /// Compresses (or decompresses) the response body.
+    coder: Option<sluice_filters::compress::Coder>,
 }
 
 impl ConfiguredProxy {
@@ -166,6 +168,28 @@ impl Proxy for ConfiguredProxy {
             response.headers.append(http::header::SET_COOKIE, cookie);
         }
         self.router.site(matched.site).response_headers.apply(&mut response.headers);
+        // Last, so that header edits (say, adding `no-transform`) are respected.
+        if let Some(policy) = &self.router.route(matched).compress {
+            ctx.coder = policy.start(&session.req.method, &session.req.headers, response);
+            if ctx.coder.is_some() {
+                session.rewrite_body();
+            }
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RouteCtx,
+    ) -> Result<()> {
+        if let Some(coder) = &mut ctx.coder {
+            *body = coder
+                .process(body.take(), end_of_stream)
+                .map_err(|e| Error::because(ErrorKind::UpstreamProtocol, "compressing the response body", e))?;
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! check on its own; checks that need the whole file (names that must resolve, duplicates
 //! across sections) run afterwards in [`crate::validate`] on the spans kept here.
 
+mod compress;
 mod headers;
 mod listener;
 mod route;
@@ -17,7 +18,8 @@ use miette::SourceSpan;
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{
-    HeaderEdits, HostPattern, HttpsRedirect, ListenerConfig, RouteConfig, ServerSettings, UpstreamConfig,
+    CompressConfig, HeaderEdits, HostPattern, HttpsRedirect, ListenerConfig, RouteConfig, ServerSettings,
+    UpstreamConfig,
 };
 use crate::reader::{name, unknown_node, Once};
 
@@ -86,6 +88,8 @@ pub(crate) struct RawSite {
     pub client_auth: Option<tls::RawClientAuth>,
     /// Redirect plain-text requests to HTTPS.
     pub https_redirect: Option<HttpsRedirect>,
+    /// Response compression for the site's routes.
+    pub compress: Option<CompressConfig>,
     /// Where the site's name (`site`) was written.
     pub span: SourceSpan,
 }

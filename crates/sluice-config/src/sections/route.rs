@@ -12,7 +12,8 @@ use crate::sections::headers::{header_name, header_value, read_edits};
 use crate::sections::RawRoute;
 use crate::value::{boolean, integer, non_empty_string, string};
 
-const NODES: &[&str] = &["methods", "proxy", "respond", "redirect", "files", "request-headers", "response-headers"];
+const NODES: &[&str] =
+    &["methods", "proxy", "respond", "redirect", "files", "request-headers", "response-headers", "compress"];
 const ACTIONS: &[&str] = &["proxy", "respond", "redirect", "files"];
 const USAGE: &str = "route \"/api\" { proxy \"origins\" }";
 const PROXY_USAGE: &str = "proxy \"origins\" strip-prefix=#true host=\"api.internal\"";
@@ -35,6 +36,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     let mut action_node: Option<(&str, SourceSpan)> = None;
     let mut request_headers = HeaderEdits::default();
     let mut response_headers = HeaderEdits::default();
+    let mut compress = None;
     let mut once = Once::default();
     for child in children(node) {
         let child_name = name(child);
@@ -61,6 +63,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
             "files" => action = read_files(d, child).map(|a| (RouteAction::Files(a), None)),
             "request-headers" => request_headers = read_edits(d, child),
             "response-headers" => response_headers = read_edits(d, child),
+            "compress" => compress = crate::sections::compress::read(d, child),
             _ => unknown_node(d, child, Some("route"), NODES),
         }
     }
@@ -73,7 +76,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     // A failed action was reported where it failed; the route is just left out.
     let ((path, path_span), exact, (action, upstream_span)) = (path?, exact?, action?);
     let path = if exact { PathMatch::Exact(path) } else { PathMatch::Prefix(path) };
-    let config = RouteConfig { path, methods, action, request_headers, response_headers };
+    let config = RouteConfig { path, methods, action, request_headers, response_headers, compress };
     Some(RawRoute { config, path_span, upstream_span })
 }
 

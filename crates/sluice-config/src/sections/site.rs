@@ -15,8 +15,16 @@ use crate::sections::upstream::check_host_name;
 use crate::sections::{route, RawSite};
 use crate::value::{integer, string};
 
-const NODES: &[&str] =
-    &["listen", "request-headers", "response-headers", "route", "certificate", "client-auth", "https-redirect"];
+const NODES: &[&str] = &[
+    "listen",
+    "request-headers",
+    "response-headers",
+    "route",
+    "certificate",
+    "client-auth",
+    "https-redirect",
+    "compress",
+];
 const REDIRECT_USAGE: &str = "https-redirect status=308 port=8443";
 const USAGE: &str = "site \"example.com\" \"*.example.com\" { route \"/\" { proxy \"origins\" } }";
 const LISTEN_USAGE: &str = "listen \"public\"";
@@ -34,6 +42,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
         certificate: None,
         client_auth: None,
         https_redirect: None,
+        compress: None,
         span: name_span(node),
     };
     for entry in args {
@@ -83,6 +92,11 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
             "https-redirect" => {
                 if once.first(d, child, "in `site`") {
                     site.https_redirect = read_https_redirect(d, child);
+                }
+            }
+            "compress" => {
+                if once.first(d, child, "in `site`") {
+                    site.compress = crate::sections::compress::read(d, child);
                 }
             }
             _ => unknown_node(d, child, Some("site"), NODES),

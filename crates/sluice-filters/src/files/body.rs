@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::future::Future as _;
-use std::os::unix::fs::FileExt as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -54,17 +53,26 @@ pub fn body(file: File, parts: Vec<Part>) -> std::io::Result<Body> {
         for part in &parts {
             match part {
                 Part::Bytes(b) => out.extend_from_slice(b),
-                Part::File { offset, len } => {
-                    let start = out.len();
-                    out.resize(start + usize::try_from(*len).unwrap_or(0), 0);
-                    file.read_exact_at(&mut out[start..], *offset)?;
-                }
+                Part::File { offset, len } => read_into(&file, *offset, *len, &mut out)?,
             }
         }
         return Ok(Body::full(out));
     }
     let remaining = total(&parts);
     Ok(Body::boxed(FileBody { file: Arc::new(file), parts: parts.into(), reading: None, remaining }))
+}
+
+/// Appends `len` bytes of `file` from `offset` to `out`, without zero-filling the room
+/// first (`read_to_end` reads into spare capacity).
+fn read_into(mut file: &File, offset: u64, len: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _};
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let before = out.len();
+    file.take(len).read_to_end(out)?;
+    if (out.len() - before) as u64 != len {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while it was read"));
+    }
+    Ok(())
 }
 
 /// A streamed body: literal parts are sent as they are, file parts in chunks read on the
@@ -114,8 +122,8 @@ impl http_body::Body for FileBody {
                 }
                 let file = this.file.clone();
                 this.reading = Some(tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; usize::try_from(n).unwrap_or(0)];
-                    file.read_exact_at(&mut buf, offset)?;
+                    let mut buf = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+                    read_into(&file, offset, n, &mut buf)?;
                     Ok(Bytes::from(buf))
                 }));
                 // Poll the read now (it registers the waker).

@@ -60,12 +60,17 @@ pub struct FilesSettings {
 pub struct StaticFiles {
     /// The root, canonical (symlinks resolved), for the escape check.
     root: PathBuf,
+    /// The root, open: files are opened relative to it.
+    root_fd: std::os::fd::OwnedFd,
+    /// Whether `openat2` works here (Linux 5.6+); else every lookup takes the slow path.
+    openat2: std::sync::atomic::AtomicBool,
     settings: FilesSettings,
 }
 
-/// What a path names under the root.
+/// What a path names under the root (paths relative to the root).
 enum Found {
-    File(PathBuf, Metadata),
+    /// A regular file, open, with its metadata.
+    File(File, Metadata, PathBuf),
     Dir(PathBuf),
     Missing,
     Forbidden,
@@ -81,7 +86,8 @@ impl StaticFiles {
         if !root.is_dir() {
             return Err(io::Error::other(format!("{} is not a directory", root.display())));
         }
-        Ok(Self { root, settings })
+        let root_fd = std::fs::File::open(&root)?.into();
+        Ok(Self { root, root_fd, openat2: std::sync::atomic::AtomicBool::new(true), settings })
     }
 
     /// Answers a request for a file.
@@ -119,7 +125,7 @@ impl StaticFiles {
             let expanded = candidate.replace("$uri", &uri);
             let Ok(candidate) = path::normalize(&expanded) else { continue };
             match (self.find(&candidate.relative()), candidate.trailing_slash) {
-                (Found::File(path, meta), false) => return self.serve_file(&path, meta, request),
+                (Found::File(file, meta, path), false) => return self.serve_file(file, meta, &path, request),
                 (Found::Dir(dir), true) => return self.serve_dir(&dir, &candidate, request),
                 _ => {}
             }
@@ -138,8 +144,8 @@ impl StaticFiles {
     /// slash is redirected (a request path), or served (a `try_files` fallback).
     fn serve_path(&self, normalized: &Normalized, request: &Request<'_>, redirect_dirs: bool) -> Response<Body> {
         match self.find(&normalized.relative()) {
-            Found::File(_, _) if normalized.trailing_slash => text(StatusCode::NOT_FOUND, "not found\n"),
-            Found::File(path, meta) => self.serve_file(&path, meta, request),
+            Found::File(..) if normalized.trailing_slash => text(StatusCode::NOT_FOUND, "not found\n"),
+            Found::File(file, meta, path) => self.serve_file(file, meta, &path, request),
             Found::Dir(_) if redirect_dirs && !normalized.trailing_slash => {
                 // The path as the client wrote it, plus `/` (and the query).
                 let mut location = request.uri.path().to_owned();
@@ -163,15 +169,14 @@ impl StaticFiles {
     /// A directory: its first index file, else its listing, else 403.
     fn serve_dir(&self, dir: &Path, normalized: &Normalized, request: &Request<'_>) -> Response<Body> {
         for index in &self.settings.index {
-            let relative = dir.strip_prefix(&self.root).unwrap_or(dir).join(index);
-            if let Found::File(path, meta) = self.find(&relative) {
-                return self.serve_file(&path, meta, request);
+            if let Found::File(file, meta, path) = self.find(&dir.join(index)) {
+                return self.serve_file(file, meta, &path, request);
             }
         }
         if !self.settings.listing {
             return text(StatusCode::FORBIDDEN, "directory listing is off\n");
         }
-        match listing::render(dir, &normalized.uri()) {
+        match listing::render(&self.root.join(dir), &normalized.uri()) {
             Ok(html) => {
                 let mut r = if request.method == Method::HEAD {
                     Response::new(Body::empty())
@@ -190,34 +195,70 @@ impl StaticFiles {
         }
     }
 
-    /// Looks `relative` up under the root.
+    /// Looks `relative` up under the root, and opens it if it is a regular file.
     fn find(&self, relative: &Path) -> Found {
+        match self.find_fast(relative) {
+            Some(found) => found,
+            None => self.find_slow(relative),
+        }
+    }
+
+    /// One `openat2` relative to the root that refuses any symlink or `..` on the way:
+    /// one short path walk instead of a `stat`, a `realpath` (a `readlink` per component
+    /// from `/`) and an `open`. `None`: a symlink is on the way (or `openat2` is missing),
+    /// and the slow path decides.
+    fn find_fast(&self, relative: &Path) -> Option<Found> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        use std::sync::atomic::Ordering;
+        if !self.openat2.load(Ordering::Relaxed) {
+            return None;
+        }
+        let path = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
+        // NONBLOCK: opening a FIFO must not wait for a writer (it is refused below anyway).
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(&self.root_fd, path, flags, Mode::empty(), resolve) {
+            Ok(fd) => {
+                let file = File::from(fd);
+                let meta = file.metadata().ok()?;
+                Some(classify(file, meta, relative))
+            }
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::NAMETOOLONG) => Some(Found::Missing),
+            Err(Errno::ACCESS | Errno::PERM) => Some(Found::Forbidden),
+            Err(Errno::NOSYS) => {
+                self.openat2.store(false, Ordering::Relaxed);
+                None
+            }
+            // ELOOP (a symlink), EXDEV, EAGAIN ...
+            Err(_) => None,
+        }
+    }
+
+    /// Resolves every symlink (`realpath`): the result must still be under the root unless
+    /// `follow-symlinks`.
+    fn find_slow(&self, relative: &Path) -> Found {
         let full = self.root.join(relative);
-        let meta = match std::fs::metadata(&full) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Found::Forbidden,
-            Err(_) => return Found::Missing,
-        };
         if !self.settings.follow_symlinks {
-            // Resolves every symlink on the way: the result must still be under the root.
             match std::fs::canonicalize(&full) {
                 Ok(real) if real.starts_with(&self.root) => {}
                 Ok(_) => return Found::Forbidden,
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Found::Forbidden,
                 Err(_) => return Found::Missing,
             }
         }
-        if meta.is_file() {
-            Found::File(full, meta)
-        } else if meta.is_dir() {
-            Found::Dir(full)
-        } else {
-            // Sockets, FIFOs, devices: never (opening a FIFO would block).
-            Found::Forbidden
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let opened =
+            std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(&full);
+        match opened.and_then(|file| file.metadata().map(|meta| (file, meta))) {
+            Ok((file, meta)) => classify(file, meta, relative),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Found::Forbidden,
+            Err(_) => Found::Missing,
         }
     }
 
     /// The precompressed sibling of `path` to send, if the client accepts one that exists.
-    fn sibling(&self, path: &Path, headers: &HeaderMap) -> Option<(&'static str, PathBuf, Metadata)> {
+    fn sibling(&self, path: &Path, headers: &HeaderMap) -> Option<(&'static str, File, Metadata)> {
         let mut choices: Vec<(f32, usize)> = SIBLINGS
             .iter()
             .enumerate()
@@ -230,10 +271,8 @@ impl StaticFiles {
             let (coding, suffix) = SIBLINGS[i];
             let mut name = path.as_os_str().to_owned();
             name.push(suffix);
-            let sibling = PathBuf::from(name);
-            let relative = sibling.strip_prefix(&self.root).ok()?.to_path_buf();
-            if let Found::File(p, meta) = self.find(&relative) {
-                return Some((coding, p, meta));
+            if let Found::File(file, meta, _) = self.find(Path::new(&name)) {
+                return Some((coding, file, meta));
             }
         }
         None
@@ -241,12 +280,12 @@ impl StaticFiles {
 
     /// Sends a regular file (or its precompressed sibling), honouring the validators and
     /// `Range`.
-    fn serve_file(&self, path: &Path, meta: Metadata, request: &Request<'_>) -> Response<Body> {
+    fn serve_file(&self, file: File, meta: Metadata, path: &Path, request: &Request<'_>) -> Response<Body> {
         let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
         let content_type = mime::content_type(&name);
-        let (coding, path, meta) = match self.settings.precompressed.then(|| self.sibling(path, request.headers)) {
-            Some(Some((coding, p, m))) => (Some(coding), p, m),
-            _ => (None, path.to_path_buf(), meta),
+        let (coding, file, meta) = match self.settings.precompressed.then(|| self.sibling(path, request.headers)) {
+            Some(Some((coding, f, m))) => (Some(coding), f, m),
+            _ => (None, file, meta),
         };
         let len = meta.len();
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
@@ -315,13 +354,8 @@ impl StaticFiles {
         let body = if request.method == Method::HEAD {
             Body::empty()
         } else {
-            let opened = File::open(&path).and_then(|f| body::body(f, parts.clone()));
-            match opened {
+            match body::body(file, parts.clone()) {
                 Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return text(StatusCode::NOT_FOUND, "not found\n"),
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    return text(StatusCode::FORBIDDEN, "forbidden\n");
-                }
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %e, "cannot read a file");
                     return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n");
@@ -384,6 +418,18 @@ struct Request<'a> {
     method: &'a Method,
     uri: &'a Uri,
     headers: &'a HeaderMap,
+}
+
+/// Sorts an open path into file, directory or refused (anything else: sockets, FIFOs,
+/// devices).
+fn classify(file: File, meta: Metadata, relative: &Path) -> Found {
+    if meta.is_file() {
+        Found::File(file, meta, relative.to_path_buf())
+    } else if meta.is_dir() {
+        Found::Dir(relative.to_path_buf())
+    } else {
+        Found::Forbidden
+    }
 }
 
 /// A short plain-text answer.
