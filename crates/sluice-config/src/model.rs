@@ -52,6 +52,57 @@ pub struct ServerSettings {
     pub user: Option<String>,
     /// Group to run as (default: the user's primary group).
     pub group: Option<String>,
+    /// The HTTP cache's storage (`server { cache { ... } }`); a default one is made when a
+    /// site or route caches without it.
+    pub cache: Option<CacheStoreConfig>,
+}
+
+/// The HTTP cache's storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStoreConfig {
+    /// Memory tier budget in bytes.
+    pub memory: u64,
+    /// Largest object stored; bigger responses bypass the cache.
+    pub max_object: u64,
+    /// Disk tier: directory and byte budget.
+    pub disk: Option<(std::path::PathBuf, u64)>,
+}
+
+impl Default for CacheStoreConfig {
+    fn default() -> Self {
+        Self { memory: 64 << 20, max_object: 8 << 20, disk: None }
+    }
+}
+
+/// A site's or route's caching rules (`cache { ... }`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRuleConfig {
+    /// False for `cache #false` (a route turning its site's cache off).
+    pub enabled: bool,
+    /// Lifetime of responses without explicit freshness, by status.
+    pub default_ttl: Vec<(u16, std::time::Duration)>,
+    /// Lifetime that replaces the origin's, by status.
+    pub override_ttl: Vec<(u16, std::time::Duration)>,
+    /// Leave the query out of the key.
+    pub ignore_query: bool,
+    /// Sort the query parameters in the key.
+    pub sort_query: bool,
+    /// Query parameters left out of the key.
+    pub ignore_params: Vec<String>,
+    /// Request headers added to the key (lower-case).
+    pub key_headers: Vec<String>,
+    /// Cookies added to the key.
+    pub key_cookies: Vec<String>,
+    /// Store responses that set cookies.
+    pub store_set_cookie: bool,
+    /// Store `private` responses and answers to requests with `Authorization`.
+    pub store_private: bool,
+    /// How long a request waits for another fetching the same object.
+    pub lock_timeout: std::time::Duration,
+    /// Upper bound of heuristic freshness.
+    pub heuristic_max: std::time::Duration,
+    /// Response headers whose values tag the entry (for purges), lower-case.
+    pub tag_headers: Vec<String>,
 }
 
 /// The admin API (`server { admin "127.0.0.1:9901" token="..." }`).
@@ -76,6 +127,7 @@ impl Default for ServerSettings {
             tracing: None,
             user: None,
             group: None,
+            cache: None,
         }
     }
 }
@@ -624,6 +676,8 @@ pub struct SiteConfig {
     /// Response compression for the site's routes (a route's own `compress` wins);
     /// `None`: off.
     pub compress: Option<CompressConfig>,
+    /// HTTP caching rules (the route's replace its site's).
+    pub cache: Option<CacheRuleConfig>,
 }
 
 /// How a site matches the request's host.
@@ -678,6 +732,8 @@ pub struct RouteConfig {
     /// Response compression for this route, replacing the site's (`enabled: false` turns
     /// it off); `None`: the site's.
     pub compress: Option<CompressConfig>,
+    /// HTTP caching rules (the route's replace its site's).
+    pub cache: Option<CacheRuleConfig>,
 }
 
 /// On-the-fly response compression (`compress { ... }`).

@@ -58,6 +58,7 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
             client_auth: site.client_auth.as_ref().map(|c| c.config.clone()),
             https_redirect: site.https_redirect,
             compress: site.compress.clone(),
+            cache: site.cache.clone(),
         });
     }
     for (listener, count) in raw.listeners.iter().zip(certificates_per_listener) {

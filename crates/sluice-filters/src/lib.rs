@@ -15,6 +15,7 @@
 
 pub mod access_log;
 pub mod affinity;
+pub mod cache;
 pub mod compress;
 pub mod files;
 pub mod headers;

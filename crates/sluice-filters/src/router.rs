@@ -72,6 +72,8 @@ pub struct Route {
     pub files: Option<Arc<crate::files::StaticFiles>>,
     /// Response compression (the route's, else its site's).
     pub compress: Option<Arc<crate::compress::CompressPolicy>>,
+    /// HTTP caching (the route's rules, else its site's).
+    pub cache: Option<Arc<crate::cache::CacheRule>>,
 }
 
 impl Route {
@@ -248,6 +250,7 @@ mod tests {
             proxy: None,
             files: None,
             compress: None,
+            cache: None,
         }
     }
 

@@ -93,6 +93,32 @@ impl AdminService {
 }
 
 impl AdminService {
+    /// `POST /cache/purge?key=URL` (every variant stored for that URL) or `?tag=TAG`
+    /// (every entry whose `Surrogate-Key`/`Cache-Tag` names it).
+    async fn purge(&self, query: &str) -> Response<Body> {
+        let Some(cache) = self.0.current().cache.clone() else {
+            return json(StatusCode::NOT_FOUND, "{\"error\":\"no site or route caches\"}".into());
+        };
+        let param = |name: &str| {
+            query.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (k == name).then(|| percent_decode(v))
+            })
+        };
+        let (what, purged) = match (param("key"), param("tag")) {
+            (Some(key), None) => (format!("key {key}"), cache.purge_key(&key).await),
+            (None, Some(tag)) => (format!("tag {tag}"), cache.purge_tag(tag).await),
+            _ => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    "{\"error\":\"give key= (like http://example.com/path?q) or tag=\"}".into(),
+                )
+            }
+        };
+        tracing::info!(what = %what, purged, "cache purged through the admin API");
+        json(StatusCode::OK, format!("{{\"purged\":{purged}}}"))
+    }
+
     /// `POST /reload`: reloads the configuration file; 200 with the new version, or 400
     /// (invalid file, with its diagnostics) / 500 (cannot be applied) and nothing changed.
     async fn reload(&self) -> Response<Body> {
@@ -205,11 +231,12 @@ impl HttpService for AdminService {
             return r;
         }
         let path = req.uri().path();
-        let known = ["/live", "/ready", "/config", "/upstreams", "/metrics", "/reload", "/drain", "/undrain"];
+        let known =
+            ["/live", "/ready", "/config", "/upstreams", "/metrics", "/reload", "/drain", "/undrain", "/cache/purge"];
         if !known.contains(&path) {
             return json(StatusCode::NOT_FOUND, format!("{{\"error\":\"no such endpoint\",\"endpoints\":{known:?}}}"));
         }
-        if path == "/drain" || path == "/undrain" || path == "/reload" {
+        if path == "/drain" || path == "/undrain" || path == "/reload" || path == "/cache/purge" {
             if req.method() != Method::POST {
                 let mut r = json(StatusCode::METHOD_NOT_ALLOWED, "{\"error\":\"use POST\"}".into());
                 r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
@@ -217,6 +244,9 @@ impl HttpService for AdminService {
             }
             if path == "/reload" {
                 return self.reload().await;
+            }
+            if path == "/cache/purge" {
+                return self.purge(req.uri().query().unwrap_or("")).await;
             }
             return self.drain(req.uri().query().unwrap_or(""), path == "/drain");
         }
@@ -253,6 +283,9 @@ impl HttpService for AdminService {
             "/upstreams" => json(StatusCode::OK, self.upstreams_json()),
             _ => {
                 let mut text = metrics::render(&g.metrics, &g.listeners, &g.upstreams, self.0.reload_counts());
+                if let Some(cache) = &g.cache {
+                    metrics::render_cache(&mut text, cache.store());
+                }
                 if let Some(tracer) = self.0.tracer() {
                     metrics::render_spans(&mut text, tracer.exported(), tracer.failed(), tracer.dropped());
                 }

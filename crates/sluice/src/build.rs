@@ -11,6 +11,9 @@ use sluice_core::listener::ListenerSettings;
 use sluice_core::tls::server::{ClientAuth, ServerTlsSettings, SniName, TlsAcceptor, TlsEntry};
 use sluice_filters::access_log::{self, AccessLog};
 use sluice_filters::affinity::AffinityKey;
+use sluice_filters::cache::key::KeySettings;
+use sluice_filters::cache::policy::Overrides;
+use sluice_filters::cache::{CacheRule, HttpCache};
 use sluice_filters::compress::{Coding, CompressPolicy, Levels};
 use sluice_filters::files::{FilesSettings, StaticFiles};
 use sluice_filters::headers::{HeaderEdit, HeaderRules};
@@ -63,6 +66,8 @@ pub struct Built {
     pub discoveries: Vec<Discovery>,
     /// Per-route metrics (also recorded by the proxy).
     pub metrics: Arc<Metrics>,
+    /// The HTTP cache, when a site or route caches (kept across reloads).
+    pub cache: Option<Arc<HttpCache>>,
 }
 
 /// What a reload can keep from the running configuration.
@@ -74,6 +79,8 @@ pub struct Previous<'a> {
     pub upstreams: &'a [Arc<Upstream>],
     /// Its per-route metrics.
     pub metrics: &'a Metrics,
+    /// Its HTTP cache.
+    pub cache: Option<&'a Arc<HttpCache>>,
 }
 
 /// Builds the engine from a configuration; resolves upstream server names.
@@ -290,6 +297,7 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
         upstreams.insert(u.name.clone(), Group { upstream: group, affinity, retry, sticky_cookie });
     }
 
+    let cache = http_cache(config, previous)?;
     let mut router = Router::new(slots.iter().max().map_or(0, |m| m + 1));
     let mut route_labels = Vec::with_capacity(config.sites.len());
     for site in &config.sites {
@@ -308,7 +316,13 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
         let mut routes = Vec::with_capacity(site.routes.len());
         for r in &site.routes {
             let compress = r.compress.as_ref().or(site.compress.as_ref());
-            routes.push(build_route(r, &upstreams, compress)?);
+            let mut route = build_route(r, &upstreams, compress)?;
+            if let (Some(rule), Some(cache)) = (r.cache.as_ref().or(site.cache.as_ref()), &cache) {
+                if rule.enabled && route.proxy.is_some() {
+                    route.cache = Some(Arc::new(cache_rule(rule, cache)));
+                }
+            }
+            routes.push(route);
         }
         route_labels.push(
             site.routes
@@ -385,6 +399,7 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
         // Requests are counted only when something can read the counts (the admin API).
         proxy: ConfiguredProxy::new(router, access_log.clone(), config.server.admin.is_some().then(|| metrics.clone())),
         metrics,
+        cache,
         listeners,
         backends: all_backends,
         access_log,
@@ -515,6 +530,61 @@ fn rules(edits: &config::HeaderEdits) -> HeaderRules {
     )
 }
 
+/// The process's HTTP cache: kept from the running configuration when the storage settings
+/// did not change (its entries survive the reload), else made anew; `None` when nothing
+/// caches.
+fn http_cache(config: &Config, previous: Option<Previous<'_>>) -> anyhow::Result<Option<Arc<HttpCache>>> {
+    let caches = config.sites.iter().any(|s| {
+        s.cache.as_ref().is_some_and(|c| c.enabled)
+            || s.routes.iter().any(|r| r.cache.as_ref().is_some_and(|c| c.enabled))
+    });
+    if !caches && config.server.cache.is_none() {
+        return Ok(None);
+    }
+    let settings = config.server.cache.clone().unwrap_or_default();
+    if let Some(p) = previous {
+        if p.config.server.cache.clone().unwrap_or_default() == settings {
+            if let Some(cache) = p.cache {
+                return Ok(Some(cache.clone()));
+            }
+        }
+    }
+    let memory = sluice_cache::MemoryTier::new(settings.memory, settings.max_object);
+    let disk = match &settings.disk {
+        Some((dir, budget)) => Some(
+            sluice_cache::DiskTier::open(dir, *budget, settings.max_object)
+                .with_context(|| format!("opening the disk cache {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    Ok(Some(Arc::new(HttpCache::new(sluice_cache::Store::new(memory, disk)))))
+}
+
+fn cache_rule(c: &config::CacheRuleConfig, cache: &Arc<HttpCache>) -> CacheRule {
+    let header_names = |names: &[String]| -> Vec<http::HeaderName> {
+        names.iter().filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()).collect()
+    };
+    CacheRule {
+        cache: cache.clone(),
+        key: KeySettings {
+            ignore_query: c.ignore_query,
+            sort_query: c.sort_query,
+            ignore_params: c.ignore_params.clone(),
+            headers: header_names(&c.key_headers),
+            cookies: c.key_cookies.clone(),
+        },
+        overrides: Overrides {
+            default_ttl: c.default_ttl.clone(),
+            override_ttl: c.override_ttl.clone(),
+            store_set_cookie: c.store_set_cookie,
+            store_private: c.store_private,
+            heuristic_max: c.heuristic_max,
+        },
+        lock_timeout: c.lock_timeout,
+        tag_headers: header_names(&c.tag_headers),
+    }
+}
+
 /// The compression policy of a `compress` block (`None` when it turns compression off).
 fn compress_policy(c: &config::CompressConfig) -> Option<Arc<CompressPolicy>> {
     if !c.enabled {
@@ -610,5 +680,6 @@ fn build_route(
         proxy,
         files,
         compress: compress.and_then(compress_policy),
+        cache: None,
     })
 }

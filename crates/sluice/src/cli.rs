@@ -377,11 +377,13 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
             request_headers: Default::default(),
             response_headers: Default::default(),
             compress: None,
+            cache: None,
         }],
         certificate: None,
         client_auth: None,
         https_redirect: None,
         compress: None,
+        cache: None,
     });
     Ok(config)
 }

@@ -10,6 +10,7 @@ use sluice_filters::access_log::AccessLog;
 
 use crate::metrics::Metrics;
 use crate::otlp::{Exporter, SpanRecord};
+use sluice_filters::cache::Lookup;
 use sluice_filters::router::{Matched, Router};
 use sluice_proxy::{Backend, Error, ErrorKind, Flow, Proxy, Result, Session};
 
@@ -30,6 +31,8 @@ pub struct RouteCtx {
     set_cookie: Option<http::HeaderValue>,
     /// Compresses (or decompresses) the response body.
     coder: Option<sluice_filters::compress::Coder>,
+    /// The cache's part in a request that goes upstream.
+    cache: Option<Box<sluice_filters::cache::Pending>>,
 }
 
 impl ConfiguredProxy {
@@ -77,6 +80,14 @@ impl Proxy for ConfiguredProxy {
                 return Ok(Flow::Respond(response));
             }
         }
+        if let Some(rule) = &route.cache {
+            let host = session.host().unwrap_or("").to_owned();
+            let req = &session.req;
+            match rule.lookup(&req.method, &req.uri, session.scheme(), &host, &req.headers).await {
+                Lookup::Respond(response) => return Ok(Flow::Respond(*response)),
+                Lookup::Forward(pending) => ctx.cache = Some(pending),
+            }
+        }
         if let Some(files) = &route.files {
             return Ok(Flow::Respond(files.serve(&session.req.method, &session.req.uri, &session.req.headers)));
         }
@@ -120,6 +131,9 @@ impl Proxy for ConfiguredProxy {
         upstream_request: &mut request::Parts,
         ctx: &mut RouteCtx,
     ) -> Result<()> {
+        if let Some(pending) = &ctx.cache {
+            pending.upstream_request(&mut upstream_request.headers);
+        }
         let Some(route) = ctx.matched.map(|m| self.router.route(m)) else {
             return Ok(());
         };
@@ -178,6 +192,34 @@ impl Proxy for ConfiguredProxy {
         Ok(())
     }
 
+    fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut response::Parts,
+        ctx: &mut RouteCtx,
+    ) -> Result<()> {
+        if let Some(pending) = &mut ctx.cache {
+            pending.upstream_response(&session.req.method, &session.req.headers, upstream_response);
+            if pending.replaces_body() {
+                session.rewrite_body();
+            }
+        }
+        Ok(())
+    }
+
+    fn error_response(
+        &self,
+        session: &Session,
+        error: &Error,
+        ctx: &mut RouteCtx,
+    ) -> http::Response<sluice_core::Body> {
+        // stale-if-error: a failed revalidation serves the stale copy.
+        if let Some(stale) = ctx.cache.as_ref().and_then(|p| p.error_response(&session.req.headers)) {
+            return stale;
+        }
+        sluice_proxy::error_response(error)
+    }
+
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -185,6 +227,9 @@ impl Proxy for ConfiguredProxy {
         end_of_stream: bool,
         ctx: &mut RouteCtx,
     ) -> Result<()> {
+        if let Some(pending) = &mut ctx.cache {
+            pending.body(body, end_of_stream);
+        }
         if let Some(coder) = &mut ctx.coder {
             *body = coder
                 .process(body.take(), end_of_stream)

@@ -317,3 +317,36 @@ pub fn render_spans(out: &mut String, exported: u64, failed: u64, dropped: u64) 
         let _ = writeln!(out, "sluice_otlp_spans_total{{outcome=\"{outcome}\"}} {n}");
     }
 }
+
+/// The HTTP cache's counters, per tier (only when something caches).
+pub fn render_cache(out: &mut String, store: &sluice_cache::Store) {
+    let mut tiers = vec![("memory", store.memory().stats(), store.memory().bytes(), store.memory().len())];
+    if let Some(disk) = store.disk() {
+        tiers.push(("disk", disk.stats(), disk.bytes(), disk.len()));
+    }
+    family(out, "sluice_cache_lookups_total", "counter", "Cache lookups, by tier and result.");
+    for (tier, s, _, _) in &tiers {
+        let _ = writeln!(out, "sluice_cache_lookups_total{{tier=\"{tier}\",result=\"hit\"}} {}", s.hits);
+        let _ = writeln!(out, "sluice_cache_lookups_total{{tier=\"{tier}\",result=\"miss\"}} {}", s.misses);
+    }
+    family(out, "sluice_cache_inserts_total", "counter", "Entries stored, by tier.");
+    for (tier, s, _, _) in &tiers {
+        let _ = writeln!(out, "sluice_cache_inserts_total{{tier=\"{tier}\"}} {}", s.inserts);
+    }
+    family(out, "sluice_cache_evictions_total", "counter", "Entries evicted to stay within the budget, by tier.");
+    for (tier, s, _, _) in &tiers {
+        let _ = writeln!(out, "sluice_cache_evictions_total{{tier=\"{tier}\"}} {}", s.evictions);
+    }
+    family(out, "sluice_cache_rejected_total", "counter", "Entries refused for their size, by tier.");
+    for (tier, s, _, _) in &tiers {
+        let _ = writeln!(out, "sluice_cache_rejected_total{{tier=\"{tier}\"}} {}", s.rejected);
+    }
+    family(out, "sluice_cache_bytes", "gauge", "Bytes stored, by tier.");
+    for (tier, _, bytes, _) in &tiers {
+        let _ = writeln!(out, "sluice_cache_bytes{{tier=\"{tier}\"}} {bytes}");
+    }
+    family(out, "sluice_cache_entries", "gauge", "Entries stored, by tier.");
+    for (tier, _, _, len) in &tiers {
+        let _ = writeln!(out, "sluice_cache_entries{{tier=\"{tier}\"}} {len}");
+    }
+}

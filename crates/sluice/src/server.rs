@@ -65,6 +65,8 @@ pub struct Generation {
     /// TLS clients of the upstream groups that use TLS, with the group names.
     pub upstream_tls: Vec<(String, Arc<sluice_upstream::TlsConnector>)>,
     access_log: Option<Arc<sluice_filters::access_log::AccessLog>>,
+    /// The HTTP cache (for purges), when something caches.
+    pub cache: Option<Arc<sluice_filters::cache::HttpCache>>,
     /// Stops this generation's background tasks (health checks, DNS, pool sweeping).
     tasks: ShutdownTrigger,
 }
@@ -320,6 +322,7 @@ impl Server {
             loaded_at: now_rfc3339(),
             proxy: Arc::new(HttpProxy::new(built.proxy.with_tracer(tracer.as_ref().map(|(e, _)| e.clone())))),
             metrics: built.metrics,
+            cache: built.cache,
             listeners: settings.clone(),
             upstreams: built.upstreams,
             tls: built.tls,
@@ -595,7 +598,12 @@ impl Control {
                 None => self.next_slot.fetch_add(1, Ordering::Relaxed),
             })
             .collect();
-        let previous = Previous { config: &old.config, upstreams: &old.upstreams, metrics: &old.metrics };
+        let previous = Previous {
+            config: &old.config,
+            upstreams: &old.upstreams,
+            metrics: &old.metrics,
+            cache: old.cache.as_ref(),
+        };
         let built = build(config, &slots, Some(previous)).await?;
         // Bind the new listeners before anything changes.
         let mut new_sockets = Vec::new();
@@ -622,6 +630,7 @@ impl Control {
             loaded_at: now_rfc3339(),
             proxy: Arc::new(HttpProxy::new(built.proxy.with_tracer(self.tracer.as_ref().map(|(e, _)| e.clone())))),
             metrics: built.metrics,
+            cache: built.cache,
             listeners: settings.clone(),
             upstreams: built.upstreams,
             tls: built.tls,
@@ -649,10 +658,12 @@ impl Control {
                 }
                 None => {
                     tracing::info!(address = %r.bound, "listener removed by the reload: draining it");
-                    r.drain.trigger();
-                    done.removed.push(r.bound);
-                    let retired = Retired { slot: r.slot, proxy: old.proxy.clone(), drain: r.drain };
-                    self.lock_retired().push(retired);
+                    let RunningListener { bound, slot, drain, sockets, .. } = r;
+                    // Close the kept duplicates before the accept loops drop their copies.
+                    drop(sockets);
+                    drain.trigger();
+                    done.removed.push(bound);
+                    self.lock_retired().push(Retired { slot, proxy: old.proxy.clone(), drain });
                 }
             }
         }
@@ -690,9 +701,10 @@ impl Control {
     /// Starts draining every listener and waits until their connections are closed.
     pub async fn drain_all(&self) {
         for l in self.lock_listeners().iter_mut() {
-            l.drain.trigger();
-            // The kept duplicates too: the socket must close now, not at exit.
+            // The kept duplicates first: once the accept loop has dropped its copy (and said
+            // "stopped accepting"), the socket must be closed.
             l.sockets.clear();
+            l.drain.trigger();
         }
         // The triggers belong to the lists (a reload may still look at them): poll their
         // watcher counts instead of awaiting them.

@@ -4,6 +4,7 @@
 //! check on its own; checks that need the whole file (names that must resolve, duplicates
 //! across sections) run afterwards in [`crate::validate`] on the spans kept here.
 
+mod cache;
 mod compress;
 mod headers;
 mod listener;
@@ -90,6 +91,8 @@ pub(crate) struct RawSite {
     pub https_redirect: Option<HttpsRedirect>,
     /// Response compression for the site's routes.
     pub compress: Option<CompressConfig>,
+    /// HTTP caching rules for the site's routes.
+    pub cache: Option<crate::model::CacheRuleConfig>,
     /// Where the site's name (`site`) was written.
     pub span: SourceSpan,
 }

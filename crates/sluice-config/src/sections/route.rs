@@ -13,7 +13,7 @@ use crate::sections::RawRoute;
 use crate::value::{boolean, integer, non_empty_string, string};
 
 const NODES: &[&str] =
-    &["methods", "proxy", "respond", "redirect", "files", "request-headers", "response-headers", "compress"];
+    &["methods", "proxy", "respond", "redirect", "files", "request-headers", "response-headers", "compress", "cache"];
 const ACTIONS: &[&str] = &["proxy", "respond", "redirect", "files"];
 const USAGE: &str = "route \"/api\" { proxy \"origins\" }";
 const PROXY_USAGE: &str = "proxy \"origins\" strip-prefix=#true host=\"api.internal\"";
@@ -37,6 +37,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     let mut request_headers = HeaderEdits::default();
     let mut response_headers = HeaderEdits::default();
     let mut compress = None;
+    let mut cache = None;
     let mut once = Once::default();
     for child in children(node) {
         let child_name = name(child);
@@ -64,6 +65,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
             "request-headers" => request_headers = read_edits(d, child),
             "response-headers" => response_headers = read_edits(d, child),
             "compress" => compress = crate::sections::compress::read(d, child),
+            "cache" => cache = crate::sections::cache::read_rule(d, child),
             _ => unknown_node(d, child, Some("route"), NODES),
         }
     }
@@ -76,7 +78,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     // A failed action was reported where it failed; the route is just left out.
     let ((path, path_span), exact, (action, upstream_span)) = (path?, exact?, action?);
     let path = if exact { PathMatch::Exact(path) } else { PathMatch::Prefix(path) };
-    let config = RouteConfig { path, methods, action, request_headers, response_headers, compress };
+    let config = RouteConfig { path, methods, action, request_headers, response_headers, compress, cache };
     Some(RawRoute { config, path_span, upstream_span })
 }
 

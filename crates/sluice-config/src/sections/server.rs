@@ -61,6 +61,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut Serve
             }
             "access-log" => read_access_log(d, child, settings),
             "tracing" => settings.tracing = read_tracing(d, child),
+            "cache" => settings.cache = crate::sections::cache::read_store(d, child),
             "user" | "group" => {
                 let usage = if name(child) == "user" { "user \"sluice\"" } else { "group \"sluice\"" };
                 if let Some(entry) = single(d, child, usage) {

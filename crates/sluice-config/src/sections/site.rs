@@ -24,6 +24,7 @@ const NODES: &[&str] = &[
     "client-auth",
     "https-redirect",
     "compress",
+    "cache",
 ];
 const REDIRECT_USAGE: &str = "https-redirect status=308 port=8443";
 const USAGE: &str = "site \"example.com\" \"*.example.com\" { route \"/\" { proxy \"origins\" } }";
@@ -43,6 +44,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
         client_auth: None,
         https_redirect: None,
         compress: None,
+        cache: None,
         span: name_span(node),
     };
     for entry in args {
@@ -97,6 +99,11 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
             "compress" => {
                 if once.first(d, child, "in `site`") {
                     site.compress = crate::sections::compress::read(d, child);
+                }
+            }
+            "cache" => {
+                if once.first(d, child, "in `site`") {
+                    site.cache = crate::sections::cache::read_rule(d, child);
                 }
             }
             _ => unknown_node(d, child, Some("site"), NODES),

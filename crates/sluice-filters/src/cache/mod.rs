@@ -1,0 +1,637 @@
+//! The HTTP cache (RFC 9111, shared cache) on top of `sluice-cache`'s storage.
+//!
+//! One [`HttpCache`] per process holds the store, the `Vary` names seen per URL, the
+//! variants of each URL (for purges) and the fills in progress (request coalescing). A
+//! [`CacheRule`] (a site's or route's `cache` block) says how keys are made and which
+//! lifetimes to use. Per request, [`CacheRule::lookup`] answers from the cache or says
+//! what to do upstream; a [`Fill`] collects a storable response's body as it streams to
+//! the client and stores it at the end.
+
+pub mod key;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use sluice_cache::{Entry, Store, StoredHead};
+use sluice_core::Body;
+use tokio::sync::watch;
+
+use self::key::KeySettings;
+use self::policy::{Directives, Overrides};
+use crate::files::range::{self, Ranges};
+
+/// The process-wide cache: storage plus the bookkeeping of keys and fills.
+#[derive(Debug)]
+pub struct HttpCache {
+    store: Arc<Store>,
+    /// Primary key → the `Vary` names of its last stored response.
+    vary: Mutex<HashMap<String, Vec<String>>>,
+    /// Primary key → the full keys stored under it (its variants).
+    variants: Mutex<HashMap<String, Vec<String>>>,
+    /// Full key → a fill in progress; waiters are told when it ends.
+    fills: Mutex<HashMap<String, watch::Receiver<bool>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl HttpCache {
+    /// A cache over `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store: Arc::new(store),
+            vary: Mutex::new(HashMap::new()),
+            variants: Mutex::new(HashMap::new()),
+            fills: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The storage.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Removes every variant stored for a URL's primary key (`scheme://host/path?query`).
+    pub async fn purge_key(&self, primary: &str) -> usize {
+        let mut keys = lock(&self.variants).remove(primary).unwrap_or_default();
+        if keys.is_empty() {
+            keys.push(format!("{primary}\n"));
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || keys.iter().filter(|k| store.remove(k).unwrap_or(false)).count())
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Removes every entry tagged `tag` (`Surrogate-Key` / `Cache-Tag`).
+    pub async fn purge_tag(&self, tag: String) -> usize {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.purge_tag(&tag).unwrap_or(0)).await.unwrap_or(0)
+    }
+
+    fn full_key(&self, primary: &str, request: &HeaderMap) -> String {
+        let names = lock(&self.vary).get(primary).cloned().unwrap_or_default();
+        let mut full = String::with_capacity(primary.len() + 32);
+        full.push_str(primary);
+        full.push('\n');
+        full.push_str(&key::secondary(&names, request));
+        full
+    }
+
+    async fn get(&self, full: &str) -> Option<Arc<Entry>> {
+        if let Some(e) = self.store.get_memory(full) {
+            return Some(e);
+        }
+        self.store.disk()?;
+        let (store, key) = (self.store.clone(), full.to_owned());
+        tokio::task::spawn_blocking(move || store.get_disk(&key).ok().flatten()).await.ok().flatten()
+    }
+}
+
+/// A site's or route's caching rules.
+#[derive(Debug, Clone)]
+pub struct CacheRule {
+    /// The process's cache.
+    pub cache: Arc<HttpCache>,
+    /// How keys are made.
+    pub key: KeySettings,
+    /// Lifetimes and what may be stored beyond RFC 9111's defaults.
+    pub overrides: Overrides,
+    /// How long a request waits for another one fetching the same object.
+    pub lock_timeout: Duration,
+    /// Response headers whose values tag the entry for purges.
+    pub tag_headers: Vec<HeaderName>,
+}
+
+/// What the cache decided for a request.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Answer with this (a hit, a stale hit, a 304 from the cache, a 206 slice).
+    Respond(Box<Response<Body>>),
+    /// Go upstream; `state` goes with the request.
+    Forward(Box<Pending>),
+}
+
+/// A request going upstream with the cache involved.
+#[derive(Debug)]
+pub struct Pending {
+    primary: String,
+    full: String,
+    /// The stale entry being revalidated (conditional request upstream).
+    stale: Option<Arc<Entry>>,
+    /// This request fetches for others waiting on the same key: held until it ends, when
+    /// dropping it wakes them.
+    _fill_guard: Option<FillGuard>,
+    /// `Cache-Status` to send.
+    status: String,
+    request_directives: Directives,
+    head_request: bool,
+    rule: CacheRule,
+    /// Set when the response is being stored.
+    fill: Option<Fill>,
+    /// A cached body to send instead of the upstream's (revalidated or stale-if-error).
+    replacement: Option<Bytes>,
+}
+
+/// Removes a fill from the table and wakes its waiters when the filling request ends.
+#[derive(Debug)]
+struct FillGuard {
+    cache: Arc<HttpCache>,
+    key: String,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        lock(&self.cache.fills).remove(&self.key);
+        self.done.send_replace(true);
+    }
+}
+
+/// A response being stored while it streams to the client.
+#[derive(Debug)]
+struct Fill {
+    /// The full key it is stored under (with the response's own `Vary` names).
+    key: String,
+    head: StoredHead,
+    body: BytesMut,
+    max: u64,
+    tags: Vec<String>,
+    vary: Vec<String>,
+}
+
+fn status_line(value: &str) -> HeaderValue {
+    HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static("sluice"))
+}
+
+impl CacheRule {
+    /// Looks the request up. `scheme` and `host` come from the session.
+    pub async fn lookup(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        scheme: &str,
+        host: &str,
+        headers: &HeaderMap,
+    ) -> Lookup {
+        let request_directives = Directives::parse(headers);
+        let primary = key::primary(&self.key, scheme, host, uri.path(), uri.query(), headers);
+        let head_request = method == Method::HEAD;
+        let forward = |status: &str, full: String, stale, fill_guard, directives| {
+            Lookup::Forward(Box::new(Pending {
+                primary: primary.clone(),
+                full,
+                stale,
+                _fill_guard: fill_guard,
+                status: format!("sluice; {status}"),
+                request_directives: directives,
+                head_request,
+                rule: self.clone(),
+                fill: None,
+                replacement: None,
+            }))
+        };
+        if method != Method::GET && method != Method::HEAD {
+            return forward("fwd=method", String::new(), None, None, request_directives);
+        }
+        let cache = &self.cache;
+        let full = cache.full_key(&primary, headers);
+        let mut waited = false;
+        loop {
+            if let Some(entry) = cache.get(&full).await {
+                let now = SystemTime::now();
+                let (status, stored) = match entry.head.to_http() {
+                    Some(h) => h,
+                    None => break,
+                };
+                let directives = Directives::parse(&stored);
+                let age = policy::current_age(&stored, entry.stored_at, entry.stored_at, now);
+                let lifetime =
+                    policy::freshness_lifetime(status, &stored, &directives, &self.overrides, entry.stored_at);
+                let min_fresh = Duration::from_secs(request_directives.min_fresh.unwrap_or(0));
+                let client_max_age = request_directives.max_age.map(Duration::from_secs);
+                let fresh = age + min_fresh < lifetime && client_max_age.is_none_or(|m| age <= m);
+                let must_revalidate = request_directives.no_cache || directives.no_cache;
+                if fresh && !must_revalidate {
+                    let ttl = lifetime.saturating_sub(age).as_secs();
+                    let cache_status = format!("sluice; hit; ttl={ttl}{}", if waited { "; collapsed" } else { "" });
+                    return Lookup::Respond(Box::new(respond(
+                        &entry,
+                        status,
+                        stored,
+                        age,
+                        headers,
+                        head_request,
+                        &cache_status,
+                    )));
+                }
+                let staleness = age.saturating_sub(lifetime);
+                let may_serve_stale =
+                    !directives.must_revalidate && !directives.proxy_revalidate && !directives.no_cache;
+                // stale-while-revalidate: while one request revalidates, the others get the
+                // stale copy instead of waiting (the refreshing request itself goes upstream).
+                let swr = directives.stale_while_revalidate.map(Duration::from_secs);
+                let refreshing = lock(&cache.fills).contains_key(&full);
+                if may_serve_stale && refreshing && swr.is_some_and(|w| staleness <= w) {
+                    let status_text = "sluice; hit; fwd=stale; detail=stale-while-revalidate";
+                    return Lookup::Respond(Box::new(respond(
+                        &entry,
+                        status,
+                        stored,
+                        age,
+                        headers,
+                        head_request,
+                        status_text,
+                    )));
+                }
+                if request_directives.only_if_cached {
+                    return Lookup::Respond(Box::new(gateway_timeout()));
+                }
+                // Revalidate (or refetch) this one.
+                let guard = self.claim(&full);
+                return forward("fwd=stale", full, Some(entry), guard, request_directives);
+            }
+            if request_directives.only_if_cached {
+                return Lookup::Respond(Box::new(gateway_timeout()));
+            }
+            // A miss: fetch, unless another request already is (coalescing): then wait for it.
+            let waiting = lock(&cache.fills).get(&full).cloned();
+            match waiting {
+                Some(mut done) if !waited && !head_request => {
+                    waited = true;
+                    let _ = tokio::time::timeout(self.lock_timeout, done.wait_for(|d| *d)).await;
+                    continue;
+                }
+                _ => {}
+            }
+            break;
+        }
+        let guard = if head_request { None } else { self.claim(&full) };
+        forward(if waited { "fwd=miss; collapsed" } else { "fwd=miss" }, full, None, guard, request_directives)
+    }
+
+    /// Registers this request as the one fetching `full`, unless one already is.
+    fn claim(&self, full: &str) -> Option<FillGuard> {
+        let mut fills = lock(&self.cache.fills);
+        if fills.contains_key(full) {
+            return None;
+        }
+        let (tx, rx) = watch::channel(false);
+        fills.insert(full.to_owned(), rx);
+        Some(FillGuard { cache: self.cache.clone(), key: full.to_owned(), done: tx })
+    }
+}
+
+fn gateway_timeout() -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    r.headers_mut().insert("cache-status", HeaderValue::from_static("sluice; fwd=miss; detail=only-if-cached"));
+    r
+}
+
+/// The response for a cached entry: `Age`, `Cache-Status`, and the client's conditional
+/// and `Range` headers honoured.
+fn respond(
+    entry: &Entry,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    age: Duration,
+    request: &HeaderMap,
+    head: bool,
+    cache_status: &str,
+) -> Response<Body> {
+    headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    headers.insert("cache-status", status_line(cache_status));
+    let mut response = Response::new(Body::empty());
+    // The client's own validators, against the stored response's (RFC 9111 §4.3.2).
+    if status == StatusCode::OK && not_modified(request, &headers) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        headers.remove(header::CONTENT_LENGTH);
+        *response.headers_mut() = headers;
+        return response;
+    }
+    let len = entry.body.len() as u64;
+    let ranges = match request.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) if status == StatusCode::OK => {
+            let validators_ok = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| {
+                let etag = headers.get(header::ETAG).and_then(|e| e.to_str().ok()).unwrap_or("");
+                let modified = headers.get(header::LAST_MODIFIED).and_then(|e| e.to_str().ok()).unwrap_or("");
+                range::if_range_matches(v, etag, modified)
+            });
+            if validators_ok {
+                range::parse(r, len)
+            } else {
+                Ranges::Full
+            }
+        }
+        _ => Ranges::Full,
+    };
+    let body = match ranges {
+        Ranges::Some(r) if r.len() == 1 => {
+            let (start, end) = r[0];
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::try_from(format!("bytes {start}-{end}/{len}")) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            entry.body.slice(usize::try_from(start).unwrap_or(0)..usize::try_from(end + 1).unwrap_or(0))
+        }
+        Ranges::Unsatisfiable => {
+            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            if let Ok(v) = HeaderValue::try_from(format!("bytes */{len}")) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            Bytes::new()
+        }
+        // One full copy for several ranges (RFC 9110 allows ignoring them).
+        _ => {
+            *response.status_mut() = status;
+            entry.body.clone()
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    *response.headers_mut() = headers;
+    if !head {
+        *response.body_mut() = Body::full(body);
+    }
+    response
+}
+
+/// Whether the client's `If-None-Match` / `If-Modified-Since` match the stored response.
+fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let text = |h: &HeaderMap, n: HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(list) = text(request, header::IF_NONE_MATCH) {
+        let Some(etag) = text(stored, header::ETAG) else { return false };
+        let opaque = etag.trim_start_matches("W/");
+        return list.split(',').map(str::trim).any(|c| c == "*" || c.trim_start_matches("W/") == opaque);
+    }
+    match (text(request, header::IF_MODIFIED_SINCE), text(stored, header::LAST_MODIFIED)) {
+        (Some(since), Some(modified)) => {
+            match (httpdate::parse_http_date(since.trim()), httpdate::parse_http_date(modified.trim())) {
+                (Ok(since), Ok(modified)) => modified <= since,
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+impl Pending {
+    /// The `Cache-Status` value so far.
+    pub fn cache_status(&self) -> &str {
+        &self.status
+    }
+
+    /// Whether this request bypasses the cache (a method the cache does not serve).
+    pub fn bypass(&self) -> bool {
+        self.full.is_empty()
+    }
+
+    /// Adds the stale entry's validators to the upstream request (revalidation), and never
+    /// forwards a `Range` for a request that would fill the cache.
+    pub fn upstream_request(&self, headers: &mut HeaderMap) {
+        if self.bypass() {
+            return;
+        }
+        if let Some(entry) = &self.stale {
+            if let Some((_, stored)) = entry.head.to_http() {
+                headers.remove(header::IF_NONE_MATCH);
+                headers.remove(header::IF_MODIFIED_SINCE);
+                if let Some(etag) = stored.get(header::ETAG) {
+                    headers.insert(header::IF_NONE_MATCH, etag.clone());
+                }
+                if let Some(modified) = stored.get(header::LAST_MODIFIED) {
+                    headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+                }
+            }
+        }
+    }
+
+    /// Looks at the upstream response head (before any header edit): stores it, refreshes
+    /// the stale entry with a `304`, or serves the stale entry for a `5xx` within
+    /// `stale-if-error`. May replace the head; then the body must be replaced by
+    /// [`body`](Self::body) (see [`replaces_body`](Self::replaces_body)).
+    pub fn upstream_response(&mut self, method: &Method, request: &HeaderMap, response: &mut http::response::Parts) {
+        if self.bypass() {
+            response.headers.insert("cache-status", status_line(&self.status));
+            return;
+        }
+        let now = SystemTime::now();
+        if let Some(entry) = self.stale.clone() {
+            if response.status == StatusCode::NOT_MODIFIED {
+                let refreshed = refresh(&entry, &response.headers, now);
+                self.store_now(refreshed.clone());
+                self.status.push_str("; fwd-status=304");
+                self.replace(&refreshed, request, response);
+                return;
+            }
+            if response.status.is_server_error() && self.stale_if_error(&entry, now) {
+                self.status =
+                    format!("sluice; hit; fwd=stale; fwd-status={}; detail=stale-if-error", response.status.as_u16());
+                self.replace(&entry, request, response);
+                return;
+            }
+        }
+        let directives = Directives::parse(&response.headers);
+        let verdict = policy::storable(
+            method,
+            request,
+            &self.request_directives,
+            response.status,
+            &response.headers,
+            &directives,
+            &self.rule.overrides,
+        );
+        match verdict {
+            Ok(()) if !self.head_request => {
+                let too_big = response
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n > self.rule.cache.store.max_object());
+                if too_big {
+                    self.status.push_str("; detail=too-large");
+                } else {
+                    let vary = key::vary_names(&response.headers);
+                    let full = format!("{}\n{}", self.primary, key::secondary(&vary, request));
+                    self.fill = Some(Fill {
+                        key: full,
+                        head: StoredHead::from_http(response.status, &response.headers),
+                        body: BytesMut::new(),
+                        max: self.rule.cache.store.max_object(),
+                        tags: tags(&response.headers, &self.rule.tag_headers),
+                        vary,
+                    });
+                    self.status.push_str("; stored");
+                }
+            }
+            Ok(()) => {}
+            Err(why) => {
+                self.status.push_str("; detail=");
+                self.status.push_str(why);
+            }
+        }
+        self.status.push_str(&format!("; fwd-status={}", response.status.as_u16()));
+        response.headers.insert("cache-status", status_line(&self.status));
+    }
+
+    /// For an error before any response (connect failure, timeout): the stale entry, if
+    /// `stale-if-error` allows it.
+    pub fn error_response(&self, request: &HeaderMap) -> Option<Response<Body>> {
+        let entry = self.stale.as_ref()?;
+        let now = SystemTime::now();
+        if !self.stale_if_error(entry, now) {
+            return None;
+        }
+        let (status, stored) = entry.head.to_http()?;
+        let age = policy::current_age(&stored, entry.stored_at, entry.stored_at, now);
+        let text = "sluice; hit; fwd=stale; detail=stale-if-error";
+        Some(respond(entry, status, stored, age, request, self.head_request, text))
+    }
+
+    fn stale_if_error(&self, entry: &Entry, now: SystemTime) -> bool {
+        let Some((status, stored)) = entry.head.to_http() else { return false };
+        let directives = Directives::parse(&stored);
+        let window = directives.stale_if_error.or(self.request_directives.stale_if_error);
+        let Some(window) = window else { return false };
+        if directives.must_revalidate || directives.proxy_revalidate {
+            return false;
+        }
+        let age = policy::current_age(&stored, entry.stored_at, entry.stored_at, now);
+        let lifetime = policy::freshness_lifetime(status, &stored, &directives, &self.rule.overrides, entry.stored_at);
+        age.saturating_sub(lifetime) <= Duration::from_secs(window)
+    }
+
+    /// Turns the response head into the cached entry's, and remembers its body.
+    fn replace(&mut self, entry: &Entry, request: &HeaderMap, response: &mut http::response::Parts) {
+        let Some((status, stored)) = entry.head.to_http() else { return };
+        let cached = respond(entry, status, stored, Duration::ZERO, request, self.head_request, &self.status);
+        let (parts, body) = cached.into_parts();
+        response.status = parts.status;
+        response.headers = parts.headers;
+        let bytes = if self.head_request || parts.status == StatusCode::NOT_MODIFIED {
+            Bytes::new()
+        } else {
+            match parts.status {
+                StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE => {
+                    // `respond` already sliced it: take the slice from its body.
+                    drop(body);
+                    let len = response
+                        .headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let start = response
+                        .headers
+                        .get(header::CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("bytes "))
+                        .and_then(|v| v.split('-').next())
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    entry.body.slice(start.min(entry.body.len())..(start + len).min(entry.body.len()))
+                }
+                _ => entry.body.clone(),
+            }
+        };
+        self.replacement = Some(bytes);
+    }
+
+    /// Whether the response body is replaced by a cached one.
+    pub fn replaces_body(&self) -> bool {
+        self.replacement.is_some()
+    }
+
+    /// Sees each body chunk: keeps a copy for the cache (up to the object limit), or swaps
+    /// in the cached body. Stores the entry at the end.
+    pub fn body(&mut self, chunk: &mut Option<Bytes>, end_of_stream: bool) {
+        if let Some(replacement) = &mut self.replacement {
+            *chunk = if end_of_stream { Some(std::mem::take(replacement)) } else { None };
+            return;
+        }
+        if let Some(fill) = &mut self.fill {
+            if let Some(data) = chunk.as_ref() {
+                if (fill.body.len() + data.len()) as u64 > fill.max {
+                    self.fill = None;
+                    return;
+                }
+                fill.body.extend_from_slice(data);
+            }
+        }
+        if end_of_stream {
+            if let Some(fill) = self.fill.take() {
+                let entry = Entry::new(fill.key, fill.head, fill.body.freeze()).with_tags(fill.tags);
+                let cache = &self.rule.cache;
+                lock(&cache.vary).insert(self.primary.clone(), fill.vary);
+                self.store_now(entry);
+            }
+        }
+    }
+
+    fn store_now(&self, entry: Entry) {
+        let cache = self.rule.cache.clone();
+        let full = entry.key.clone();
+        {
+            let mut variants = lock(&cache.variants);
+            let list = variants.entry(self.primary.clone()).or_default();
+            if !list.contains(&full) {
+                list.push(full);
+            }
+        }
+        let entry = Arc::new(entry);
+        // Memory now (waiting requests look there as soon as this one ends), disk on the
+        // blocking pool.
+        cache.store.memory().insert(sluice_cache::CacheKey::of(&entry.key), entry.clone());
+        if cache.store.disk().is_some() {
+            tokio::task::spawn_blocking(move || {
+                if let Some(disk) = cache.store.disk() {
+                    if let Err(e) = disk.insert(&entry) {
+                        tracing::warn!(error = %e, "cannot write a cache entry to disk");
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The stored entry updated by a `304` (RFC 9111 §4.3.4): its headers replaced by those
+/// the `304` carries (except the framing ones), and its age restarted.
+fn refresh(entry: &Entry, not_modified: &HeaderMap, now: SystemTime) -> Entry {
+    let Some((status, mut headers)) = entry.head.to_http() else {
+        return Entry::new(entry.key.clone(), entry.head.clone(), entry.body.clone()).with_tags(entry.tags.clone());
+    };
+    for name in not_modified.keys() {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == "cache-status" {
+            continue;
+        }
+        headers.remove(name);
+        for v in not_modified.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    let mut fresh = Entry::new(entry.key.clone(), StoredHead::from_http(status, &headers), entry.body.clone())
+        .with_tags(entry.tags.clone());
+    fresh.stored_at = now;
+    fresh
+}
+
+/// Tags from the tag headers: space- or comma-separated.
+fn tags(headers: &HeaderMap, names: &[HeaderName]) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in names {
+        for v in headers.get_all(name) {
+            let Ok(v) = v.to_str() else { continue };
+            out.extend(v.split([' ', ',']).map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}

@@ -1,0 +1,435 @@
+//! The HTTP cache (RFC 9111) over real sockets, against origins that count their requests:
+//! hits and misses with `Cache-Status` and `Age`, what is never stored, `Vary`, revalidation
+//! with 304, the client's conditional requests, HEAD and Range from a cached GET, request
+//! coalescing under 100 concurrent misses, stale-while-revalidate and stale-if-error,
+//! purges by key and by tag, the object size limit, and the disk tier across a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod pki;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::*;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+fn config(origin: SocketAddr, server_cache: &str, rule: &str) -> String {
+    format!(
+        r#"server {{
+    access-log "off"
+    admin "127.0.0.1:0"
+    {server_cache}
+}}
+listener "127.0.0.1:0"
+upstream "origins" {{ server "{origin}" }}
+site "*" {{
+    cache {{ {rule} }}
+    route "/" {{ proxy "origins" }}
+    route "/nocache" {{
+        proxy "origins"
+        cache #false
+    }}
+}}
+"#
+    )
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let mut c = h1_client(addr).await;
+    let mut req = Request::builder().method(method).uri(path).header("host", "example.test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = c.send_request(req.body(full("")).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+}
+
+fn cache_status(h: &HeaderMap) -> String {
+    h.get("cache-status").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+/// An origin answering every request with `headers` and a body naming the request count.
+async fn origin(headers: &'static [(&'static str, &'static str)]) -> Origin {
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Origin::start(
+        false,
+        Arc::new(move |req: Request<hyper::body::Incoming>| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Box::pin(async move {
+                let mut r = Response::new(full(format!("response {n} for {}", req.uri().path())));
+                for (k, v) in headers {
+                    r.headers_mut().insert(*k, v.parse().unwrap());
+                }
+                r
+            })
+        }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_responses_are_served_from_the_cache_with_age_and_cache_status() {
+    let origin = origin(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]).await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    let addr = proxy.addr();
+    let (status, h, body) = send(addr, "GET", "/a?x=1", &[]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"response 1 for /a"[..]));
+    assert!(cache_status(&h).contains("fwd=miss") && cache_status(&h).contains("stored"), "{h:?}");
+    let (_, h, body) = send(addr, "GET", "/a?x=1", &[]).await;
+    assert_eq!(body, b"response 1 for /a");
+    assert!(cache_status(&h).starts_with("sluice; hit; ttl="), "{h:?}");
+    assert!(h.contains_key("age"));
+    assert_eq!(origin.requests(), 1);
+    // Another query is another object.
+    assert_eq!(send(addr, "GET", "/a?x=2", &[]).await.2, b"response 2 for /a");
+    // HEAD from the cached GET.
+    let (status, h, body) = send(addr, "HEAD", "/a?x=1", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+    assert_eq!(h["content-length"], "17");
+    // Range from the cached object.
+    let (status, h, body) = send(addr, "GET", "/a?x=1", &[("range", "bytes=0-7")]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::PARTIAL_CONTENT, &b"response"[..]));
+    assert_eq!(h["content-range"], "bytes 0-7/17");
+    // The client's own validators, answered from the cache.
+    let (status, _, body) = send(addr, "GET", "/a?x=1", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+    // A route with `cache #false`.
+    send(addr, "GET", "/nocache", &[]).await;
+    send(addr, "GET", "/nocache", &[]).await;
+    assert_eq!(origin.requests(), 4, "x=2 once, /nocache twice, nothing else");
+    // A request with no-cache goes to the origin (revalidation: no validators sent here
+    // would still be a full fetch; the origin is asked).
+    send(addr, "GET", "/a?x=1", &[("cache-control", "no-cache")]).await;
+    assert_eq!(origin.requests(), 5);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_and_override_lifetimes_apply_by_status() {
+    // No freshness information at all: not reusable, unless default-ttl says so.
+    let bare = origin(&[]).await;
+    let proxy = Proxy::start(&config(bare.addr, "", "")).await;
+    send(proxy.addr(), "GET", "/d", &[]).await;
+    send(proxy.addr(), "GET", "/d", &[]).await;
+    assert_eq!(bare.requests(), 2);
+    proxy.shutdown().await;
+    let proxy = Proxy::start(&config(bare.addr, "", "default-ttl 200 404 \"1m\"")).await;
+    send(proxy.addr(), "GET", "/d", &[]).await;
+    let (_, h, _) = send(proxy.addr(), "GET", "/d", &[]).await;
+    assert!(cache_status(&h).contains("hit; ttl=5"), "{h:?}");
+    assert_eq!(bare.requests(), 3);
+    proxy.shutdown().await;
+    // override-ttl replaces the origin's max-age=0.
+    let zero = origin(&[("cache-control", "max-age=0")]).await;
+    let proxy = Proxy::start(&config(zero.addr, "", "override-ttl 200 \"1h\"")).await;
+    send(proxy.addr(), "GET", "/o", &[]).await;
+    send(proxy.addr(), "GET", "/o", &[]).await;
+    assert_eq!(zero.requests(), 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_must_not_be_shared_is_not_stored() {
+    for headers in [
+        &[("cache-control", "no-store")][..],
+        &[("cache-control", "private, max-age=60")][..],
+        &[("cache-control", "max-age=60"), ("set-cookie", "session=secret")][..],
+        &[("cache-control", "max-age=60"), ("vary", "*")][..],
+    ] {
+        let headers: &'static [(&'static str, &'static str)] = Box::leak(headers.to_vec().into_boxed_slice());
+        let origin = origin(headers).await;
+        let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+        let (_, h, _) = send(proxy.addr(), "GET", "/p", &[]).await;
+        assert!(cache_status(&h).contains("detail="), "{headers:?}: {h:?}");
+        send(proxy.addr(), "GET", "/p", &[]).await;
+        assert_eq!(origin.requests(), 2, "{headers:?}");
+        proxy.shutdown().await;
+    }
+    // Authorization: not shared unless the origin says so.
+    let origin = origin(&[("cache-control", "max-age=60")]).await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    send(proxy.addr(), "GET", "/p", &[("authorization", "Bearer a")]).await;
+    send(proxy.addr(), "GET", "/p", &[("authorization", "Bearer b")]).await;
+    assert_eq!(origin.requests(), 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_keeps_one_variant_per_header_value() {
+    let origin = Origin::start(
+        false,
+        Arc::new(|req: Request<hyper::body::Incoming>| {
+            let lang = req.headers().get("accept-language").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            Box::pin(async move {
+                let mut r = Response::new(full(format!("hello in {lang}")));
+                r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+                r.headers_mut().insert("vary", "Accept-Language".parse().unwrap());
+                r
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    let addr = proxy.addr();
+    assert_eq!(send(addr, "GET", "/v", &[("accept-language", "de")]).await.2, b"hello in de");
+    assert_eq!(send(addr, "GET", "/v", &[("accept-language", "fr")]).await.2, b"hello in fr");
+    assert_eq!(origin.requests(), 2);
+    for _ in 0..2 {
+        assert_eq!(send(addr, "GET", "/v", &[("accept-language", "de")]).await.2, b"hello in de");
+        assert_eq!(send(addr, "GET", "/v", &[("accept-language", "fr")]).await.2, b"hello in fr");
+    }
+    assert_eq!(origin.requests(), 2, "both variants are served from the cache");
+    proxy.shutdown().await;
+}
+
+/// An origin whose responses are stale at once but carry a validator; it answers a matching
+/// `If-None-Match` with 304 and records what it received.
+async fn revalidating_origin(extra: &'static str, fail_after: usize) -> Origin {
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Origin::start(
+        false,
+        Arc::new(move |req: Request<hyper::body::Incoming>| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let matched = req.headers().get("if-none-match").is_some_and(|v| v == "\"v1\"");
+            Box::pin(async move {
+                let mut r = if n > fail_after {
+                    let mut r = Response::new(full("origin broke"));
+                    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    return r;
+                } else if matched {
+                    let mut r = Response::new(full(""));
+                    *r.status_mut() = StatusCode::NOT_MODIFIED;
+                    r
+                } else {
+                    Response::new(full("the body"))
+                };
+                r.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
+                r.headers_mut().insert("cache-control", format!("max-age=0{extra}").parse().unwrap());
+                r
+            })
+        }),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_entries_are_revalidated_and_a_304_refreshes_them() {
+    let origin = revalidating_origin("", usize::MAX).await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    let addr = proxy.addr();
+    assert_eq!(send(addr, "GET", "/r", &[]).await.2, b"the body");
+    let (status, h, body) = send(addr, "GET", "/r", &[]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"the body"[..]), "the cached body after a 304");
+    assert!(cache_status(&h).contains("fwd=stale") && cache_status(&h).contains("fwd-status=304"), "{h:?}");
+    assert_eq!(h["content-length"], "8");
+    assert_eq!(origin.requests(), 2);
+    assert_eq!(origin.last_head().headers["if-none-match"], "\"v1\"", "the cache sent its validator");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_the_stale_copy_when_the_origin_fails() {
+    let origin = revalidating_origin(", stale-if-error=60", 1).await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    let addr = proxy.addr();
+    assert_eq!(send(addr, "GET", "/e", &[]).await.2, b"the body");
+    let (status, h, body) = send(addr, "GET", "/e", &[]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"the body"[..]));
+    assert!(cache_status(&h).contains("stale-if-error") && cache_status(&h).contains("fwd-status=500"), "{h:?}");
+    // The origin gone altogether: the same.
+    drop(origin);
+    let (status, h, body) = send(addr, "GET", "/e", &[]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"the body"[..]), "{h:?}");
+    assert!(cache_status(&h).contains("stale-if-error"), "{h:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_misses_reach_the_origin_once() {
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let origin = Origin::start(
+        false,
+        Arc::new(move |_req| {
+            let mut release = release_rx.clone();
+            Box::pin(async move {
+                let _ = release.wait_for(|r| *r).await;
+                let mut r = Response::new(full("shared answer"));
+                r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+                r
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&config(origin.addr, "", "lock-timeout \"10s\"")).await;
+    let addr = proxy.addr();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients.push(tokio::spawn(async move { send(addr, "GET", "/hot", &[]).await }));
+    }
+    until("the first miss reached the origin", || origin.requests() >= 1).await;
+    // Give the other 99 time to arrive and queue behind it (they must not reach the origin).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    release_tx.send(true).unwrap();
+    let mut collapsed = 0;
+    for c in clients {
+        let (status, h, body) = c.await.unwrap();
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"shared answer"[..]));
+        collapsed += usize::from(cache_status(&h).contains("collapsed"));
+    }
+    assert_eq!(origin.requests(), 1, "one upstream fetch for 100 concurrent misses");
+    assert_eq!(collapsed, 99);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_answers_others_while_one_refreshes() {
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let origin = Origin::start(
+        false,
+        Arc::new(move |_req| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let mut release = release_rx.clone();
+            Box::pin(async move {
+                if n > 1 {
+                    let _ = release.wait_for(|r| *r).await;
+                }
+                let mut r = Response::new(full(format!("version {n}")));
+                r.headers_mut().insert("cache-control", "max-age=0, stale-while-revalidate=60".parse().unwrap());
+                r
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    let addr = proxy.addr();
+    assert_eq!(send(addr, "GET", "/s", &[]).await.2, b"version 1");
+    let refresher = tokio::spawn(async move { send(addr, "GET", "/s", &[]).await });
+    until("the refresh reached the origin", || origin.requests() == 2).await;
+    let (_, h, body) = send(addr, "GET", "/s", &[]).await;
+    assert_eq!(body, b"version 1", "served stale while the refresh runs");
+    assert!(cache_status(&h).contains("stale-while-revalidate"), "{h:?}");
+    release_tx.send(true).unwrap();
+    assert_eq!(refresher.await.unwrap().2, b"version 2");
+    proxy.shutdown().await;
+}
+
+async fn admin_post(admin: SocketAddr, path: &str) -> (u16, String) {
+    let mut c = h1_client(admin).await;
+    let resp = c.send_request(Request::post(path).header("host", "admin").body(full("")).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_by_key_and_by_tag() {
+    let origin = origin(&[("cache-control", "max-age=60"), ("surrogate-key", "product-7 all")]).await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    let addr = proxy.addr();
+    let admin = proxy.server.as_ref().unwrap().admin_addr().unwrap();
+    send(addr, "GET", "/p/1", &[]).await;
+    send(addr, "GET", "/p/2", &[]).await;
+    send(addr, "GET", "/p/1", &[]).await;
+    assert_eq!(origin.requests(), 2);
+    let (status, body) = admin_post(admin, "/cache/purge?key=http%3A%2F%2Fexample.test%2Fp%2F1").await;
+    assert_eq!((status, body.as_str()), (200, "{\"purged\":1}"));
+    send(addr, "GET", "/p/1", &[]).await;
+    send(addr, "GET", "/p/2", &[]).await;
+    assert_eq!(origin.requests(), 3, "only /p/1 was purged");
+    let (status, body) = admin_post(admin, "/cache/purge?tag=product-7").await;
+    assert_eq!((status, body.as_str()), (200, "{\"purged\":2}"));
+    send(addr, "GET", "/p/1", &[]).await;
+    send(addr, "GET", "/p/2", &[]).await;
+    assert_eq!(origin.requests(), 5);
+    assert_eq!(admin_post(admin, "/cache/purge").await.0, 400);
+    // The cache's counters are in /metrics.
+    let mut c = h1_client(admin).await;
+    let resp = c.send_request(Request::get("/metrics").header("host", "admin").body(full("")).unwrap()).await.unwrap();
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains("sluice_cache_lookups_total{tier=\"memory\",result=\"hit\"}"), "{text}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_objects_bypass_and_the_disk_tier_survives_a_restart() {
+    let dir = pki::temp_dir("cache-disk");
+    let big = Box::leak(vec![b'x'; 4096].into_boxed_slice());
+    let big: &'static [u8] = big;
+    let origin = Origin::start(
+        false,
+        Arc::new(move |req: Request<hyper::body::Incoming>| {
+            let body = if req.uri().path() == "/big" { bytes::Bytes::from_static(big) } else { "small one".into() };
+            Box::pin(async move {
+                let mut r = Response::new(full(body));
+                r.headers_mut().insert("cache-control", "max-age=600".parse().unwrap());
+                r
+            })
+        }),
+    )
+    .await;
+    let store = format!(
+        "cache {{\n memory \"1MiB\"\n max-object \"1KiB\"\n disk \"{}\" size=\"1MiB\"\n }}",
+        dir.join("cache").display()
+    );
+    let text = config(origin.addr, &store, "");
+    let proxy = Proxy::start(&text).await;
+    send(proxy.addr(), "GET", "/big", &[]).await;
+    send(proxy.addr(), "GET", "/big", &[]).await;
+    assert_eq!(origin.requests(), 2, "larger than max-object: not cached");
+    send(proxy.addr(), "GET", "/small", &[]).await;
+    until("the entry is on disk", || {
+        walk(&dir.join("cache")).iter().any(|p| p.extension().is_none() && p.components().count() > 0)
+    })
+    .await;
+    proxy.shutdown().await;
+
+    // A new process (a new server, same directory): the entry is still there.
+    let proxy = Proxy::start(&text).await;
+    let (_, h, body) = send(proxy.addr(), "GET", "/small", &[]).await;
+    assert_eq!(body, b"small one");
+    assert!(cache_status(&h).contains("hit"), "{h:?}");
+    assert_eq!(origin.requests(), 3);
+    proxy.shutdown().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cache_mistakes_are_config_errors() {
+    let cases = [
+        ("cache { default-ttl 99 \"1m\" }", "99"),
+        ("cache { default-ttl 200 \"soon\" }", "duration"),
+        ("cache { default-ttl \"1m\" }", "needs 2 arguments"),
+        ("cache { lock-timout \"1s\" }", "lock-timeout"),
+        ("cache { key-headers \"bad header\" }", "is not a header name"),
+    ];
+    for (block, expected) in cases {
+        let text =
+            format!("listener \"127.0.0.1:0\"\nsite \"*\" {{\n    {block}\n    route \"/\" {{ respond 200 }}\n}}\n");
+        let err = sluice_config::parse("cache.kdl", &text).unwrap_err().render(false);
+        assert!(err.contains(expected) && err.contains("cache.kdl:3:"), "{block}: {err}");
+    }
+}
