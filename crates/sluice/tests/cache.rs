@@ -107,11 +107,26 @@ async fn fresh_responses_are_served_from_the_cache_with_age_and_cache_status() {
     send(addr, "GET", "/nocache", &[]).await;
     send(addr, "GET", "/nocache", &[]).await;
     assert_eq!(origin.requests(), 4, "x=2 once, /nocache twice, nothing else");
+    // A successful POST to the URL invalidates what is stored for it (RFC 9111 §4.4).
+    send(addr, "POST", "/a?x=2", &[]).await;
+    until_async_miss(addr, "/a?x=2").await;
     // A request with no-cache goes to the origin (revalidation: no validators sent here
     // would still be a full fetch; the origin is asked).
     send(addr, "GET", "/a?x=1", &[("cache-control", "no-cache")]).await;
-    assert_eq!(origin.requests(), 5);
+    assert_eq!(origin.requests(), 7, "the POST, the refetch after it, and the no-cache request");
     proxy.shutdown().await;
+}
+
+/// Waits until `path` is a miss (the invalidation runs in the background).
+async fn until_async_miss(addr: SocketAddr, path: &str) {
+    for _ in 0..100 {
+        let (_, h, _) = send(addr, "GET", path, &[]).await;
+        if cache_status(&h).contains("fwd=miss") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{path} is still served from the cache");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

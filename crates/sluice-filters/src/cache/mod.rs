@@ -418,6 +418,15 @@ impl Pending {
     /// [`body`](Self::body) (see [`replaces_body`](Self::replaces_body)).
     pub fn upstream_response(&mut self, method: &Method, request: &HeaderMap, response: &mut http::response::Parts) {
         if self.bypass() {
+            // An unsafe method that succeeded makes what is stored for its URL stale
+            // (RFC 9111 §4.4): drop it.
+            let unsafe_method = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+            if unsafe_method && (response.status.is_success() || response.status.is_redirection()) {
+                let (cache, primary) = (self.rule.cache.clone(), self.primary.clone());
+                tokio::spawn(async move {
+                    cache.purge_key(&primary).await;
+                });
+            }
             response.headers.insert("cache-status", status_line(&self.status));
             return;
         }
