@@ -84,7 +84,11 @@ impl Proxy for ConfiguredProxy {
             let host = session.host().unwrap_or("").to_owned();
             let req = &session.req;
             match rule.lookup(&req.method, &req.uri, session.scheme(), &host, &req.headers).await {
-                Lookup::Respond(response) => return Ok(Flow::Respond(*response)),
+                Lookup::Respond(mut response) => {
+                    // The stored response's request id was another request's.
+                    response.headers_mut().insert("x-request-id", session.request_id().clone());
+                    return Ok(Flow::Respond(*response));
+                }
                 Lookup::Forward(pending) => ctx.cache = Some(pending),
             }
         }

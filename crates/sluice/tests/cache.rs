@@ -83,9 +83,10 @@ async fn fresh_responses_are_served_from_the_cache_with_age_and_cache_status() {
     let (status, h, body) = send(addr, "GET", "/a?x=1", &[]).await;
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"response 1 for /a"[..]));
     assert!(cache_status(&h).contains("fwd=miss") && cache_status(&h).contains("stored"), "{h:?}");
-    let (_, h, body) = send(addr, "GET", "/a?x=1", &[]).await;
+    let (_, h, body) = send(addr, "GET", "/a?x=1", &[("x-request-id", "second-request")]).await;
     assert_eq!(body, b"response 1 for /a");
     assert!(cache_status(&h).starts_with("sluice; hit; ttl="), "{h:?}");
+    assert_eq!(h["x-request-id"], "second-request", "a hit carries its own request id");
     assert!(h.contains_key("age"));
     assert_eq!(origin.requests(), 1);
     // Another query is another object.

@@ -469,9 +469,13 @@ impl Pending {
                 } else {
                     let vary = key::vary_names(&response.headers);
                     let full = format!("{}\n{}", self.primary, key::secondary(&vary, request));
+                    // Per-request headers are not part of the stored response.
+                    let mut stored = response.headers.clone();
+                    stored.remove("x-request-id");
+                    stored.remove("cache-status");
                     self.fill = Some(Fill {
                         key: full,
-                        head: StoredHead::from_http(response.status, &response.headers),
+                        head: StoredHead::from_http(response.status, &stored),
                         body: BytesMut::new(),
                         max: self.rule.cache.store.max_object(),
                         tags: tags(&response.headers, &self.rule.tag_headers),
@@ -522,8 +526,12 @@ impl Pending {
         let Some((status, stored)) = entry.head.to_http() else { return };
         let cached = respond(entry, status, stored, Duration::ZERO, request, self.head_request, &self.status);
         let (parts, body) = cached.into_parts();
+        let request_id = response.headers.remove("x-request-id");
         response.status = parts.status;
         response.headers = parts.headers;
+        if let Some(id) = request_id {
+            response.headers.insert("x-request-id", id);
+        }
         let bytes = if self.head_request || parts.status == StatusCode::NOT_MODIFIED {
             Bytes::new()
         } else {
@@ -617,7 +625,11 @@ fn refresh(entry: &Entry, not_modified: &HeaderMap, now: SystemTime) -> Entry {
         return Entry::new(entry.key.clone(), entry.head.clone(), entry.body.clone()).with_tags(entry.tags.clone());
     };
     for name in not_modified.keys() {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == "cache-status" {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == "cache-status"
+            || name == "x-request-id"
+        {
             continue;
         }
         headers.remove(name);
