@@ -186,6 +186,31 @@ async fn validators_give_304_and_412() {
     proxy.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_served_as_it_is_now() {
+    // Small files are kept in memory once read: a change must still show at once.
+    let (proxy, root) = start().await;
+    let addr = proxy.addr();
+    assert_eq!(send(addr, "GET", "/hello%20world.txt", &[]).await.2, b"spaced out");
+    assert_eq!(send(addr, "GET", "/hello%20world.txt", &[]).await.2, b"spaced out");
+    std::fs::write(root.join("hello world.txt"), "rewritten, longer").unwrap();
+    let (_, h, body) = send(addr, "GET", "/hello%20world.txt", &[]).await;
+    assert_eq!(body, b"rewritten, longer");
+    assert_eq!(h["content-length"], "17");
+    // Same size, new modification time (set explicitly: file system clocks are coarse).
+    std::fs::write(root.join("hello world.txt"), "rewritten, LONGER").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("hello world.txt"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(send(addr, "GET", "/hello%20world.txt", &[]).await.2, b"rewritten, LONGER");
+    let (status, _, body) = send(addr, "GET", "/hello%20world.txt", &[("range", "bytes=11-16")]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::PARTIAL_CONTENT, &b"LONGER"[..]));
+    proxy.shutdown().await;
+}
+
 /// Splits a `multipart/byteranges` body into (content-range, bytes) parts.
 fn multipart(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
     let boundary = content_type.split("boundary=").nth(1).unwrap();

@@ -62,6 +62,28 @@ pub fn body(file: File, parts: Vec<Part>) -> std::io::Result<Body> {
     Ok(Body::boxed(FileBody { file: Arc::new(file), parts: parts.into(), reading: None, remaining }))
 }
 
+/// A body for `parts` of a file whose whole contents are in memory: the file parts share
+/// its bytes.
+pub fn from_memory(data: &Bytes, parts: &[Part]) -> Body {
+    if let [Part::File { offset, len }] = parts {
+        let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(data.len());
+        let end = usize::try_from(offset + len).unwrap_or(usize::MAX).min(data.len());
+        return Body::full(data.slice(start..end));
+    }
+    let mut out = Vec::with_capacity(usize::try_from(total(parts)).unwrap_or(0));
+    for part in parts {
+        match part {
+            Part::Bytes(b) => out.extend_from_slice(b),
+            Part::File { offset, len } => {
+                let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(data.len());
+                let end = usize::try_from(offset + len).unwrap_or(usize::MAX).min(data.len());
+                out.extend_from_slice(&data[start..end]);
+            }
+        }
+    }
+    Body::full(out)
+}
+
 /// Appends `len` bytes of `file` from `offset` to `out`, without zero-filling the room
 /// first (`read_to_end` reads into spare capacity).
 fn read_into(mut file: &File, offset: u64, len: u64, out: &mut Vec<u8>) -> std::io::Result<()> {

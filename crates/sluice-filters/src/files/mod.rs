@@ -65,7 +65,23 @@ pub struct StaticFiles {
     /// Whether `openat2` works here (Linux 5.6+); else every lookup takes the slow path.
     openat2: std::sync::atomic::AtomicBool,
     settings: FilesSettings,
+    /// Contents of small files recently sent, checked against each request's `fstat`.
+    contents: std::sync::Mutex<ContentCache>,
 }
+
+/// Bytes of small files, by inode, valid while the file's modification time and size are
+/// the same: a hit costs no `read` and no copy (the response shares the bytes).
+#[derive(Debug, Default)]
+struct ContentCache {
+    files: std::collections::HashMap<(u64, u64), (u128, Bytes)>,
+    order: std::collections::VecDeque<(u64, u64)>,
+    bytes: u64,
+}
+
+/// Files up to this size are kept in memory once read.
+const CONTENT_MAX_FILE: u64 = 1 << 20;
+/// Memory kept for file contents, per `files` route (oldest first out).
+const CONTENT_BUDGET: u64 = 32 << 20;
 
 /// What a path names under the root (paths relative to the root).
 enum Found {
@@ -87,7 +103,13 @@ impl StaticFiles {
             return Err(io::Error::other(format!("{} is not a directory", root.display())));
         }
         let root_fd = std::fs::File::open(&root)?.into();
-        Ok(Self { root, root_fd, openat2: std::sync::atomic::AtomicBool::new(true), settings })
+        Ok(Self {
+            root,
+            root_fd,
+            openat2: std::sync::atomic::AtomicBool::new(true),
+            settings,
+            contents: std::sync::Mutex::new(ContentCache::default()),
+        })
     }
 
     /// Answers a request for a file.
@@ -354,7 +376,12 @@ impl StaticFiles {
         let body = if request.method == Method::HEAD {
             Body::empty()
         } else {
-            match body::body(file, parts.clone()) {
+            let cached = self.contents_of(&file, &meta);
+            let built = match cached {
+                Some(data) => Ok(body::from_memory(&data, &parts)),
+                None => body::body(file, parts.clone()),
+            };
+            match built {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %e, "cannot read a file");
@@ -390,6 +417,46 @@ impl StaticFiles {
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
         }
         r
+    }
+
+    /// The whole contents of a small file: from memory when its inode, modification time
+    /// and size are unchanged, else read now (and kept).
+    fn contents_of(&self, file: &File, meta: &Metadata) -> Option<Bytes> {
+        use std::os::unix::fs::MetadataExt as _;
+        let len = meta.len();
+        if len > CONTENT_MAX_FILE {
+            return None;
+        }
+        let key = (meta.dev(), meta.ino());
+        let stamp = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+        {
+            let cache = self.contents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, data)) = cache.files.get(&key) {
+                if *at == stamp && data.len() as u64 == len {
+                    return Some(data.clone());
+                }
+            }
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(len).ok()?);
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, len + 1), &mut buf).ok()?;
+        if buf.len() as u64 != len {
+            return None; // changed while it was read: serve it from the file this once
+        }
+        let data = Bytes::from(buf);
+        let mut cache = self.contents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, old)) = cache.files.insert(key, (stamp, data.clone())) {
+            cache.bytes -= old.len() as u64;
+        } else {
+            cache.order.push_back(key);
+        }
+        cache.bytes += len;
+        while cache.bytes > CONTENT_BUDGET {
+            let Some(oldest) = cache.order.pop_front() else { break };
+            if let Some((_, gone)) = cache.files.remove(&oldest) {
+                cache.bytes -= gone.len() as u64;
+            }
+        }
+        Some(data)
     }
 
     /// A `304` or `412`: no body, the validators (and `Vary`).
