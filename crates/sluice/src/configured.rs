@@ -33,6 +33,12 @@ pub struct RouteCtx {
     coder: Option<sluice_filters::compress::Coder>,
     /// The cache's part in a request that goes upstream.
     cache: Option<Box<sluice_filters::cache::Pending>>,
+    /// The cache entry a hit is answered from (its compressed forms are kept with it).
+    hit: Option<sluice_filters::cache::Hit>,
+    /// A compressed body from the cache, sent instead of compressing again.
+    compressed: Option<bytes::Bytes>,
+    /// The compressed output being kept for the cache: coding and bytes so far.
+    compressed_fill: Option<(&'static str, bytes::BytesMut)>,
 }
 
 impl ConfiguredProxy {
@@ -84,9 +90,10 @@ impl Proxy for ConfiguredProxy {
             let host = session.host().unwrap_or("").to_owned();
             let req = &session.req;
             match rule.lookup(&req.method, &req.uri, session.scheme(), &host, &req.headers).await {
-                Lookup::Respond(mut response) => {
+                Lookup::Respond(mut response, hit) => {
                     // The stored response's request id was another request's.
                     response.headers_mut().insert("x-request-id", session.request_id().clone());
+                    ctx.hit = hit;
                     return Ok(Flow::Respond(*response));
                 }
                 Lookup::Forward(pending) => ctx.cache = Some(pending),
@@ -189,7 +196,21 @@ impl Proxy for ConfiguredProxy {
         // Last, so that header edits (say, adding `no-transform`) are respected.
         if let Some(policy) = &self.router.route(matched).compress {
             ctx.coder = policy.start(&session.req.method, &session.req.headers, response);
-            if ctx.coder.is_some() {
+            // A cache hit: each coding is compressed once and kept with the entry.
+            if let (Some(coder), Some(hit)) = (&ctx.coder, &ctx.hit) {
+                if !coder.is_decoder() {
+                    let coding = coder.coding().token();
+                    match hit.compressed(coding) {
+                        Some(bytes) => {
+                            response.headers.insert(http::header::CONTENT_LENGTH, bytes.len().into());
+                            ctx.coder = None;
+                            ctx.compressed = Some(bytes);
+                        }
+                        None => ctx.compressed_fill = Some((coding, bytes::BytesMut::new())),
+                    }
+                }
+            }
+            if ctx.coder.is_some() || ctx.compressed.is_some() {
                 session.rewrite_body();
             }
         }
@@ -234,10 +255,24 @@ impl Proxy for ConfiguredProxy {
         if let Some(pending) = &mut ctx.cache {
             pending.body(body, end_of_stream);
         }
+        if let Some(compressed) = &mut ctx.compressed {
+            *body = if end_of_stream { Some(std::mem::take(compressed)) } else { None };
+            return Ok(());
+        }
         if let Some(coder) = &mut ctx.coder {
             *body = coder
                 .process(body.take(), end_of_stream)
                 .map_err(|e| Error::because(ErrorKind::UpstreamProtocol, "compressing the response body", e))?;
+            if let (Some((coding, kept)), Some(hit)) = (&mut ctx.compressed_fill, &ctx.hit) {
+                if let Some(out) = body.as_ref() {
+                    kept.extend_from_slice(out);
+                }
+                if kept.len() as u64 > hit.max_object() {
+                    ctx.compressed_fill = None;
+                } else if end_of_stream {
+                    hit.store_compressed(coding, std::mem::take(kept).freeze());
+                }
+            }
         }
         Ok(())
     }

@@ -449,3 +449,57 @@ fn cache_mistakes_are_config_errors() {
         assert!(err.contains(expected) && err.contains("cache.kdl:3:"), "{block}: {err}");
     }
 }
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_coding_of_a_cached_object_is_compressed_once() {
+    let page: &'static str = Box::leak("<p>a compressible page</p>\n".repeat(100).into_boxed_str());
+    let origin = Origin::start(
+        false,
+        Arc::new(move |_req| {
+            Box::pin(async move {
+                let mut r = Response::new(full(page));
+                r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+                r.headers_mut().insert("content-type", "text/html".parse().unwrap());
+                r
+            })
+        }),
+    )
+    .await;
+    let text = config(origin.addr, "", "").replace("    cache {", "    compress\n    cache {");
+    let proxy = Proxy::start(&text).await;
+    let addr = proxy.addr();
+    let server = proxy.server.as_ref().unwrap();
+    let inserts = || server.control().current().cache.as_ref().unwrap().store().memory().stats().inserts;
+    let gzip = [("accept-encoding", "gzip")];
+
+    let (_, h, body) = send(addr, "GET", "/page", &gzip).await;
+    assert_eq!(h["content-encoding"], "gzip");
+    assert_eq!(gunzip(&body), page.as_bytes(), "a miss: stored as identity, sent compressed");
+    assert_eq!(inserts(), 1);
+    // The first hit compresses and keeps the gzip form; the next ones reuse it.
+    let (_, _, first) = send(addr, "GET", "/page", &gzip).await;
+    assert_eq!(inserts(), 2);
+    let (_, h, again) = send(addr, "GET", "/page", &gzip).await;
+    assert_eq!(inserts(), 2, "not compressed again");
+    assert_eq!(again, first);
+    assert_eq!(gunzip(&again), page.as_bytes());
+    assert_eq!(h["content-encoding"], "gzip");
+    assert_eq!(h["content-length"], again.len().to_string());
+    assert!(cache_status(&h).contains("hit"));
+    // Another coding is another form; identity is the stored body itself.
+    let (_, h, _) = send(addr, "GET", "/page", &[("accept-encoding", "br")]).await;
+    assert_eq!(h["content-encoding"], "br");
+    assert_eq!(inserts(), 3);
+    let (_, h, body) = send(addr, "GET", "/page", &[]).await;
+    assert!(h.get("content-encoding").is_none());
+    assert_eq!(body, page.as_bytes());
+    assert_eq!(origin.requests(), 1);
+    proxy.shutdown().await;
+}

@@ -94,6 +94,52 @@ impl HttpCache {
     }
 }
 
+/// A fresh stored response being served whole: what its compressed forms are keyed by.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    cache: Arc<HttpCache>,
+    key: String,
+    primary: String,
+    /// When the entry was stored: a compressed form made from another version is ignored.
+    stamp: SystemTime,
+    tags: Vec<String>,
+}
+
+impl Hit {
+    fn variant_key(&self, coding: &str) -> String {
+        format!("{}\ncoding={coding}", self.key)
+    }
+
+    /// The body compressed with `coding` (a content-coding token), if it was made for this
+    /// version of the entry. Memory only: never blocks.
+    pub fn compressed(&self, coding: &str) -> Option<Bytes> {
+        let entry = self.cache.store.get_memory(&self.variant_key(coding))?;
+        (entry.stored_at == self.stamp).then(|| entry.body.clone())
+    }
+
+    /// Keeps the body compressed with `coding`, so the next client asking for that coding
+    /// gets it without compressing again. In memory only (it can be made again); purged
+    /// with the entry (same key family, same tags).
+    pub fn store_compressed(&self, coding: &str, body: Bytes) {
+        let key = self.variant_key(coding);
+        let mut entry = Entry::new(key.clone(), StoredHead::new(200), body).with_tags(self.tags.clone());
+        entry.stored_at = self.stamp;
+        {
+            let mut variants = lock(&self.cache.variants);
+            let list = variants.entry(self.primary.clone()).or_default();
+            if !list.contains(&key) {
+                list.push(key.clone());
+            }
+        }
+        self.cache.store.memory().insert(sluice_cache::CacheKey::of(&key), Arc::new(entry));
+    }
+
+    /// The largest body the cache keeps.
+    pub fn max_object(&self) -> u64 {
+        self.cache.store.max_object()
+    }
+}
+
 /// A site's or route's caching rules.
 #[derive(Debug, Clone)]
 pub struct CacheRule {
@@ -112,8 +158,9 @@ pub struct CacheRule {
 /// What the cache decided for a request.
 #[derive(Debug)]
 pub enum Lookup {
-    /// Answer with this (a hit, a stale hit, a 304 from the cache, a 206 slice).
-    Respond(Box<Response<Body>>),
+    /// Answer with this (a hit, a stale hit, a 304 from the cache, a 206 slice), and, for
+    /// a whole stored body, which entry it is (its compressed forms are kept next to it).
+    Respond(Box<Response<Body>>, Option<Hit>),
     /// Go upstream; `state` goes with the request.
     Forward(Box<Pending>),
 }
@@ -221,15 +268,16 @@ impl CacheRule {
                 if fresh && !must_revalidate {
                     let ttl = lifetime.saturating_sub(age).as_secs();
                     let cache_status = format!("sluice; hit; ttl={ttl}{}", if waited { "; collapsed" } else { "" });
-                    return Lookup::Respond(Box::new(respond(
-                        &entry,
-                        status,
-                        stored,
-                        age,
-                        headers,
-                        head_request,
-                        &cache_status,
-                    )));
+                    let response = respond(&entry, status, stored, age, headers, head_request, &cache_status);
+                    let whole = response.status() == StatusCode::OK && !head_request;
+                    let hit = whole.then(|| Hit {
+                        cache: self.cache.clone(),
+                        key: entry.key.clone(),
+                        primary: primary.clone(),
+                        stamp: entry.stored_at,
+                        tags: entry.tags.clone(),
+                    });
+                    return Lookup::Respond(Box::new(response), hit);
                 }
                 let staleness = age.saturating_sub(lifetime);
                 let may_serve_stale =
@@ -240,25 +288,18 @@ impl CacheRule {
                 let refreshing = lock(&cache.fills).contains_key(&full);
                 if may_serve_stale && refreshing && swr.is_some_and(|w| staleness <= w) {
                     let status_text = "sluice; hit; fwd=stale; detail=stale-while-revalidate";
-                    return Lookup::Respond(Box::new(respond(
-                        &entry,
-                        status,
-                        stored,
-                        age,
-                        headers,
-                        head_request,
-                        status_text,
-                    )));
+                    let response = respond(&entry, status, stored, age, headers, head_request, status_text);
+                    return Lookup::Respond(Box::new(response), None);
                 }
                 if request_directives.only_if_cached {
-                    return Lookup::Respond(Box::new(gateway_timeout()));
+                    return Lookup::Respond(Box::new(gateway_timeout()), None);
                 }
                 // Revalidate (or refetch) this one.
                 let guard = self.claim(&full);
                 return forward("fwd=stale", full, Some(entry), guard, request_directives);
             }
             if request_directives.only_if_cached {
-                return Lookup::Respond(Box::new(gateway_timeout()));
+                return Lookup::Respond(Box::new(gateway_timeout()), None);
             }
             // A miss: fetch, unless another request already is (coalescing): then wait for it.
             let waiting = lock(&cache.fills).get(&full).cloned();
