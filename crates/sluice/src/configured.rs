@@ -59,6 +59,47 @@ impl ConfiguredProxy {
     }
 }
 
+/// Revalidates a stale cache entry in the background (`stale-while-revalidate`): one
+/// request to a server of the route's upstream group, its answer handed to the cache.
+async fn background_refresh(
+    upstream: Arc<sluice_upstream::Upstream>,
+    path: String,
+    host: Option<http::HeaderValue>,
+    refresh: sluice_filters::cache::Refresh,
+) {
+    use http_body_util::BodyExt as _;
+    let fetched = async {
+        let backend = upstream.select(Default::default(), None).ok_or("no server available")?;
+        let conn = backend.checkout().await.map_err(|e| e.to_string())?;
+        let uri = match (conn.protocol(), &host) {
+            // HTTP/2 carries the authority in the request target.
+            (sluice_upstream::UpstreamProtocol::H2 | sluice_upstream::UpstreamProtocol::H2c, Some(h)) => {
+                format!("http://{}{path}", h.to_str().unwrap_or("localhost"))
+            }
+            _ => path,
+        };
+        let mut request = http::Request::new(sluice_core::Body::empty());
+        *request.uri_mut() = uri.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        *request.headers_mut() = refresh.request_headers();
+        for name in [http::header::CONNECTION, http::header::TE, http::header::UPGRADE, http::header::CONTENT_LENGTH] {
+            request.headers_mut().remove(name);
+        }
+        if let Some(h) = &host {
+            request.headers_mut().insert(HOST, h.clone());
+        }
+        let response = conn.send(request, true).await.map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let limit = usize::try_from(refresh.max_object()).unwrap_or(usize::MAX);
+        let body = http_body_util::Limited::new(body, limit).collect().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((parts, body.to_bytes()))
+    }
+    .await;
+    match fetched {
+        Ok((parts, body)) => refresh.complete(parts.status, &parts.headers, body),
+        Err(e) => tracing::debug!(error = %e, "background revalidation failed; the stale copy stays"),
+    }
+}
+
 impl Proxy for ConfiguredProxy {
     type Ctx = RouteCtx;
 
@@ -94,6 +135,20 @@ impl Proxy for ConfiguredProxy {
                     // The stored response's request id was another request's.
                     response.headers_mut().insert("x-request-id", session.request_id().clone());
                     ctx.hit = hit;
+                    return Ok(Flow::Respond(*response));
+                }
+                Lookup::RespondAndRefresh(mut response, refresh) => {
+                    response.headers_mut().insert("x-request-id", session.request_id().clone());
+                    if let Some(target) = &route.proxy {
+                        let path = session.req.uri.path_and_query().map_or("/", |p| p.as_str());
+                        let path = route.rewrite_path(path).into_owned();
+                        let host = target
+                            .host
+                            .clone()
+                            .or_else(|| session.req.headers.get(HOST).cloned())
+                            .or_else(|| http::HeaderValue::try_from(host.as_str()).ok());
+                        tokio::spawn(background_refresh(target.upstream.clone(), path, host, *refresh));
+                    }
                     return Ok(Flow::Respond(*response));
                 }
                 Lookup::Forward(pending) => ctx.cache = Some(pending),

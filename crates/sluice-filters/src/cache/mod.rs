@@ -161,8 +161,87 @@ pub enum Lookup {
     /// Answer with this (a hit, a stale hit, a 304 from the cache, a 206 slice), and, for
     /// a whole stored body, which entry it is (its compressed forms are kept next to it).
     Respond(Box<Response<Body>>, Option<Hit>),
+    /// Answer with the stale copy (`stale-while-revalidate`) and revalidate it in the
+    /// background: the caller fetches from the origin and hands the answer to the `Refresh`.
+    RespondAndRefresh(Box<Response<Body>>, Box<Refresh>),
     /// Go upstream; `state` goes with the request.
     Forward(Box<Pending>),
+}
+
+/// A background revalidation for `stale-while-revalidate`: the client already has the
+/// stale copy; whatever the origin answers is stored as a miss or a `304` would be. Other
+/// requests keep getting the stale copy until it is done.
+#[derive(Debug)]
+pub struct Refresh {
+    rule: CacheRule,
+    primary: String,
+    entry: Arc<Entry>,
+    /// The client's request headers (for `Vary`, and forwarded).
+    request: HeaderMap,
+    _guard: FillGuard,
+}
+
+impl Refresh {
+    /// The request headers to send upstream: the client's, minus its own validators and
+    /// `Range`, plus the stored validators.
+    pub fn request_headers(&self) -> HeaderMap {
+        let mut h = self.request.clone();
+        for name in
+            [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_RANGE, header::RANGE]
+        {
+            h.remove(name);
+        }
+        if let Some((_, stored)) = self.entry.head.to_http() {
+            if let Some(etag) = stored.get(header::ETAG) {
+                h.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(modified) = stored.get(header::LAST_MODIFIED) {
+                h.insert(header::IF_MODIFIED_SINCE, modified.clone());
+            }
+        }
+        h
+    }
+
+    /// The largest body to read.
+    pub fn max_object(&self) -> u64 {
+        self.rule.cache.store.max_object()
+    }
+
+    /// Stores the origin's answer: a `304` refreshes the entry, a storable response
+    /// replaces it; anything else leaves the stale copy (and the next request tries again).
+    pub fn complete(self, status: StatusCode, headers: &HeaderMap, body: Bytes) {
+        let now = SystemTime::now();
+        let cache = self.rule.cache.clone();
+        if status == StatusCode::NOT_MODIFIED {
+            store_entry(&cache, &self.primary, refresh(&self.entry, headers, now));
+            return;
+        }
+        let request_directives = Directives::parse(&self.request);
+        let directives = Directives::parse(headers);
+        let verdict = policy::storable(
+            &Method::GET,
+            &self.request,
+            &request_directives,
+            status,
+            headers,
+            &directives,
+            &self.rule.overrides,
+        );
+        if verdict.is_err() {
+            return;
+        }
+        let mut stored = headers.clone();
+        stored.remove("x-request-id");
+        stored.remove("cache-status");
+        stored.remove(header::CONNECTION);
+        stored.remove(header::TRANSFER_ENCODING);
+        let vary = key::vary_names(headers);
+        let full = format!("{}\n{}", self.primary, key::secondary(&vary, &self.request));
+        lock(&cache.vary).insert(self.primary.clone(), vary);
+        let entry = Entry::new(full, StoredHead::from_http(status, &stored), body)
+            .with_tags(tags(headers, &self.rule.tag_headers));
+        store_entry(&cache, &self.primary, entry);
+    }
 }
 
 /// A request going upstream with the cache involved.
@@ -285,11 +364,24 @@ impl CacheRule {
                 // stale-while-revalidate: while one request revalidates, the others get the
                 // stale copy instead of waiting (the refreshing request itself goes upstream).
                 let swr = directives.stale_while_revalidate.map(Duration::from_secs);
-                let refreshing = lock(&cache.fills).contains_key(&full);
-                if may_serve_stale && refreshing && swr.is_some_and(|w| staleness <= w) {
+                if may_serve_stale && swr.is_some_and(|w| staleness <= w) {
                     let status_text = "sluice; hit; fwd=stale; detail=stale-while-revalidate";
-                    let response = respond(&entry, status, stored, age, headers, head_request, status_text);
-                    return Lookup::Respond(Box::new(response), None);
+                    let response = Box::new(respond(&entry, status, stored, age, headers, head_request, status_text));
+                    // The first one starts a background revalidation; the others just get
+                    // the stale copy while it runs.
+                    return match self.claim(&full) {
+                        Some(guard) => Lookup::RespondAndRefresh(
+                            response,
+                            Box::new(Refresh {
+                                rule: self.clone(),
+                                primary: primary.clone(),
+                                entry,
+                                request: headers.clone(),
+                                _guard: guard,
+                            }),
+                        ),
+                        None => Lookup::Respond(response, None),
+                    };
                 }
                 if request_directives.only_if_cached {
                     return Lookup::Respond(Box::new(gateway_timeout()), None);
@@ -634,28 +726,31 @@ impl Pending {
     }
 
     fn store_now(&self, entry: Entry) {
-        let cache = self.rule.cache.clone();
-        let full = entry.key.clone();
-        {
-            let mut variants = lock(&cache.variants);
-            let list = variants.entry(self.primary.clone()).or_default();
-            if !list.contains(&full) {
-                list.push(full);
-            }
+        store_entry(&self.rule.cache, &self.primary, entry);
+    }
+}
+
+/// Stores an entry: in memory now (waiting requests look there as soon as the filling one
+/// ends), on disk from the blocking pool; remembered as a variant of its URL for purges.
+fn store_entry(cache: &Arc<HttpCache>, primary: &str, entry: Entry) {
+    {
+        let mut variants = lock(&cache.variants);
+        let list = variants.entry(primary.to_owned()).or_default();
+        if !list.contains(&entry.key) {
+            list.push(entry.key.clone());
         }
-        let entry = Arc::new(entry);
-        // Memory now (waiting requests look there as soon as this one ends), disk on the
-        // blocking pool.
-        cache.store.memory().insert(sluice_cache::CacheKey::of(&entry.key), entry.clone());
-        if cache.store.disk().is_some() {
-            tokio::task::spawn_blocking(move || {
-                if let Some(disk) = cache.store.disk() {
-                    if let Err(e) = disk.insert(&entry) {
-                        tracing::warn!(error = %e, "cannot write a cache entry to disk");
-                    }
+    }
+    let entry = Arc::new(entry);
+    cache.store.memory().insert(sluice_cache::CacheKey::of(&entry.key), entry.clone());
+    if cache.store.disk().is_some() {
+        let cache = cache.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(disk) = cache.store.disk() {
+                if let Err(e) = disk.insert(&entry) {
+                    tracing::warn!(error = %e, "cannot write a cache entry to disk");
                 }
-            });
-        }
+            }
+        });
     }
 }
 
