@@ -100,6 +100,13 @@ async fn fresh_responses_are_served_from_the_cache_with_age_and_cache_status() {
     let (status, h, body) = send(addr, "GET", "/a?x=1", &[("range", "bytes=0-7")]).await;
     assert_eq!((status, body.as_slice()), (StatusCode::PARTIAL_CONTENT, &b"response"[..]));
     assert_eq!(h["content-range"], "bytes 0-7/17");
+    let (status, h, body) = send(addr, "GET", "/a?x=1", &[("range", "bytes=0-1,4-5")]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert!(h["content-type"].to_str().unwrap().starts_with("multipart/byteranges; boundary="));
+    assert_eq!(h["content-length"], body.len().to_string());
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("content-range: bytes 0-1/17\r\n\r\nre\r\n"), "{text}");
+    assert!(text.contains("content-range: bytes 4-5/17\r\n\r\non\r\n"), "{text}");
     // The client's own validators, answered from the cache.
     let (status, _, body) = send(addr, "GET", "/a?x=1", &[("if-none-match", "\"v1\"")]).await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);

@@ -433,21 +433,35 @@ fn gateway_timeout() -> Response<Body> {
 fn respond(
     entry: &Entry,
     status: StatusCode,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     age: Duration,
     request: &HeaderMap,
     head: bool,
     cache_status: &str,
 ) -> Response<Body> {
+    let (parts, bytes) = respond_parts(entry, status, headers, age, request, cache_status);
+    let body = if head || bytes.is_empty() { Body::empty() } else { Body::full(bytes) };
+    Response::from_parts(parts, body)
+}
+
+/// The head of the answer for a cached entry, and the exact body bytes it announces.
+fn respond_parts(
+    entry: &Entry,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    age: Duration,
+    request: &HeaderMap,
+    cache_status: &str,
+) -> (http::response::Parts, Bytes) {
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     headers.insert("cache-status", status_line(cache_status));
-    let mut response = Response::new(Body::empty());
+    let (mut parts, ()) = Response::new(()).into_parts();
     // The client's own validators, against the stored response's (RFC 9111 §4.3.2).
     if status == StatusCode::OK && not_modified(request, &headers) {
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        parts.status = StatusCode::NOT_MODIFIED;
         headers.remove(header::CONTENT_LENGTH);
-        *response.headers_mut() = headers;
-        return response;
+        parts.headers = headers;
+        return (parts, Bytes::new());
     }
     let len = entry.body.len() as u64;
     let ranges = match request.get(header::RANGE).and_then(|v| v.to_str().ok()) {
@@ -465,34 +479,44 @@ fn respond(
         }
         _ => Ranges::Full,
     };
-    let body = match ranges {
+    let bytes = match ranges {
         Ranges::Some(r) if r.len() == 1 => {
             let (start, end) = r[0];
-            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            parts.status = StatusCode::PARTIAL_CONTENT;
             if let Ok(v) = HeaderValue::try_from(format!("bytes {start}-{end}/{len}")) {
                 headers.insert(header::CONTENT_RANGE, v);
             }
             entry.body.slice(usize::try_from(start).unwrap_or(0)..usize::try_from(end + 1).unwrap_or(0))
         }
+        Ranges::Some(r) => {
+            // Several ranges: multipart/byteranges, each part with the stored type.
+            parts.status = StatusCode::PARTIAL_CONTENT;
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            let (bytes, multipart) = crate::files::multipart_from_memory(&entry.body, &r, &content_type, &entry.key);
+            if let Ok(v) = HeaderValue::try_from(multipart) {
+                headers.insert(header::CONTENT_TYPE, v);
+            }
+            bytes
+        }
         Ranges::Unsatisfiable => {
-            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            parts.status = StatusCode::RANGE_NOT_SATISFIABLE;
             if let Ok(v) = HeaderValue::try_from(format!("bytes */{len}")) {
                 headers.insert(header::CONTENT_RANGE, v);
             }
             Bytes::new()
         }
-        // One full copy for several ranges (RFC 9110 allows ignoring them).
-        _ => {
-            *response.status_mut() = status;
+        Ranges::Full => {
+            parts.status = status;
             entry.body.clone()
         }
     };
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    *response.headers_mut() = headers;
-    if !head {
-        *response.body_mut() = Body::full(body);
-    }
-    response
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    parts.headers = headers;
+    (parts, bytes)
 }
 
 /// Whether the client's `If-None-Match` / `If-Modified-Since` match the stored response.
@@ -657,41 +681,14 @@ impl Pending {
     /// Turns the response head into the cached entry's, and remembers its body.
     fn replace(&mut self, entry: &Entry, request: &HeaderMap, response: &mut http::response::Parts) {
         let Some((status, stored)) = entry.head.to_http() else { return };
-        let cached = respond(entry, status, stored, Duration::ZERO, request, self.head_request, &self.status);
-        let (parts, body) = cached.into_parts();
+        let (parts, bytes) = respond_parts(entry, status, stored, Duration::ZERO, request, &self.status);
         let request_id = response.headers.remove("x-request-id");
         response.status = parts.status;
         response.headers = parts.headers;
         if let Some(id) = request_id {
             response.headers.insert("x-request-id", id);
         }
-        let bytes = if self.head_request || parts.status == StatusCode::NOT_MODIFIED {
-            Bytes::new()
-        } else {
-            match parts.status {
-                StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE => {
-                    // `respond` already sliced it: take the slice from its body.
-                    drop(body);
-                    let len = response
-                        .headers
-                        .get(header::CONTENT_LENGTH)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    let start = response
-                        .headers
-                        .get(header::CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("bytes "))
-                        .and_then(|v| v.split('-').next())
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    entry.body.slice(start.min(entry.body.len())..(start + len).min(entry.body.len()))
-                }
-                _ => entry.body.clone(),
-            }
-        };
-        self.replacement = Some(bytes);
+        self.replacement = Some(if self.head_request { Bytes::new() } else { bytes });
     }
 
     /// Whether the response body is replaced by a cached one.

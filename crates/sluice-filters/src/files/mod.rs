@@ -360,16 +360,8 @@ impl StaticFiles {
                 (StatusCode::PARTIAL_CONTENT, vec![Part::File { offset: start, len: end - start + 1 }], None)
             }
             Ranges::Some(ranges) => {
-                let boundary = boundary(&etag);
-                let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
-                for (start, end) in ranges {
-                    parts.push(Part::Bytes(Bytes::from(format!(
-                        "\r\n--{boundary}\r\ncontent-type: {content_type}\r\ncontent-range: bytes {start}-{end}/{len}\r\n\r\n"
-                    ))));
-                    parts.push(Part::File { offset: start, len: end - start + 1 });
-                }
-                parts.push(Part::Bytes(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
-                (StatusCode::PARTIAL_CONTENT, parts, Some(format!("multipart/byteranges; boundary={boundary}")))
+                let (parts, multipart) = multipart_parts(&ranges, content_type, len, &etag);
+                (StatusCode::PARTIAL_CONTENT, parts, Some(multipart))
             }
         };
         let body_len = body::total(&parts);
@@ -556,6 +548,39 @@ pub fn accepted_q(headers: &HeaderMap, coding: &str) -> f32 {
         }
     }
     named.or(star).unwrap_or(0.0)
+}
+
+/// The parts of a `multipart/byteranges` body for `ranges` of a representation of `len`
+/// bytes, and its content type (with the boundary).
+fn multipart_parts(ranges: &[(u64, u64)], content_type: &str, len: u64, etag: &str) -> (Vec<Part>, String) {
+    let boundary = boundary(etag);
+    let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
+    for &(start, end) in ranges {
+        parts.push(Part::Bytes(Bytes::from(format!(
+            "\r\n--{boundary}\r\ncontent-type: {content_type}\r\ncontent-range: bytes {start}-{end}/{len}\r\n\r\n"
+        ))));
+        parts.push(Part::File { offset: start, len: end - start + 1 });
+    }
+    parts.push(Part::Bytes(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
+    (parts, format!("multipart/byteranges; boundary={boundary}"))
+}
+
+/// A `multipart/byteranges` body of several `ranges` of `data` (already in memory, like a
+/// cached object), and its content type.
+pub fn multipart_from_memory(data: &Bytes, ranges: &[(u64, u64)], content_type: &str, tag: &str) -> (Bytes, String) {
+    let (parts, multipart) = multipart_parts(ranges, content_type, data.len() as u64, tag);
+    let mut out = Vec::with_capacity(usize::try_from(body::total(&parts)).unwrap_or(0));
+    for part in &parts {
+        match part {
+            Part::Bytes(b) => out.extend_from_slice(b),
+            Part::File { offset, len } => {
+                let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(data.len());
+                let end = usize::try_from(offset + len).unwrap_or(usize::MAX).min(data.len());
+                out.extend_from_slice(&data[start..end]);
+            }
+        }
+    }
+    (Bytes::from(out), multipart)
 }
 
 /// A multipart boundary that the file's bytes are unlikely to contain.
