@@ -16,6 +16,18 @@ use common::*;
 use http::Request;
 use http_body_util::BodyExt;
 
+/// Kills whatever process the pid file names when the test ends, passed or not: the
+/// process an upgrade starts is not the test's child, so nothing else would stop it.
+struct KillOnDrop(std::path::PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = pid_in(&self.0) {
+            kill(pid, "-KILL");
+        }
+    }
+}
+
 fn kill(pid: u32, sig: &str) {
     std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
 }
@@ -145,6 +157,7 @@ async fn sigusr2_hands_the_sockets_to_a_new_process_without_failing_a_request() 
     std::fs::write(&path, config(port, admin_port, &pid_file, origin.addr, "old")).unwrap();
     let p = path.to_str().unwrap().to_owned();
     let (mut old, log) = tokio::task::spawn_blocking(move || spawn_until_started(&["run", "-c", &p])).await.unwrap();
+    let _cleanup = KillOnDrop(pid_file.clone());
     let old_pid = old.id();
     assert_eq!(pid_in(&pid_file), Some(old_pid));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
