@@ -1,8 +1,9 @@
 //! The HTTP cache (RFC 9111, shared cache) on top of `sluice-cache`'s storage.
 //!
-//! One [`HttpCache`] per process holds the store, the `Vary` names seen per URL, the
-//! variants of each URL (for purges) and the fills in progress (request coalescing). A
-//! [`CacheRule`] (a site's or route's `cache` block) says how keys are made and which
+//! One [`HttpCache`] per process holds the store, the `Vary` names seen per URL (bounded)
+//! and the fills in progress (request coalescing). Every entry carries a hidden tag for
+//! its URL, so purging a URL (all its `Vary` variants and compressed forms) is a tag purge
+//! and needs no table that could grow without bound. A [`CacheRule`] (a site's or route's `cache` block) says how keys are made and which
 //! lifetimes to use. Per request, [`CacheRule::lookup`] answers from the cache or says
 //! what to do upstream; a [`Fill`] collects a storable response's body as it streams to
 //! the client and stores it at the end.
@@ -25,14 +26,21 @@ use self::key::KeySettings;
 use self::policy::{Directives, Overrides};
 use crate::files::range::{self, Ranges};
 
+/// URLs whose `Vary` names are remembered (see [`HttpCache::set_vary`]).
+const MAX_VARY_URLS: usize = 1 << 18;
+
+/// The hidden tag every entry of a URL carries, for purges by URL (a control character
+/// keeps it apart from the tags origins send).
+fn url_tag(primary: &str) -> String {
+    format!("\u{1}url:{primary}")
+}
+
 /// The process-wide cache: storage plus the bookkeeping of keys and fills.
 #[derive(Debug)]
 pub struct HttpCache {
     store: Arc<Store>,
     /// Primary key → the `Vary` names of its last stored response.
     vary: Mutex<HashMap<String, Vec<String>>>,
-    /// Primary key → the full keys stored under it (its variants).
-    variants: Mutex<HashMap<String, Vec<String>>>,
     /// Full key → a fill in progress; waiters are told when it ends.
     fills: Mutex<HashMap<String, watch::Receiver<bool>>>,
 }
@@ -44,12 +52,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl HttpCache {
     /// A cache over `store`.
     pub fn new(store: Store) -> Self {
-        Self {
-            store: Arc::new(store),
-            vary: Mutex::new(HashMap::new()),
-            variants: Mutex::new(HashMap::new()),
-            fills: Mutex::new(HashMap::new()),
-        }
+        Self { store: Arc::new(store), vary: Mutex::new(HashMap::new()), fills: Mutex::new(HashMap::new()) }
     }
 
     /// The storage.
@@ -57,22 +60,26 @@ impl HttpCache {
         &self.store
     }
 
-    /// Removes every variant stored for a URL's primary key (`scheme://host/path?query`).
+    /// Removes every variant stored for a URL's primary key (`scheme://host/path?query`),
+    /// and its compressed forms: they all carry the URL's hidden tag.
     pub async fn purge_key(&self, primary: &str) -> usize {
-        let mut keys = lock(&self.variants).remove(primary).unwrap_or_default();
-        if keys.is_empty() {
-            keys.push(format!("{primary}\n"));
-        }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || keys.iter().filter(|k| store.remove(k).unwrap_or(false)).count())
-            .await
-            .unwrap_or(0)
+        self.purge_tag(url_tag(primary)).await
     }
 
     /// Removes every entry tagged `tag` (`Surrogate-Key` / `Cache-Tag`).
     pub async fn purge_tag(&self, tag: String) -> usize {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.purge_tag(&tag).unwrap_or(0)).await.unwrap_or(0)
+    }
+
+    /// Remembers the `Vary` names of a URL. The table is bounded: past its size it starts
+    /// over, which only costs misses for varying responses until their names are seen again.
+    fn set_vary(&self, primary: &str, names: Vec<String>) {
+        let mut vary = lock(&self.vary);
+        if vary.len() >= MAX_VARY_URLS && !vary.contains_key(primary) {
+            vary.clear();
+        }
+        vary.insert(primary.to_owned(), names);
     }
 
     fn full_key(&self, primary: &str, request: &HeaderMap) -> String {
@@ -99,7 +106,6 @@ impl HttpCache {
 pub struct Hit {
     cache: Arc<HttpCache>,
     key: String,
-    primary: String,
     /// When the entry was stored: a compressed form made from another version is ignored.
     stamp: SystemTime,
     tags: Vec<String>,
@@ -124,13 +130,6 @@ impl Hit {
         let key = self.variant_key(coding);
         let mut entry = Entry::new(key.clone(), StoredHead::new(200), body).with_tags(self.tags.clone());
         entry.stored_at = self.stamp;
-        {
-            let mut variants = lock(&self.cache.variants);
-            let list = variants.entry(self.primary.clone()).or_default();
-            if !list.contains(&key) {
-                list.push(key.clone());
-            }
-        }
         self.cache.store.memory().insert(sluice_cache::CacheKey::of(&key), Arc::new(entry));
     }
 
@@ -237,7 +236,7 @@ impl Refresh {
         stored.remove(header::TRANSFER_ENCODING);
         let vary = key::vary_names(headers);
         let full = format!("{}\n{}", self.primary, key::secondary(&vary, &self.request));
-        lock(&cache.vary).insert(self.primary.clone(), vary);
+        cache.set_vary(&self.primary, vary);
         let entry = Entry::new(full, StoredHead::from_http(status, &stored), body)
             .with_tags(tags(headers, &self.rule.tag_headers));
         store_entry(&cache, &self.primary, entry);
@@ -352,7 +351,6 @@ impl CacheRule {
                     let hit = whole.then(|| Hit {
                         cache: self.cache.clone(),
                         key: entry.key.clone(),
-                        primary: primary.clone(),
                         stamp: entry.stored_at,
                         tags: entry.tags.clone(),
                     });
@@ -716,7 +714,7 @@ impl Pending {
             if let Some(fill) = self.fill.take() {
                 let entry = Entry::new(fill.key, fill.head, fill.body.freeze()).with_tags(fill.tags);
                 let cache = &self.rule.cache;
-                lock(&cache.vary).insert(self.primary.clone(), fill.vary);
+                cache.set_vary(&self.primary, fill.vary);
                 self.store_now(entry);
             }
         }
@@ -729,13 +727,10 @@ impl Pending {
 
 /// Stores an entry: in memory now (waiting requests look there as soon as the filling one
 /// ends), on disk from the blocking pool; remembered as a variant of its URL for purges.
-fn store_entry(cache: &Arc<HttpCache>, primary: &str, entry: Entry) {
-    {
-        let mut variants = lock(&cache.variants);
-        let list = variants.entry(primary.to_owned()).or_default();
-        if !list.contains(&entry.key) {
-            list.push(entry.key.clone());
-        }
+fn store_entry(cache: &Arc<HttpCache>, primary: &str, mut entry: Entry) {
+    let tag = url_tag(primary);
+    if !entry.tags.contains(&tag) {
+        entry.tags.push(tag);
     }
     let entry = Arc::new(entry);
     cache.store.memory().insert(sluice_cache::CacheKey::of(&entry.key), entry.clone());
