@@ -74,6 +74,23 @@ impl Default for CacheStoreConfig {
     }
 }
 
+/// A rate limit (`rate-limit { ... }`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    /// False for `rate-limit #false`.
+    pub enabled: bool,
+    /// Average requests per second.
+    pub per_second: f64,
+    /// Requests allowed at once beyond the rate.
+    pub burst: u32,
+    /// Key parts: `client-ip`, `route`, `header:NAME`, `cookie:NAME`.
+    pub key: Vec<String>,
+    /// Excess requests wait up to this long instead of being refused (zero: refused).
+    pub delay: std::time::Duration,
+    /// Keys remembered at most.
+    pub max_keys: usize,
+}
+
 /// A site's or route's caching rules (`cache { ... }`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheRuleConfig {
@@ -678,6 +695,8 @@ pub struct SiteConfig {
     pub compress: Option<CompressConfig>,
     /// HTTP caching rules (the route's replace its site's).
     pub cache: Option<CacheRuleConfig>,
+    /// Rate limit (the route's replaces its site's).
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// How a site matches the request's host.
@@ -734,6 +753,8 @@ pub struct RouteConfig {
     pub compress: Option<CompressConfig>,
     /// HTTP caching rules (the route's replace its site's).
     pub cache: Option<CacheRuleConfig>,
+    /// Rate limit (the route's replaces its site's).
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// On-the-fly response compression (`compress { ... }`).

@@ -59,6 +59,7 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
             https_redirect: site.https_redirect,
             compress: site.compress.clone(),
             cache: site.cache.clone(),
+            rate_limit: site.rate_limit.clone(),
         });
     }
     for (listener, count) in raw.listeners.iter().zip(certificates_per_listener) {

@@ -40,7 +40,7 @@ fn complete(example: &str) -> String {
             format!("{listener}{upstream}{example}")
         }
         "route" => format!("{listener}{upstream}site \"*\" {{\n{example}}}\n"),
-        "request-headers" | "response-headers" => {
+        "request-headers" | "response-headers" | "rate-limit" => {
             format!("{listener}site \"*\" {{\n{example}route \"/\" {{ respond 200; }}\n}}\n")
         }
         "proxy" | "respond" | "redirect" => {

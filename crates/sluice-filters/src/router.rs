@@ -74,6 +74,8 @@ pub struct Route {
     pub compress: Option<Arc<crate::compress::CompressPolicy>>,
     /// HTTP caching (the route's rules, else its site's).
     pub cache: Option<Arc<crate::cache::CacheRule>>,
+    /// Rate limit (the route's, else its site's).
+    pub rate_limit: Option<Arc<crate::ratelimit::RateLimit>>,
 }
 
 impl Route {
@@ -251,6 +253,7 @@ mod tests {
             files: None,
             compress: None,
             cache: None,
+            rate_limit: None,
         }
     }
 

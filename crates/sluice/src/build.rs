@@ -17,6 +17,7 @@ use sluice_filters::cache::{CacheRule, HttpCache};
 use sluice_filters::compress::{Coding, CompressPolicy, Levels};
 use sluice_filters::files::{FilesSettings, StaticFiles};
 use sluice_filters::headers::{HeaderEdit, HeaderRules};
+use sluice_filters::ratelimit::{KeyPart, RateLimit};
 use sluice_filters::respond::{Redirect, Respond};
 use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
 use sluice_filters::tls::{ClientCertHeaders, HttpsRedirect};
@@ -314,9 +315,15 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
             })
             .collect();
         let mut routes = Vec::with_capacity(site.routes.len());
+        let site_limit = site.rate_limit.as_ref().and_then(|l| rate_limit(l, site_label(site)));
         for r in &site.routes {
             let compress = r.compress.as_ref().or(site.compress.as_ref());
             let mut route = build_route(r, &upstreams, compress)?;
+            // A route's own limit is its own; the site's is one limit shared by its routes.
+            route.rate_limit = match &r.rate_limit {
+                Some(l) => rate_limit(l, route_name(&route)),
+                None => site_limit.clone(),
+            };
             if let (Some(rule), Some(cache)) = (r.cache.as_ref().or(site.cache.as_ref()), &cache) {
                 if rule.enabled && route.proxy.is_some() {
                     route.cache = Some(Arc::new(cache_rule(rule, cache)));
@@ -585,6 +592,30 @@ fn cache_rule(c: &config::CacheRuleConfig, cache: &Arc<HttpCache>) -> CacheRule 
     }
 }
 
+/// The limiter of a `rate-limit` block (`None` when it turns limiting off).
+fn route_name(route: &Route) -> String {
+    match &route.path {
+        router::PathMatch::Exact(p) | router::PathMatch::Prefix(p) => p.clone(),
+    }
+}
+
+fn rate_limit(c: &config::RateLimitConfig, name: String) -> Option<Arc<RateLimit>> {
+    if !c.enabled {
+        return None;
+    }
+    let key = c
+        .key
+        .iter()
+        .filter_map(|part| match part.split_once(':') {
+            None if part == "route" => Some(KeyPart::Route),
+            None => Some(KeyPart::ClientIp),
+            Some(("header", h)) => http::HeaderName::from_bytes(h.as_bytes()).ok().map(KeyPart::Header),
+            Some((_, c)) => Some(KeyPart::Cookie(c.to_owned())),
+        })
+        .collect();
+    Some(Arc::new(RateLimit::new(name, c.per_second, c.burst, key, c.delay, c.max_keys)))
+}
+
 /// The compression policy of a `compress` block (`None` when it turns compression off).
 fn compress_policy(c: &config::CompressConfig) -> Option<Arc<CompressPolicy>> {
     if !c.enabled {
@@ -681,5 +712,6 @@ fn build_route(
         files,
         compress: compress.and_then(compress_policy),
         cache: None,
+        rate_limit: None,
     })
 }

@@ -378,12 +378,14 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
             response_headers: Default::default(),
             compress: None,
             cache: None,
+            rate_limit: None,
         }],
         certificate: None,
         client_auth: None,
         https_redirect: None,
         compress: None,
         cache: None,
+        rate_limit: None,
     });
     Ok(config)
 }

@@ -11,6 +11,7 @@ use sluice_filters::access_log::AccessLog;
 use crate::metrics::Metrics;
 use crate::otlp::{Exporter, SpanRecord};
 use sluice_filters::cache::Lookup;
+use sluice_filters::ratelimit::Decision as RateDecision;
 use sluice_filters::router::{Matched, Router};
 use sluice_proxy::{Backend, Error, ErrorKind, Flow, Proxy, Result, Session};
 
@@ -114,6 +115,17 @@ impl Proxy for ConfiguredProxy {
             .find(listener, session.host(), session.path(), &session.req.method)
             .ok_or_else(|| Error::explain(ErrorKind::NoRoute, "no site or route matches"))?;
         ctx.matched = Some(matched);
+        if let Some(limit) = &self.router.route(matched).rate_limit {
+            let key = limit.key_of(session.client_addr().ip(), &session.req.headers, matched.route);
+            match limit.check(key) {
+                RateDecision::Allow { .. } => {}
+                RateDecision::Delay(wait) => tokio::time::sleep(wait).await,
+                RateDecision::Reject(retry_after) => {
+                    tracing::debug!(limit = %limit.name, client = %session.client_addr(), "rate limited");
+                    return Ok(Flow::Respond(limit.reject(retry_after)));
+                }
+            }
+        }
         let site = self.router.site(matched.site);
         for filter in &site.request_filters {
             if let Flow::Respond(response) = filter.on_request(session)? {

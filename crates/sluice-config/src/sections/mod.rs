@@ -8,6 +8,7 @@ mod cache;
 mod compress;
 mod headers;
 mod listener;
+mod ratelimit;
 mod route;
 mod server;
 mod site;
@@ -93,6 +94,8 @@ pub(crate) struct RawSite {
     pub compress: Option<CompressConfig>,
     /// HTTP caching rules for the site's routes.
     pub cache: Option<crate::model::CacheRuleConfig>,
+    /// Rate limit for the site's routes.
+    pub rate_limit: Option<crate::model::RateLimitConfig>,
     /// Where the site's name (`site`) was written.
     pub span: SourceSpan,
 }

@@ -12,8 +12,18 @@ use crate::sections::headers::{header_name, header_value, read_edits};
 use crate::sections::RawRoute;
 use crate::value::{boolean, integer, non_empty_string, string};
 
-const NODES: &[&str] =
-    &["methods", "proxy", "respond", "redirect", "files", "request-headers", "response-headers", "compress", "cache"];
+const NODES: &[&str] = &[
+    "methods",
+    "proxy",
+    "respond",
+    "redirect",
+    "files",
+    "request-headers",
+    "response-headers",
+    "compress",
+    "cache",
+    "rate-limit",
+];
 const ACTIONS: &[&str] = &["proxy", "respond", "redirect", "files"];
 const USAGE: &str = "route \"/api\" { proxy \"origins\" }";
 const PROXY_USAGE: &str = "proxy \"origins\" strip-prefix=#true host=\"api.internal\"";
@@ -38,6 +48,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     let mut response_headers = HeaderEdits::default();
     let mut compress = None;
     let mut cache = None;
+    let mut rate_limit = None;
     let mut once = Once::default();
     for child in children(node) {
         let child_name = name(child);
@@ -66,6 +77,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
             "response-headers" => response_headers = read_edits(d, child),
             "compress" => compress = crate::sections::compress::read(d, child),
             "cache" => cache = crate::sections::cache::read_rule(d, child),
+            "rate-limit" => rate_limit = crate::sections::ratelimit::read(d, child),
             _ => unknown_node(d, child, Some("route"), NODES),
         }
     }
@@ -78,7 +90,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     // A failed action was reported where it failed; the route is just left out.
     let ((path, path_span), exact, (action, upstream_span)) = (path?, exact?, action?);
     let path = if exact { PathMatch::Exact(path) } else { PathMatch::Prefix(path) };
-    let config = RouteConfig { path, methods, action, request_headers, response_headers, compress, cache };
+    let config = RouteConfig { path, methods, action, request_headers, response_headers, compress, cache, rate_limit };
     Some(RawRoute { config, path_span, upstream_span })
 }
 

@@ -25,6 +25,7 @@ const NODES: &[&str] = &[
     "https-redirect",
     "compress",
     "cache",
+    "rate-limit",
 ];
 const REDIRECT_USAGE: &str = "https-redirect status=308 port=8443";
 const USAGE: &str = "site \"example.com\" \"*.example.com\" { route \"/\" { proxy \"origins\" } }";
@@ -45,6 +46,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
         https_redirect: None,
         compress: None,
         cache: None,
+        rate_limit: None,
         span: name_span(node),
     };
     for entry in args {
@@ -104,6 +106,11 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
             "cache" => {
                 if once.first(d, child, "in `site`") {
                     site.cache = crate::sections::cache::read_rule(d, child);
+                }
+            }
+            "rate-limit" => {
+                if once.first(d, child, "in `site`") {
+                    site.rate_limit = crate::sections::ratelimit::read(d, child);
                 }
             }
             _ => unknown_node(d, child, Some("site"), NODES),
