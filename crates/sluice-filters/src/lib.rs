@@ -19,6 +19,7 @@ pub mod cache;
 pub mod compress;
 pub mod files;
 pub mod headers;
+pub mod normalize;
 pub mod ratelimit;
 pub mod respond;
 pub mod router;

@@ -78,3 +78,17 @@ fn header_parsers_take_anything() {
         let _ = sluice_filters::cache::policy::current_age(&h, now, now, now);
     }
 }
+
+#[test]
+fn routing_normalization_is_idempotent_and_leaves_no_dot_segments() {
+    let mut rng = fastrand::Rng::with_seed(17);
+    let crafted = ["/%%36%31dmin", "/%%2e%2e/admin", "/%2%35%36%31", "/%25%36%31"];
+    let random: Vec<String> = (0..200_000).map(|_| format!("/{}", hostile(&mut rng, 40))).collect();
+    for path in crafted.iter().map(|p| p.to_string()).chain(random) {
+        let once = sluice_filters::normalize::path(&path).into_owned();
+        assert!(once.starts_with('/'), "{path:?} -> {once:?}");
+        assert!(!once.split('/').any(|s| s == "." || s == ".."), "{path:?} -> {once:?}");
+        assert!(!once.contains("//"), "{path:?} -> {once:?}");
+        assert_eq!(sluice_filters::normalize::path(&once), once.as_str(), "{path:?}: not idempotent");
+    }
+}

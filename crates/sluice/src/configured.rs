@@ -109,6 +109,18 @@ impl Proxy for ConfiguredProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RouteCtx) -> Result<Flow> {
+        // Route (and forward) the normalized path: `/%61dmin` and `/a/../admin` are `/admin`.
+        if let std::borrow::Cow::Owned(normal) = sluice_filters::normalize::path(session.req.uri.path()) {
+            let path_and_query = match session.req.uri.query() {
+                Some(q) => format!("{normal}?{q}"),
+                None => normal,
+            };
+            let mut parts = session.req.uri.clone().into_parts();
+            parts.path_and_query = path_and_query.parse().ok();
+            if let Ok(uri) = Uri::from_parts(parts) {
+                session.req.uri = uri;
+            }
+        }
         let listener = session.connection().listener_id;
         let matched = self
             .router

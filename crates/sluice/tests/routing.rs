@@ -150,3 +150,25 @@ site "*" {{ route "/" {{ proxy "o" }} }}
     }
     assert_eq!((a.requests(), b.requests()), (6, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_spellings_of_a_path_cannot_walk_around_a_route() {
+    let origin = Origin::named("origin").await;
+    let text = format!(
+        "server {{ access-log \"off\" }}\nlistener \"127.0.0.1:0\"\nupstream \"o\" {{ server \"{}\" }}\nsite \"*\" {{\n route \"/admin\" {{ respond 403 \"denied\" }}\n route \"/\" {{ proxy \"o\" }}\n}}\n",
+        origin.addr
+    );
+    let proxy = Proxy::start(&text).await;
+    for path in ["/admin", "/%61dmin", "/%61%64%6D%69%6E/x", "/a/../admin", "//admin", "/x/%2e%2e/admin", "/./admin"] {
+        // Raw bytes: no client library normalizes first.
+        let answer =
+            raw(proxy.addr(), format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 403") && answer.ends_with("denied"), "{path}: {answer}");
+    }
+    // The origin gets the normalized path too (a naive origin cannot be fooled either).
+    let answer =
+        raw(proxy.addr(), b"GET /public/./x/../%7Euser?q=%2e HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(origin.last_head().uri, "/public/~user?q=%2e", "the query is left alone");
+    proxy.shutdown().await;
+}

@@ -145,7 +145,10 @@ async fn traversal_in_any_spelling_is_refused() {
             format!("GET {path} HTTP/1.1\r\nHost: files.test\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await;
-        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        // Dot-segments are resolved before routing (never above the root: a 404 inside
+        // it); what only a decoded `%2F` would make a `..` reaches the files action and is
+        // refused (400). Either way nothing outside the root comes back.
+        assert!(answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
         assert!(!answer.contains("top secret"), "{path}");
     }
     // A symlink out of the root: refused, unless following is allowed.
@@ -329,9 +332,10 @@ async fn try_files_falls_back_for_single_page_apps() {
     assert_eq!(send(addr, "GET", "/strict/nothing", &[]).await.0, StatusCode::NOT_FOUND);
     assert_eq!(send(addr, "GET", "/strict/app.js", &[]).await.0, StatusCode::OK);
     // try-files does not open a way out either.
-    let answer =
-        raw(addr, b"GET /spa/%2e%2e/outside/secret.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    for path in ["/spa/%2e%2e/outside/secret.txt", "/spa/..%2f..%2foutside/secret.txt"] {
+        let answer = raw(addr, format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        assert!(!answer.starts_with("HTTP/1.1 200") && !answer.contains("top secret"), "{path}: {answer}");
+    }
     proxy.shutdown().await;
 }
 
