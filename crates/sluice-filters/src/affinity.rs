@@ -40,7 +40,12 @@ impl AffinityKey {
 
 /// The value of the request's cookie `name`, if it sent one.
 pub fn cookie<'s>(session: &'s Session, name: &str) -> Option<&'s [u8]> {
-    session.req.headers.get_all(http::header::COOKIE).iter().find_map(|v| {
+    cookie_in(&session.req.headers, name)
+}
+
+/// The value of cookie `name` in a request's `Cookie` fields.
+pub fn cookie_in<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers.get_all(http::header::COOKIE).iter().find_map(|v| {
         v.as_bytes().split(|&b| b == b';').find_map(|pair| {
             let pair = pair.trim_ascii();
             let (k, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);

@@ -355,6 +355,12 @@ pub fn negotiate(request_headers: &HeaderMap, offered: &[Coding]) -> Option<Codi
     Some(coding)
 }
 
+/// The q-value `Accept-Encoding` gives `coding`, in thousandths (0: not acceptable, or no
+/// `Accept-Encoding` at all); `*` covers the codings not named.
+pub fn q_value(request_headers: &HeaderMap, coding: Coding) -> u16 {
+    Accepted::parse(request_headers).map_or(0, |accepted| accepted.q(coding))
+}
+
 /// Whether the client accepts `coding` (q above 0); a request without `Accept-Encoding`
 /// accepts none, as in [`negotiate`].
 fn accepts(request_headers: &HeaderMap, coding: Coding) -> bool {

@@ -113,8 +113,8 @@ impl RateLimit {
                 }
                 KeyPart::Cookie(name) => {
                     h.write_u8(2);
-                    if let Some(v) = cookie(headers, name) {
-                        h.write(v.as_bytes());
+                    if let Some(v) = crate::affinity::cookie_in(headers, name) {
+                        h.write(v);
                     }
                 }
                 KeyPart::Route => h.write_usize(route),
@@ -203,15 +203,6 @@ impl RateLimit {
             h.insert("ratelimit-policy", v);
         }
     }
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
-        |pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
-        },
-    )
 }
 
 #[cfg(test)]

@@ -36,22 +36,6 @@ site "*" {{
     )
 }
 
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, HeaderMap, Vec<u8>) {
-    let mut c = h1_client(addr).await;
-    let mut req = Request::builder().method(method).uri(path).header("host", "example.test");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = c.send_request(req.body(full("")).unwrap()).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
-}
-
 fn cache_status(h: &HeaderMap) -> String {
     h.get("cache-status").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
 }

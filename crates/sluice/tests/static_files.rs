@@ -7,12 +7,10 @@
 mod common;
 mod pki;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+use http::StatusCode;
 
 const APP_JS: &str = "console.log('hello from app.js');\n";
 
@@ -54,22 +52,6 @@ site "*" {{
 }}
 "#
     )
-}
-
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, HeaderMap, Vec<u8>) {
-    let mut c = h1_client(addr).await;
-    let mut req = Request::builder().method(method).uri(path).header("host", "files.test");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = c.send_request(req.body(full("")).unwrap()).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
 }
 
 async fn start() -> (Proxy, PathBuf) {

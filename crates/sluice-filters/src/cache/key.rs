@@ -63,20 +63,11 @@ pub fn primary(
         key.push_str("\nc:");
         key.push_str(cookie);
         key.push('=');
-        if let Some(v) = cookie_value(headers, cookie) {
+        if let Some(v) = crate::affinity::cookie_in(headers, cookie).and_then(|v| std::str::from_utf8(v).ok()) {
             key.push_str(v);
         }
     }
     key
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
-        |pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
-        },
-    )
 }
 
 /// The `Vary` field names of a response, lower-cased, sorted and deduplicated; `None`

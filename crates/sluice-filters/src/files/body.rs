@@ -66,22 +66,28 @@ pub fn body(file: File, parts: Vec<Part>) -> std::io::Result<Body> {
 /// its bytes.
 pub fn from_memory(data: &Bytes, parts: &[Part]) -> Body {
     if let [Part::File { offset, len }] = parts {
-        let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(data.len());
-        let end = usize::try_from(offset + len).unwrap_or(usize::MAX).min(data.len());
-        return Body::full(data.slice(start..end));
+        return Body::full(data.slice(range_in(data, *offset, *len)));
     }
+    Body::full(concat(data, parts))
+}
+
+/// `parts` of `data` (and their literal parts) in one buffer.
+pub fn concat(data: &Bytes, parts: &[Part]) -> Vec<u8> {
     let mut out = Vec::with_capacity(usize::try_from(total(parts)).unwrap_or(0));
     for part in parts {
         match part {
             Part::Bytes(b) => out.extend_from_slice(b),
-            Part::File { offset, len } => {
-                let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(data.len());
-                let end = usize::try_from(offset + len).unwrap_or(usize::MAX).min(data.len());
-                out.extend_from_slice(&data[start..end]);
-            }
+            Part::File { offset, len } => out.extend_from_slice(&data[range_in(data, *offset, *len)]),
         }
     }
-    Body::full(out)
+    out
+}
+
+/// `len` bytes from `offset`, clamped to `data`.
+fn range_in(data: &Bytes, offset: u64, len: u64) -> std::ops::Range<usize> {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+    let end = usize::try_from(offset.saturating_add(len)).unwrap_or(usize::MAX).min(data.len());
+    start..end
 }
 
 /// Appends `len` bytes of `file` from `offset` to `out`, without zero-filling the room

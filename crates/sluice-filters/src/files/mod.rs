@@ -525,29 +525,11 @@ fn etag_list_matches(list: &str, etag: &str, weak: bool) -> bool {
     })
 }
 
-/// The q-value `Accept-Encoding` gives `coding` (0 when not acceptable); `*` covers the
-/// codings not named.
+/// The q-value `Accept-Encoding` gives `coding` (a token like `br`; 0 when not
+/// acceptable); `*` covers the codings not named. The parsing is compression's.
 pub fn accepted_q(headers: &HeaderMap, coding: &str) -> f32 {
-    let mut named = None;
-    let mut star = None;
-    for value in headers.get_all(header::ACCEPT_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
-        for item in value.split(',') {
-            let mut fields = item.split(';');
-            let token = fields.next().unwrap_or("").trim();
-            let q = fields
-                .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0)
-                .clamp(0.0, 1.0);
-            if token.eq_ignore_ascii_case(coding) || (coding == "gzip" && token.eq_ignore_ascii_case("x-gzip")) {
-                named = Some(q);
-            } else if token == "*" {
-                star = Some(q);
-            }
-        }
-    }
-    named.or(star).unwrap_or(0.0)
+    crate::compress::Coding::from_token(coding)
+        .map_or(0.0, |c| f32::from(crate::compress::q_value(headers, c)) / 1000.0)
 }
 
 /// The parts of a `multipart/byteranges` body for `ranges` of a representation of `len`
@@ -569,18 +551,7 @@ fn multipart_parts(ranges: &[(u64, u64)], content_type: &str, len: u64, etag: &s
 /// cached object), and its content type.
 pub fn multipart_from_memory(data: &Bytes, ranges: &[(u64, u64)], content_type: &str, tag: &str) -> (Bytes, String) {
     let (parts, multipart) = multipart_parts(ranges, content_type, data.len() as u64, tag);
-    let mut out = Vec::with_capacity(usize::try_from(body::total(&parts)).unwrap_or(0));
-    for part in &parts {
-        match part {
-            Part::Bytes(b) => out.extend_from_slice(b),
-            Part::File { offset, len } => {
-                let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(data.len());
-                let end = usize::try_from(offset + len).unwrap_or(usize::MAX).min(data.len());
-                out.extend_from_slice(&data[start..end]);
-            }
-        }
-    }
-    (Bytes::from(out), multipart)
+    (Bytes::from(body::concat(data, &parts)), multipart)
 }
 
 /// A multipart boundary that the file's bytes are unlikely to contain.

@@ -249,6 +249,24 @@ pub async fn get(addr: SocketAddr, path: &str) -> (http::StatusCode, http::Heade
     (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
 }
 
+/// `method path` with `headers` on a new HTTP/1.1 connection (Host `example.test`);
+/// returns status, headers and the whole body.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
+    let mut c = h1_client(addr).await;
+    let mut req = Request::builder().method(method).uri(path).header("host", "example.test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = c.send_request(req.body(full("")).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+}
+
 /// Sends raw bytes on a new TCP connection and reads until the server closes it.
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
