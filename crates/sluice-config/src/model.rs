@@ -12,6 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
+mod security;
+pub use security::*;
+
 /// A whole, validated configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -52,6 +55,8 @@ pub struct ServerSettings {
     pub user: Option<String>,
     /// Group to run as (default: the user's primary group).
     pub group: Option<String>,
+    /// The Redis server of cluster-wide rate limits.
+    pub redis: Option<RedisConfig>,
     /// The HTTP cache's storage (`server { cache { ... } }`); a default one is made when a
     /// site or route caches without it.
     pub cache: Option<CacheStoreConfig>,
@@ -89,6 +94,52 @@ pub struct RateLimitConfig {
     pub delay: std::time::Duration,
     /// Keys remembered at most.
     pub max_keys: usize,
+    /// Where the counts live: this process, or Redis (shared by every instance).
+    pub store: RateLimitStore,
+    /// What a Redis-backed limit does while Redis cannot be reached.
+    pub on_redis_error: RedisFallback,
+    /// The limit's name in Redis (instances sharing a limit use the same name); `None`:
+    /// the site's host and the route's path.
+    pub name: Option<String>,
+}
+
+/// Where a rate limit keeps its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimitStore {
+    /// In this process.
+    #[default]
+    Local,
+    /// In Redis (`server { redis ... }`), shared by every Sluice instance using it.
+    Redis,
+}
+
+/// A Redis-backed limit's behaviour while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisFallback {
+    /// Let requests through (fail open).
+    #[default]
+    Allow,
+    /// Refuse them with 429 (fail closed).
+    Deny,
+    /// Apply the limit in this process only until Redis is back.
+    Local,
+}
+
+/// `server { redis "host:port" ... }`: the Redis server cluster-wide limits use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `host:port`.
+    pub address: String,
+    /// Time for an answer (then the limit's `on-redis-error` applies).
+    pub timeout: Duration,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// `AUTH` user name (Redis 6 ACLs), with `password`.
+    pub username: Option<String>,
+    /// `AUTH` password.
+    pub password: Option<String>,
+    /// `SELECT` database.
+    pub database: u32,
 }
 
 /// A site's or route's caching rules (`cache { ... }`).
@@ -144,6 +195,7 @@ impl Default for ServerSettings {
             tracing: None,
             user: None,
             group: None,
+            redis: None,
             cache: None,
         }
     }
@@ -244,6 +296,22 @@ pub struct ListenerConfig {
     pub h2c: bool,
     /// TLS termination; `None` serves plain text.
     pub tls: Option<ListenerTls>,
+    /// Most header fields in an HTTP/1 request (431 above it).
+    pub max_headers: usize,
+    /// Longest request target (path and query) in bytes (414 above it).
+    pub max_uri_length: usize,
+    /// Longest a write to the client may stay blocked (slow readers are cut off).
+    pub send_timeout: Duration,
+    /// Longest pause while receiving a request body (slow senders get 408).
+    pub body_read_timeout: Duration,
+    /// Connection limits per client address and connection rates.
+    pub connections: ConnectionLimitsConfig,
+    /// HTTP/2 limits.
+    pub http2: Http2Limits,
+    /// Accept the PROXY protocol (v1 and v2) from trusted load balancers.
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
+    /// Client addresses from a forwarding header set by trusted proxies.
+    pub real_ip: Option<RealIpConfig>,
 }
 
 impl ListenerConfig {
@@ -258,6 +326,14 @@ impl ListenerConfig {
             keepalive_timeout: Duration::from_secs(75),
             h2c: true,
             tls: None,
+            max_headers: 100,
+            max_uri_length: 8 * 1024,
+            send_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(60),
+            connections: ConnectionLimitsConfig::default(),
+            http2: Http2Limits::default(),
+            proxy_protocol: None,
+            real_ip: None,
         }
     }
 }
@@ -697,6 +773,8 @@ pub struct SiteConfig {
     pub cache: Option<CacheRuleConfig>,
     /// Rate limit (the route's replaces its site's).
     pub rate_limit: Option<RateLimitConfig>,
+    /// Access control, body size and concurrency limits for the site's routes.
+    pub policy: PolicyConfig,
 }
 
 /// How a site matches the request's host.
@@ -755,6 +833,8 @@ pub struct RouteConfig {
     pub cache: Option<CacheRuleConfig>,
     /// Rate limit (the route's replaces its site's).
     pub rate_limit: Option<RateLimitConfig>,
+    /// Access control, body size and concurrency limits (`None` fields: the site's).
+    pub policy: PolicyConfig,
 }
 
 /// On-the-fly response compression (`compress { ... }`).

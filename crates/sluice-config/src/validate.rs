@@ -13,7 +13,7 @@ use miette::SourceSpan;
 use crate::diagnostic::Diagnostics;
 use crate::model::{Config, HostPattern, PathMatch, RouteAction, SiteConfig};
 use crate::reader::valid_list;
-use crate::sections::{RawConfig, RawListener, RawRoute, RawSite, RawUpstream};
+use crate::sections::{RawConfig, RawListener, RawRoute, RawSite, RawUpstream, Reference};
 
 /// Runs the cross-reference checks and builds the config (meaningful only without errors).
 pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
@@ -60,7 +60,11 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
             compress: site.compress.clone(),
             cache: site.cache.clone(),
             rate_limit: site.rate_limit.clone(),
+            policy: site.policy.clone(),
         });
+        for reference in site.refs.iter().chain(site.routes.iter().flat_map(|r| &r.refs)) {
+            check_reference(d, reference, &upstream_names, raw.server.redis.is_some());
+        }
     }
     for (listener, count) in raw.listeners.iter().zip(certificates_per_listener) {
         crate::tls_files::check_listener(d, listener, count);
@@ -75,6 +79,27 @@ pub(crate) fn validate(d: &mut Diagnostics<'_>, raw: RawConfig) -> Config {
         upstreams: raw.upstreams.into_iter().map(|u| u.config).collect(),
         sites,
         warnings: Vec::new(),
+    }
+}
+
+/// A name a policy refers to must exist.
+fn check_reference(d: &mut Diagnostics<'_>, reference: &Reference, upstreams: &[&str], redis: bool) {
+    match reference {
+        Reference::Upstream(name, span) if !upstreams.contains(&name.as_str()) => {
+            d.error(*span, format!("`forward-auth` names unknown upstream `{name}`"))
+                .label("no such upstream")
+                .help(if upstreams.is_empty() {
+                    format!("define the authentication service as an upstream, like: upstream {name:?} {{ server \"127.0.0.1:9000\" }}")
+                } else {
+                    valid_list("defined upstreams", name, upstreams)
+                });
+        }
+        Reference::Redis(span) if !redis => {
+            d.error(*span, "`store \"redis\"` needs a Redis server")
+                .label("no `server { redis ... }`")
+                .help("add it to the server block, like: server { redis \"127.0.0.1:6379\" }");
+        }
+        _ => {}
     }
 }
 

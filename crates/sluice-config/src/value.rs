@@ -233,6 +233,84 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(multiplier).ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// A rate like "10/s", "600/m" or "5000/h", as events per second.
+pub(crate) fn rate(d: &mut Diagnostics<'_>, entry: &KdlEntry, usage: &str) -> Option<f64> {
+    let text = non_empty_string(d, entry, usage)?;
+    let parsed = text.split_once('/').and_then(|(n, unit)| {
+        let n: f64 = n.trim().parse().ok().filter(|n: &f64| *n > 0.0 && n.is_finite())?;
+        let per = match unit.trim() {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        Some(n / per)
+    });
+    if parsed.is_none() {
+        d.error(entry.span(), format!("invalid rate `{text}`"))
+            .label("not a rate")
+            .help("write a count per second, minute or hour, like \"10/s\", \"600/m\" or \"5000/h\"");
+    }
+    parsed
+}
+
+/// A CIDR block (`10.0.0.0/8`) or a single address.
+pub(crate) fn cidr(d: &mut Diagnostics<'_>, entry: &KdlEntry, usage: &str) -> Option<sluice_core::cidr::Cidr> {
+    let text = non_empty_string(d, entry, usage)?;
+    match text.parse::<sluice_core::cidr::Cidr>() {
+        Ok(block) => Some(block),
+        Err(e) => {
+            let help = match &e {
+                sluice_core::cidr::CidrError::HostBits { network, .. } => format!("write \"{network}\""),
+                _ => "write an address block like \"10.0.0.0/8\", \"2001:db8::/32\" or one address like \"192.0.2.7\""
+                    .to_owned(),
+            };
+            d.error(entry.span(), format!("invalid address block: {e}")).label("not a CIDR block").help(help);
+            None
+        }
+    }
+}
+
+/// Reads a file of address blocks, one per line (`#` starts a comment); problems are
+/// reported at `entry` (the `file=` value) with the file's own line number.
+pub(crate) fn cidr_file(
+    d: &mut Diagnostics<'_>,
+    entry: &KdlEntry,
+    usage: &str,
+) -> Option<Vec<sluice_core::cidr::Cidr>> {
+    let written = non_empty_string(d, entry, usage)?;
+    let path = d.path(written);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            d.error(entry.span(), format!("cannot read `{}` (address list): {e}", path.display()))
+                .label("unreadable file")
+                .help("the file holds one address block per line, like 10.0.0.0/8; check the path and permissions");
+            return None;
+        }
+    };
+    let mut blocks = Vec::new();
+    let mut ok = true;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.parse::<sluice_core::cidr::Cidr>() {
+            Ok(block) => blocks.push(block),
+            Err(e) => {
+                if ok {
+                    d.error(entry.span(), format!("{}:{}: invalid address block: {e}", path.display(), n + 1))
+                        .label("in this file")
+                        .help("each line holds one block like 10.0.0.0/8 or 2001:db8::/32; `#` starts a comment");
+                }
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(blocks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

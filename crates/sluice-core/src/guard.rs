@@ -51,6 +51,26 @@ pub struct GuardConfig {
     /// released as soon as its response is done: memory then follows requests in flight,
     /// not open connections (nginx's behaviour with many idle keep-alive clients).
     pub release_above: usize,
+    /// Longest time a write to the client may stay blocked (the client does not read:
+    /// slow-read attacks); the connection is then closed. nginx's `send_timeout`.
+    pub send_timeout: Duration,
+    /// Most header fields in an HTTP/1 request head; more get 431 (hyper's limit).
+    pub max_headers: usize,
+}
+
+impl Default for GuardConfig {
+    /// The listener defaults of the configuration reference.
+    fn default() -> Self {
+        Self {
+            max_header_size: 64 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(75),
+            idle_release: Some(Duration::from_secs(1)),
+            release_above: 256,
+            send_timeout: Duration::from_secs(60),
+            max_headers: 100,
+        }
+    }
 }
 
 /// Why a request head was rejected.
@@ -436,6 +456,10 @@ pin_project! {
         shutdown_on_close: bool,
         poisoned: bool,
         written_since_poison: bool,
+        // Armed while a write is blocked (see `GuardConfig::send_timeout`); boxed and made
+        // on first use, so connections whose writes never block pay one pointer.
+        write_stall: Option<Box<Deadline>>,
+        write_blocked: bool,
     }
 }
 
@@ -473,6 +497,8 @@ impl<IO> ServerIo<IO> {
             shutdown_on_close: true,
             poisoned: false,
             written_since_poison: false,
+            write_stall: None,
+            write_blocked: false,
         }
     }
 
@@ -642,9 +668,10 @@ impl<IO: AsyncRead> AsyncRead for ServerIo<IO> {
 
 impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.project();
+        let mut this = self.project();
         *this.written_since_poison |= *this.poisoned;
-        this.io.poll_write(cx, buf)
+        let polled = this.io.as_mut().poll_write(cx, buf);
+        stall(polled, this.write_stall, this.write_blocked, this.config.send_timeout, &this.conn.client_addr, cx)
     }
 
     fn poll_write_vectored(
@@ -652,9 +679,10 @@ impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
+        let mut this = self.project();
         *this.written_since_poison |= *this.poisoned;
-        this.io.poll_write_vectored(cx, bufs)
+        let polled = this.io.as_mut().poll_write_vectored(cx, bufs);
+        stall(polled, this.write_stall, this.write_blocked, this.config.send_timeout, &this.conn.client_addr, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -662,7 +690,9 @@ impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
+        let mut this = self.project();
+        let polled = this.io.as_mut().poll_flush(cx);
+        stall(polled, this.write_stall, this.write_blocked, this.config.send_timeout, &this.conn.client_addr, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -672,6 +702,35 @@ impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
             return Poll::Ready(Ok(()));
         }
         self.project().io.poll_shutdown(cx)
+    }
+}
+
+/// The send timeout: a write that stays blocked (the client stopped reading) for longer
+/// than `limit` fails, which ends the connection. The clock starts when a write first
+/// blocks and stops at the next write that makes progress.
+fn stall<T>(
+    polled: Poll<io::Result<T>>,
+    deadline: &mut Option<Box<Deadline>>,
+    blocked: &mut bool,
+    limit: Duration,
+    client: &std::net::SocketAddr,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<T>> {
+    if polled.is_ready() {
+        *blocked = false;
+        return polled;
+    }
+    let deadline = deadline.get_or_insert_with(Default::default);
+    if !*blocked {
+        *blocked = true;
+        deadline.set(Instant::now() + limit);
+    }
+    match deadline.poll_expired(cx) {
+        Poll::Ready(()) => {
+            tracing::debug!(%client, "closing connection: the client did not read for the send timeout");
+            Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "send timeout: the client stopped reading")))
+        }
+        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -15,7 +15,10 @@
 //! calls an [`HttpService`].
 
 pub mod body;
+pub mod cidr;
+pub mod conn_limit;
 pub mod deadline;
+pub mod gcra;
 pub mod guard;
 pub mod listener;
 pub mod server;
@@ -25,7 +28,7 @@ pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub use body::Body;
@@ -66,6 +69,11 @@ pub struct ConnectionInfo {
     /// The listener's drain signal, for work that outlives the connection's HTTP session
     /// (an upgraded tunnel) and must be waited for by a graceful shutdown.
     drain: Option<shutdown::Shutdown>,
+    /// HTTP/2 streams the client cancelled before their response, in the current window.
+    client_resets: AtomicU32,
+    reset_window: AtomicU32,
+    /// Set when the client cancelled too many streams: the connection is to be closed.
+    abusive: AtomicBool,
 }
 
 impl ConnectionInfo {
@@ -90,6 +98,9 @@ impl ConnectionInfo {
             sessions: AtomicU64::new(0),
             idle_waker: atomic_waker::AtomicWaker::new(),
             drain: None,
+            client_resets: AtomicU32::new(0),
+            reset_window: AtomicU32::new(0),
+            abusive: AtomicBool::new(false),
         }
     }
 
@@ -133,6 +144,28 @@ impl ConnectionInfo {
     /// Requests finished on this connection so far.
     pub fn finished(&self) -> u64 {
         self.finished.load(Ordering::Acquire)
+    }
+
+    /// Counts a request the client cancelled before it was answered (an HTTP/2 stream
+    /// reset); more than `max` in a 10-second window marks the connection abusive.
+    pub(crate) fn client_cancelled(&self, max: u32) {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let window = u32::try_from(EPOCH.get_or_init(std::time::Instant::now).elapsed().as_secs() / 10).unwrap_or(0);
+        let count = if self.reset_window.swap(window, Ordering::Relaxed) == window {
+            self.client_resets.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.client_resets.store(1, Ordering::Relaxed);
+            1
+        };
+        if count > max && !self.abusive.swap(true, Ordering::Relaxed) {
+            tracing::info!(client = %self.client_addr, cancelled = count, "closing connection: too many cancelled streams");
+            self.idle_waker.wake();
+        }
+    }
+
+    /// Whether the client cancelled too many requests (the connection is being closed).
+    pub fn abusive(&self) -> bool {
+        self.abusive.load(Ordering::Relaxed)
     }
 
     pub(crate) fn request_finished(&self) {

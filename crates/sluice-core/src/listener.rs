@@ -16,8 +16,10 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::conn_limit::{ConnectionLimits, OpenByAddress};
+use crate::gcra::Decision;
 use crate::guard::GuardConfig;
-use crate::server::{serve_connection, Accepted, ProtocolHint};
+use crate::server::{serve_connection, Accepted, Http2Settings, ProtocolHint};
 use crate::shutdown::Shutdown;
 use crate::tls::server::TlsAcceptor;
 use crate::HttpService;
@@ -39,6 +41,27 @@ pub struct ListenerSettings {
     pub tls: Option<Arc<TlsAcceptor>>,
     /// Counters shared by every accept loop of the listener (for metrics).
     pub stats: Arc<ListenerStats>,
+    /// HTTP/2 limits (streams, resets, windows).
+    pub http2: Http2Settings,
+    /// Connection limits per client address and new connections per second.
+    pub limits: ConnectionLimits,
+}
+
+impl ListenerSettings {
+    /// Settings with the documented defaults for listener `id`.
+    pub fn new(id: usize, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            max_connections: 10_000,
+            guard: GuardConfig::default(),
+            h2c: true,
+            tls: None,
+            stats: Default::default(),
+            http2: Http2Settings::default(),
+            limits: ConnectionLimits::default(),
+        }
+    }
 }
 
 /// A listener's connection counters.
@@ -53,6 +76,8 @@ pub struct ListenerStats {
     pub tls_handshakes: std::sync::atomic::AtomicU64,
     /// TLS handshakes that failed (or timed out).
     pub tls_failures: std::sync::atomic::AtomicU64,
+    /// Open connections per client address, and refusals by the per-address limits.
+    pub by_address: Arc<OpenByAddress>,
 }
 
 /// Binds a TCP listening socket, ready for [`serve`].
@@ -145,13 +170,36 @@ pub async fn serve_live<S: HttpService>(
         // Linux copies TCP_NODELAY from the listening socket; elsewhere set it here.
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
+        settings.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        // Over the listener's connection rate: this connection waits for its slot, and
+        // accepting waits with it (the kernel's backlog holds the next clients meanwhile).
+        if let Some(Decision::Delay(wait) | Decision::Reject(wait)) = settings.limits.rate.as_ref().map(|r| r.check(0))
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.triggered() => break,
+            }
+        }
+        // Per-address limits; with the PROXY protocol they apply to the address it names,
+        // once read (in the connection's task).
+        let mut admitted = None;
+        if settings.limits.per_address() {
+            match settings.stats.by_address.admit(client.ip(), &settings.limits) {
+                Ok(guard) => admitted = guard,
+                Err(why) => {
+                    tracing::debug!(listener = %settings.name, %client, ?why, "connection refused");
+                    drop(stream);
+                    continue;
+                }
+            }
+        }
         let service = service.clone();
         let watcher = shutdown.clone();
         let open = settings.stats.open.clone();
         open.fetch_add(1, Ordering::Relaxed);
-        settings.stats.accepted.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
+            let _admitted = admitted;
             match settings.tls.clone() {
                 None => {
                     let accepted =

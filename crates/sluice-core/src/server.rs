@@ -25,6 +25,43 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DRAIN_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
+/// HTTP/2 limits of a listener. The defaults are what the configuration reference
+/// documents; hyper and h2 have defences of their own (see `docs/security.md`), and these
+/// set each of them explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// Streams a client may have open at once (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Streams the client opened and reset before they were served, at once; past it the
+    /// connection gets GOAWAY `ENHANCE_YOUR_CALM` (Rapid Reset, CVE-2023-44487).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server had to reset because of the client's protocol errors, over the
+    /// connection's life; past it, GOAWAY `ENHANCE_YOUR_CALM` ("MadeYouReset",
+    /// CVE-2025-8671).
+    pub max_local_error_reset_streams: usize,
+    /// Streams reset by the client after they were accepted, per connection, in any
+    /// 10-second window; past it the connection is closed with GOAWAY (a slower Rapid
+    /// Reset that lets each request start before cancelling it). 0 turns the check off.
+    pub max_client_resets: u32,
+    /// Per-stream receive window (`SETTINGS_INITIAL_WINDOW_SIZE`).
+    pub stream_window: u32,
+    /// Connection receive window.
+    pub connection_window: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 128,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 200,
+            max_client_resets: 1000,
+            stream_window: 1 << 20,
+            connection_window: 2 << 20,
+        }
+    }
+}
+
 /// How to choose the protocol of a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolHint {
@@ -96,6 +133,12 @@ pub async fn serve_connection<IO, S>(
     // HTTP/1.1 responses made while the listener drains say `connection: close`, so the
     // client opens its next request elsewhere instead of racing our close (HTTP/2 has GOAWAY).
     let draining = (protocol == HttpProtocol::Http1).then(|| shutdown.flag());
+    // HTTP/2 streams the client cancels before their answer are counted (Rapid Reset
+    // with requests that start before being cancelled).
+    let max_resets = match protocol {
+        HttpProtocol::Http2 => settings.http2.max_client_resets,
+        HttpProtocol::Http1 => 0,
+    };
     let svc = {
         let info = info.clone();
         service_fn(move |req| {
@@ -104,7 +147,10 @@ pub async fn serve_connection<IO, S>(
             let draining = draining.clone();
             async move {
                 let in_flight = InFlight::start(info.clone());
+                let mut cancelled = Cancelled { info: &info, max: max_resets };
                 let mut response = service.call(req, &info).await;
+                cancelled.max = 0;
+                drop(cancelled);
                 if draining.is_some_and(|d| d.load(std::sync::atomic::Ordering::Relaxed)) {
                     response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                 }
@@ -121,8 +167,8 @@ pub async fn serve_connection<IO, S>(
         // Boxed: HTTP/2 session state is large and rare next to HTTP/1 idle connections,
         // which should not pay for its size in their task.
         HttpProtocol::Http2 => {
-            Box::pin(serve_http2(ServerIo::passthrough(io, prefix, info.clone(), guard), svc, info, client, shutdown))
-                .await
+            let io = ServerIo::passthrough(io, prefix, info.clone(), guard);
+            Box::pin(serve_http2(io, svc, info, client, shutdown, settings.http2)).await
         }
     }
 }
@@ -173,6 +219,7 @@ async fn serve_http1<IO, Svc, B>(
         .half_close(false)
         .writev(!flatten)
         .max_buf_size(server_io.config().max_header_size.max(8192))
+        .max_headers(server_io.config().max_headers)
         .header_read_timeout(None);
     // How long an idle connection stays open once draining starts: a request the client
     // is sending at that moment is served (with `connection: close`) instead of cut off.
@@ -241,6 +288,7 @@ async fn serve_http2<IO, Svc, B>(
     info: Arc<ConnectionInfo>,
     client: SocketAddr,
     mut shutdown: Shutdown,
+    h2: Http2Settings,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: ConnService<B>,
@@ -250,17 +298,38 @@ async fn serve_http2<IO, Svc, B>(
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(h2.max_local_error_reset_streams)
+        // Also bounds CONTINUATION frames: h2 refuses a header block past this size (and
+        // counts CONTINUATION frames against it), instead of buffering a flood.
         .max_header_list_size(u32::try_from(guard.max_header_size).unwrap_or(u32::MAX))
-        .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(2 << 20);
+        .initial_stream_window_size(h2.stream_window)
+        .initial_connection_window_size(h2.connection_window);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), svc));
     let mut idle_check = tokio::time::interval(guard.keepalive_timeout);
     idle_check.tick().await;
     let mut last_finished = u64::MAX;
+    // Resolves when the client cancelled too many streams (`ConnectionInfo::abusive`).
+    let abusive = std::future::poll_fn(|cx| {
+        if info.abusive() {
+            return std::task::Poll::Ready(());
+        }
+        info.idle_waker.register(cx.waker());
+        if info.abusive() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    });
+    let mut abusive = pin!(abusive);
     let result = loop {
         tokio::select! {
             r = conn.as_mut() => break r,
+            () = abusive.as_mut() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
             _ = shutdown.triggered() => {
                 conn.as_mut().graceful_shutdown();
                 break conn.await;
@@ -294,6 +363,21 @@ async fn detect<IO: AsyncRead + Unpin>(io: &mut IO) -> std::io::Result<Option<(H
         }
         if n == H2_PREFACE.len() {
             return Ok(Some((HttpProtocol::Http2, buf.freeze())));
+        }
+    }
+}
+
+/// Counts a request whose handler future is dropped before it answered: the client reset
+/// the stream. Disarmed (`max` 0) once the handler answered.
+struct Cancelled<'a> {
+    info: &'a Arc<ConnectionInfo>,
+    max: u32,
+}
+
+impl Drop for Cancelled<'_> {
+    fn drop(&mut self) {
+        if self.max > 0 {
+            self.info.client_cancelled(self.max);
         }
     }
 }

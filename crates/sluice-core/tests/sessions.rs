@@ -35,10 +35,13 @@ async fn start(release_above: usize) -> std::net::SocketAddr {
             keepalive_timeout: Duration::from_secs(10),
             idle_release: Some(Duration::from_secs(1)),
             release_above,
+            ..Default::default()
         },
         h2c: true,
         tls: None,
         stats: Default::default(),
+        http2: Default::default(),
+        limits: Default::default(),
     });
     let (trigger, watcher) = shutdown::channel();
     tokio::spawn(async move {

@@ -35,6 +35,16 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The request head is larger than allowed.
     RequestHeaderTooLarge,
+    /// The request target (path and query) is longer than allowed.
+    UriTooLong,
+    /// The request body is larger than allowed.
+    RequestBodyTooLarge,
+    /// The request is refused by an access rule (address not allowed).
+    Forbidden,
+    /// The request lacks valid credentials.
+    Unauthorized,
+    /// A limit on requests in flight refused the request.
+    Overloaded,
     /// No site or route matched the request.
     NoRoute,
     /// The client went away or reset the stream.
@@ -78,7 +88,16 @@ impl ErrorKind {
     pub fn side(self) -> Side {
         use ErrorKind::*;
         match self {
-            InvalidRequest | RequestHeaderTooLarge | ClientGone | ClientTimeout | NoRoute => Side::Downstream,
+            InvalidRequest
+            | RequestHeaderTooLarge
+            | UriTooLong
+            | RequestBodyTooLarge
+            | Forbidden
+            | Unauthorized
+            | ClientGone
+            | ClientTimeout
+            | NoRoute => Side::Downstream,
+            Overloaded => Side::Internal,
             ConnectRefused
             | ConnectTimeout
             | ConnectFailed
@@ -108,6 +127,11 @@ impl ErrorKind {
         match self {
             InvalidRequest => "invalid_request",
             RequestHeaderTooLarge => "request_header_too_large",
+            UriTooLong => "uri_too_long",
+            RequestBodyTooLarge => "request_body_too_large",
+            Forbidden => "forbidden",
+            Unauthorized => "unauthorized",
+            Overloaded => "overloaded",
             NoRoute => "no_route",
             ClientGone => "client_gone",
             ClientTimeout => "client_timeout",

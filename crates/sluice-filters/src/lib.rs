@@ -5,6 +5,9 @@
 //! - [`headers`]: request and response header `set` / `add` / `remove`;
 //! - [`respond`]: fixed responses and redirects (short-circuit filters);
 //! - [`tls`]: HTTPS redirects and client certificate headers;
+//! - [`access`]: address rules, Basic auth, JWT and forward-auth;
+//! - [`real_ip`]: the client's address behind trusted proxies;
+//! - [`limits`]: requests in flight per route;
 //! - [`access_log`]: one line per request (JSON or text), written off the request path;
 //! - [`compress`]: on-the-fly gzip, brotli and zstd compression of responses (and
 //!   decompression for clients that cannot decode what the origin sent).
@@ -13,14 +16,17 @@
 //! [`ResponseFilter`]; a route is a chain of each, run by the server's `Proxy`
 //! implementation in its `request_filter` and `response_filter` phases.
 
+pub mod access;
 pub mod access_log;
 pub mod affinity;
 pub mod cache;
 pub mod compress;
 pub mod files;
 pub mod headers;
+pub mod limits;
 pub mod normalize;
 pub mod ratelimit;
+pub mod real_ip;
 pub mod respond;
 pub mod router;
 pub mod tls;

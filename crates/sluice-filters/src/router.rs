@@ -76,6 +76,12 @@ pub struct Route {
     pub cache: Option<Arc<crate::cache::CacheRule>>,
     /// Rate limit (the route's, else its site's).
     pub rate_limit: Option<Arc<crate::ratelimit::RateLimit>>,
+    /// Access checks (the route's, else its site's, per kind of check).
+    pub access: Option<Arc<crate::access::Access>>,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_size: Option<u64>,
+    /// Requests in flight at once (the route's, else one limit shared by its site).
+    pub in_flight: Option<Arc<crate::limits::InFlightLimit>>,
 }
 
 impl Route {
@@ -254,6 +260,9 @@ mod tests {
             compress: None,
             cache: None,
             rate_limit: None,
+            access: None,
+            max_body_size: None,
+            in_flight: None,
         }
     }
 

@@ -116,7 +116,12 @@ impl<P: Proxy> HttpProxy<P> {
                     continue;
                 }
                 Err(e) if session.body_errored() => {
-                    return Err(Error::explain(ErrorKind::InvalidRequest, format!("request body: {e}")));
+                    let kind = match session.body_failure() {
+                        Some(sluice_core::body::BodyFailure::TooLarge) => ErrorKind::RequestBodyTooLarge,
+                        Some(sluice_core::body::BodyFailure::Timeout) => ErrorKind::ClientTimeout,
+                        _ => ErrorKind::InvalidRequest,
+                    };
+                    return Err(Error::explain(kind, format!("request body: {e}")));
                 }
                 Err(e)
                     if policy_replayable

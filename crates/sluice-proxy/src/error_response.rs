@@ -11,6 +11,12 @@ use sluice_error::{Error, ErrorKind};
 /// |---|---|
 /// | invalid request | 400 |
 /// | request head too large | 431 |
+/// | request target too long | 414 |
+/// | request body too large | 413 |
+/// | client too slow sending its body | 408 |
+/// | access rule refused | 403 |
+/// | credentials missing or invalid | 401 |
+/// | requests-in-flight limit refused | 503 |
 /// | no route | 404 |
 /// | connect refused / failed, upstream TLS failure, upstream reset or protocol error | 502 |
 /// | no upstream server available, or a circuit breaker refused | 503 |
@@ -21,6 +27,12 @@ pub fn status_for(error: &Error) -> StatusCode {
     match error.kind() {
         ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorKind::RequestHeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+        ErrorKind::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::NoRoute => StatusCode::NOT_FOUND,
         ErrorKind::ConnectRefused
         | ErrorKind::ConnectFailed
@@ -31,9 +43,7 @@ pub fn status_for(error: &Error) -> StatusCode {
         ErrorKind::ConnectTimeout | ErrorKind::UpstreamFirstByteTimeout | ErrorKind::UpstreamReadTimeout => {
             StatusCode::GATEWAY_TIMEOUT
         }
-        ErrorKind::ClientGone | ErrorKind::ClientTimeout => {
-            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
-        }
+        ErrorKind::ClientGone => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         ErrorKind::Custom(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -49,6 +59,13 @@ pub fn error_response(error: &Error) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if error.kind() == ErrorKind::Overloaded {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if matches!(error.kind(), ErrorKind::RequestBodyTooLarge | ErrorKind::ClientTimeout) {
+        // The rest of the body is not read: the connection cannot carry another request.
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

@@ -22,6 +22,8 @@ pub struct Session {
     body: Option<Incoming>,
     first_frame: Option<http_body::Frame<bytes::Bytes>>,
     body_stats: Option<Arc<BodyStats>>,
+    body_limits: sluice_core::body::BodyLimits,
+    client: SocketAddr,
     conn: Arc<ConnectionInfo>,
     started: Instant,
     request_id: HeaderValue,
@@ -51,6 +53,8 @@ impl Session {
             body: Some(body),
             first_frame: None,
             body_stats: None,
+            body_limits: Default::default(),
+            client: conn.client_addr,
             conn,
             started: Instant::now(),
             request_id,
@@ -70,9 +74,30 @@ impl Session {
         &self.conn
     }
 
-    /// The client's address.
+    /// The client's address: the connection's peer (or the address its PROXY protocol
+    /// header named), unless a filter set the real client behind trusted proxies.
     pub fn client_addr(&self) -> SocketAddr {
-        self.conn.client_addr
+        self.client
+    }
+
+    /// Sets the client's address (the real client behind trusted proxies); the port is
+    /// kept when the address is the connection's own, else 0 (unknown).
+    pub fn set_client_ip(&mut self, ip: std::net::IpAddr) {
+        if ip != self.client.ip() {
+            self.client = SocketAddr::new(ip, 0);
+        }
+    }
+
+    /// Limits the request body: at most `max` bytes (`413` beyond), and at most `idle`
+    /// between two reads (`408` beyond). Call it before the body is read (from
+    /// `request_filter`).
+    pub fn limit_body(&mut self, limits: sluice_core::body::BodyLimits) {
+        self.body_limits = limits;
+    }
+
+    /// What the request body failed with, once it failed.
+    pub fn body_failure(&self) -> Option<sluice_core::body::BodyFailure> {
+        self.body_stats.as_ref().and_then(|s| s.failure())
     }
 
     /// The downstream protocol.
@@ -191,20 +216,38 @@ impl Session {
     /// client that asked for it.
     pub async fn read_body_start(&mut self) -> sluice_error::Result<()> {
         use http_body_util::BodyExt;
+        use sluice_error::{Error, ErrorKind};
         if self.first_frame.is_some() || !self.has_body() {
             return Ok(());
         }
         let Some(body) = self.body.as_mut() else { return Ok(()) };
-        match body.frame().await {
+        let limits = self.body_limits;
+        let frame = match limits.idle {
+            Some(idle) => match tokio::time::timeout(idle, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    return Err(Error::explain(
+                        ErrorKind::ClientTimeout,
+                        format!("no request body received for {idle:?} (body-read-timeout)"),
+                    ))
+                }
+            },
+            None => body.frame().await,
+        };
+        match frame {
             Some(Ok(frame)) => {
+                if let (Some(max), Some(data)) = (limits.max, frame.data_ref()) {
+                    if data.len() as u64 > max {
+                        return Err(Error::explain(
+                            ErrorKind::RequestBodyTooLarge,
+                            format!("the request body is larger than {max} bytes"),
+                        ));
+                    }
+                }
                 self.first_frame = Some(frame);
                 Ok(())
             }
-            Some(Err(e)) => Err(sluice_error::Error::because(
-                sluice_error::ErrorKind::InvalidRequest,
-                "reading the request body",
-                e,
-            )),
+            Some(Err(e)) => Err(Error::because(ErrorKind::InvalidRequest, "reading the request body", e)),
             None => Ok(()),
         }
     }
@@ -220,7 +263,7 @@ impl Session {
         };
         let stats = Arc::new(BodyStats::default());
         self.body_stats = Some(stats.clone());
-        body.with_stats(stats)
+        body.with_stats(stats).with_limits(self.body_limits)
     }
 }
 

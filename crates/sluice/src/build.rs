@@ -69,6 +69,8 @@ pub struct Built {
     pub metrics: Arc<Metrics>,
     /// The HTTP cache, when a site or route caches (kept across reloads).
     pub cache: Option<Arc<HttpCache>>,
+    /// Other background tasks of the generation (JWKS refreshers).
+    pub tasks: Vec<crate::policy::Task>,
 }
 
 /// What a reload can keep from the running configuration.
@@ -299,6 +301,9 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
     }
 
     let cache = http_cache(config, previous)?;
+    let mut tasks = Vec::new();
+    let plain_upstreams: HashMap<String, Arc<Upstream>> =
+        upstreams.iter().map(|(name, g)| (name.clone(), g.upstream.clone())).collect();
     let mut router = Router::new(slots.iter().max().map_or(0, |m| m + 1));
     let mut route_labels = Vec::with_capacity(config.sites.len());
     for site in &config.sites {
@@ -316,6 +321,9 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
             .collect();
         let mut routes = Vec::with_capacity(site.routes.len());
         let site_limit = site.rate_limit.as_ref().and_then(|l| rate_limit(l, site_label(site)));
+        let site_policy = crate::policy::site_policy(&site.policy, &plain_upstreams, &mut tasks)
+            .await
+            .with_context(|| format!("site `{}`", site_label(site)))?;
         for r in &site.routes {
             let compress = r.compress.as_ref().or(site.compress.as_ref());
             let mut route = build_route(r, &upstreams, compress)?;
@@ -324,6 +332,12 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
                 Some(l) => rate_limit(l, route_name(&route)),
                 None => site_limit.clone(),
             };
+            let policy = crate::policy::route_policy(&site_policy, &r.policy, &plain_upstreams, &mut tasks)
+                .await
+                .with_context(|| format!("site `{}`, route `{}`", site_label(site), route_name(&route)))?;
+            route.access = policy.access;
+            route.max_body_size = policy.max_body_size;
+            route.in_flight = policy.in_flight;
             if let (Some(rule), Some(cache)) = (r.cache.as_ref().or(site.cache.as_ref()), &cache) {
                 if rule.enabled && route.proxy.is_some() {
                     route.cache = Some(Arc::new(cache_rule(rule, cache)));
@@ -373,7 +387,14 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
 
     let mut acceptors = Vec::new();
     let mut listeners = Vec::with_capacity(config.listeners.len());
+    let mut listener_policies: Vec<crate::policy::ListenerPolicy> = Vec::new();
     for (id, l) in config.listeners.iter().enumerate() {
+        let slot = slots[id];
+        if listener_policies.len() <= slot {
+            listener_policies.resize_with(slot + 1, Default::default);
+        }
+        listener_policies[slot] = crate::policy::listener_policy(l);
+        let (limits, http2) = crate::policy::listener_limits(l);
         let tls = match &l.tls {
             None => None,
             Some(tls) => {
@@ -394,17 +415,23 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
                 keepalive_timeout: l.keepalive_timeout,
                 idle_release: Some(std::time::Duration::from_secs(1)),
                 release_above: 256,
+                send_timeout: l.send_timeout,
+                max_headers: l.max_headers,
             },
             h2c: l.h2c,
             tls,
             stats: Default::default(),
+            http2,
+            limits,
         });
     }
 
     let metrics = Arc::new(Metrics::new(route_labels, previous.map(|p| p.metrics)));
     Ok(Built {
         // Requests are counted only when something can read the counts (the admin API).
-        proxy: ConfiguredProxy::new(router, access_log.clone(), config.server.admin.is_some().then(|| metrics.clone())),
+        proxy: ConfiguredProxy::new(router, access_log.clone(), config.server.admin.is_some().then(|| metrics.clone()))
+            .with_listeners(listener_policies),
+        tasks,
         metrics,
         cache,
         listeners,
@@ -713,5 +740,8 @@ fn build_route(
         compress: compress.and_then(compress_policy),
         cache: None,
         rate_limit: None,
+        access: None,
+        max_body_size: None,
+        in_flight: None,
     })
 }

@@ -379,6 +379,7 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
             compress: None,
             cache: None,
             rate_limit: None,
+            policy: Default::default(),
         }],
         certificate: None,
         client_auth: None,
@@ -386,6 +387,7 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
         compress: None,
         cache: None,
         rate_limit: None,
+        policy: Default::default(),
     });
     Ok(config)
 }

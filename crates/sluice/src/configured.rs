@@ -10,6 +10,7 @@ use sluice_filters::access_log::AccessLog;
 
 use crate::metrics::Metrics;
 use crate::otlp::{Exporter, SpanRecord};
+use crate::policy::ListenerPolicy;
 use sluice_filters::cache::Lookup;
 use sluice_filters::ratelimit::Decision as RateDecision;
 use sluice_filters::router::{Matched, Router};
@@ -22,6 +23,8 @@ pub struct ConfiguredProxy {
     access_log: Option<Arc<AccessLog>>,
     metrics: Option<Arc<Metrics>>,
     tracer: Option<Arc<Exporter>>,
+    /// Per-listener request limits and real-address rules, by listener slot.
+    listeners: Vec<ListenerPolicy>,
 }
 
 /// Per-request state: which route matched.
@@ -40,12 +43,20 @@ pub struct RouteCtx {
     compressed: Option<bytes::Bytes>,
     /// The compressed output being kept for the cache: coding and bytes so far.
     compressed_fill: Option<(&'static str, bytes::BytesMut)>,
+    /// The route's in-flight slot, held until the response is done.
+    in_flight: Option<sluice_filters::limits::InFlightGuard>,
 }
 
 impl ConfiguredProxy {
     /// A proxy from a built router, an optional access log and optional metrics.
     pub fn new(router: Router, access_log: Option<Arc<AccessLog>>, metrics: Option<Arc<Metrics>>) -> Self {
-        Self { router, access_log, metrics, tracer: None }
+        Self { router, access_log, metrics, tracer: None, listeners: Vec::new() }
+    }
+
+    /// Applies these per-listener policies (indexed by listener slot).
+    pub fn with_listeners(mut self, listeners: Vec<ListenerPolicy>) -> Self {
+        self.listeners = listeners;
+        self
     }
 
     /// Exports a span per request to this OTLP exporter.
@@ -109,6 +120,21 @@ impl Proxy for ConfiguredProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RouteCtx) -> Result<Flow> {
+        let listener = session.connection().listener_id;
+        static DEFAULT_POLICY: std::sync::OnceLock<ListenerPolicy> = std::sync::OnceLock::new();
+        let policy = self.listeners.get(listener).unwrap_or_else(|| DEFAULT_POLICY.get_or_init(Default::default));
+        let target_len = session.req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        if target_len > policy.max_uri_length {
+            return Err(Error::explain(
+                ErrorKind::UriTooLong,
+                format!("request target of {target_len} bytes (max-uri-length {})", policy.max_uri_length),
+            ));
+        }
+        if let Some(real_ip) = &policy.real_ip {
+            let peer = session.connection().client_addr.ip();
+            let client = real_ip.resolve(peer, &mut session.req.headers);
+            session.set_client_ip(client);
+        }
         // Route (and forward) the normalized path: `/%61dmin` and `/a/../admin` are `/admin`.
         if let std::borrow::Cow::Owned(normal) = sluice_filters::normalize::path(session.req.uri.path()) {
             let path_and_query = match session.req.uri.query() {
@@ -121,12 +147,41 @@ impl Proxy for ConfiguredProxy {
                 session.req.uri = uri;
             }
         }
-        let listener = session.connection().listener_id;
         let matched = self
             .router
             .find(listener, session.host(), session.path(), &session.req.method)
             .ok_or_else(|| Error::explain(ErrorKind::NoRoute, "no site or route matches"))?;
         ctx.matched = Some(matched);
+        let route = self.router.route(matched);
+        if let Some(max) = route.max_body_size {
+            let declared = session
+                .req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Err(Error::explain(
+                    ErrorKind::RequestBodyTooLarge,
+                    format!("the request body is larger than {max} bytes"),
+                ));
+            }
+        }
+        session.limit_body(sluice_core::body::BodyLimits {
+            max: route.max_body_size,
+            idle: Some(policy.body_read_timeout),
+        });
+        if let Some(limit) = &route.in_flight {
+            match limit.try_acquire() {
+                Some(slot) => ctx.in_flight = Some(slot),
+                None => {
+                    return Err(Error::explain(
+                        ErrorKind::Overloaded,
+                        format!("{} requests in flight on the route (max-in-flight)", limit.max()),
+                    ))
+                }
+            }
+        }
         if let Some(limit) = &self.router.route(matched).rate_limit {
             let key = limit.key_of(session.client_addr().ip(), &session.req.headers, matched.route);
             match limit.check(key) {
@@ -136,6 +191,11 @@ impl Proxy for ConfiguredProxy {
                     tracing::debug!(limit = %limit.name, client = %session.client_addr(), "rate limited");
                     return Ok(Flow::Respond(limit.reject(retry_after)));
                 }
+            }
+        }
+        if let Some(access) = &route.access {
+            if let Some(refusal) = access.check(session).await? {
+                return Ok(Flow::Respond(refusal));
             }
         }
         let site = self.router.site(matched.site);

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod configured;
 pub mod metrics;
 pub mod otlp;
+pub mod policy;
 pub mod privileges;
 pub mod server;
 pub mod upgrade;

@@ -330,7 +330,7 @@ impl Server {
             access_log: built.access_log,
             tasks: tasks_trigger,
         };
-        spawn_background(&generation, built.checks, built.discoveries, tasks_shutdown);
+        spawn_background(&generation, built.checks, built.discoveries, built.tasks, tasks_shutdown);
         let current = Arc::new(ArcSwap::from_pointee(generation));
         let retired = Arc::new(Mutex::new(Vec::new()));
         let service = Arc::new(Live { current: current.clone(), retired: retired.clone() });
@@ -638,7 +638,7 @@ impl Control {
             access_log: built.access_log,
             tasks: tasks_trigger,
         };
-        spawn_background(&generation, built.checks, built.discoveries, tasks_shutdown);
+        spawn_background(&generation, built.checks, built.discoveries, built.tasks, tasks_shutdown);
         let done = Reloaded {
             version: generation.version,
             hash: generation.hash.clone(),
@@ -842,8 +842,18 @@ fn spawn_background(
     generation: &Generation,
     checks: Vec<(Arc<sluice_upstream::Backend>, Arc<sluice_upstream::health_check::CheckSettings>, String)>,
     discoveries: Vec<sluice_upstream::discovery::Discovery>,
+    tasks: Vec<crate::policy::Task>,
     shutdown: Shutdown,
 ) {
+    for task in tasks {
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = task.0 => {}
+                _ = stop.triggered() => {}
+            }
+        });
+    }
     for (backend, settings, group) in checks {
         tokio::spawn(sluice_upstream::health_check::run(backend, settings, group, shutdown.clone()));
     }
@@ -882,10 +892,13 @@ fn admin_settings() -> Arc<ListenerSettings> {
             keepalive_timeout: Duration::from_secs(30),
             idle_release: Some(Duration::from_secs(1)),
             release_above: 256,
+            ..Default::default()
         },
         h2c: false,
         tls: None,
         stats: Arc::new(ListenerStats::default()),
+        http2: Default::default(),
+        limits: Default::default(),
     })
 }
 

@@ -79,10 +79,13 @@ async fn main() -> std::io::Result<()> {
             keepalive_timeout: std::time::Duration::from_secs(60),
             idle_release: Some(std::time::Duration::from_secs(1)),
             release_above: 256,
+            ..Default::default()
         },
         h2c: true,
         tls: None,
         stats: Default::default(),
+        http2: Default::default(),
+        limits: Default::default(),
     });
     let (trigger, watcher) = shutdown::channel();
     let server = tokio::spawn(listener::serve(socket, settings, service, watcher));

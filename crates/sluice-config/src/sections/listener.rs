@@ -8,7 +8,7 @@ use crate::diagnostic::Diagnostics;
 use crate::model::ListenerConfig;
 use crate::reader::{children, name, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::tls::{read_listener_tls, RawListenerTls};
-use crate::sections::RawListener;
+use crate::sections::{hardening, RawListener};
 use crate::value::{boolean, duration, integer, non_empty_string, size, string};
 
 const NODES: &[&str] =
@@ -73,7 +73,7 @@ fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerC
     let mut tls = None;
     let mut h2c_span = None;
     for child in children(node) {
-        let known = NODES.contains(&name(child));
+        let known = NODES.contains(&name(child)) || hardening::NODES.contains(&name(child));
         if known && !once.first(d, child, "in `listener`") {
             continue;
         }
@@ -131,7 +131,11 @@ fn read_children(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut ListenerC
                 }
             }
             "tls" => tls = Some(read_listener_tls(d, child)),
-            _ => unknown_node(d, child, Some("listener"), NODES),
+            other if hardening::NODES.contains(&other) => hardening::read(d, child, config),
+            _ => {
+                let all: Vec<&str> = NODES.iter().chain(hardening::NODES).copied().collect();
+                unknown_node(d, child, Some("listener"), &all);
+            }
         }
     }
     if let (Some(span), Some(_)) = (h2c_span, &tls) {

@@ -6,8 +6,10 @@
 
 mod cache;
 mod compress;
+mod hardening;
 mod headers;
 mod listener;
+mod policy;
 mod ratelimit;
 mod route;
 mod server;
@@ -96,6 +98,10 @@ pub(crate) struct RawSite {
     pub cache: Option<crate::model::CacheRuleConfig>,
     /// Rate limit for the site's routes.
     pub rate_limit: Option<crate::model::RateLimitConfig>,
+    /// Access control and limits for the site's routes.
+    pub policy: crate::model::PolicyConfig,
+    /// Names its policy refers to (checked once the whole file is read).
+    pub refs: Vec<Reference>,
     /// Where the site's name (`site`) was written.
     pub span: SourceSpan,
 }
@@ -109,6 +115,17 @@ pub(crate) struct RawRoute {
     pub path_span: SourceSpan,
     /// Where the upstream name of a `proxy` action was written.
     pub upstream_span: Option<SourceSpan>,
+    /// Names its policy refers to.
+    pub refs: Vec<Reference>,
+}
+
+/// Something a site's or route's policy names, checked against the whole file.
+#[derive(Debug, Clone)]
+pub(crate) enum Reference {
+    /// The upstream group of `forward-auth`.
+    Upstream(String, SourceSpan),
+    /// A rate limit with `store "redis"` needs `server { redis ... }`.
+    Redis(SourceSpan),
 }
 
 /// Reads every top-level node.

@@ -7,11 +7,11 @@ use std::time::Duration;
 use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::RateLimitConfig;
+use crate::model::{RateLimitConfig, RateLimitStore, RedisFallback};
 use crate::reader::{children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once};
-use crate::value::{boolean, duration, integer, non_empty_string};
+use crate::value::{boolean, choice, duration, integer, non_empty_string, rate};
 
-const NODES: &[&str] = &["rate", "burst", "key", "delay", "max-keys"];
+const NODES: &[&str] = &["rate", "burst", "key", "delay", "max-keys", "store", "on-redis-error", "name"];
 const USAGE: &str = "rate-limit { rate \"10/s\"; burst 20; key \"client-ip\" }";
 
 /// Reads a `rate-limit` node.
@@ -26,6 +26,9 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RateLimitC
         key: vec!["client-ip".to_owned()],
         delay: Duration::ZERO,
         max_keys: 100_000,
+        store: RateLimitStore::Local,
+        on_redis_error: RedisFallback::Allow,
+        name: None,
     };
     if !enabled {
         return Some(config);
@@ -40,35 +43,12 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RateLimitC
         match name(child) {
             "rate" => {
                 let usage = "rate \"10/s\"";
-                let Some(entry) = single(d, child, usage) else {
-                    ok = false;
-                    continue;
-                };
-                let Some(text) = non_empty_string(d, entry, usage) else {
-                    ok = false;
-                    continue;
-                };
-                let parsed = text.split_once('/').and_then(|(n, unit)| {
-                    let n: f64 = n.trim().parse().ok().filter(|n: &f64| *n > 0.0 && n.is_finite())?;
-                    let per = match unit.trim() {
-                        "s" => 1.0,
-                        "m" => 60.0,
-                        "h" => 3600.0,
-                        _ => return None,
-                    };
-                    Some(n / per)
-                });
-                match parsed {
+                match single(d, child, usage).and_then(|e| rate(d, e, usage)) {
                     Some(r) => {
                         config.per_second = r;
                         rate_given = true;
                     }
-                    None => {
-                        d.error(entry.span(), format!("invalid rate `{text}`"))
-                            .label("not a rate")
-                            .help("write requests per second, minute or hour, like \"10/s\", \"600/m\" or \"5000/h\"");
-                        ok = false;
-                    }
+                    None => ok = false,
                 }
             }
             "burst" => match single(d, child, "burst 20").and_then(|e| integer(d, e, 0, 1_000_000)) {
@@ -81,6 +61,27 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RateLimitC
             },
             "delay" => match single(d, child, "delay \"500ms\"").and_then(|e| duration(d, e, true)) {
                 Some(t) => config.delay = t,
+                None => ok = false,
+            },
+            "store" => {
+                match single(d, child, "store \"redis\"").and_then(|e| choice(d, e, "store", &["local", "redis"])) {
+                    Some("redis") => config.store = RateLimitStore::Redis,
+                    Some(_) => config.store = RateLimitStore::Local,
+                    None => ok = false,
+                }
+            }
+            "on-redis-error" => {
+                let usage = "on-redis-error \"allow\"";
+                match single(d, child, usage).and_then(|e| choice(d, e, "on-redis-error", &["allow", "deny", "local"]))
+                {
+                    Some("allow") => config.on_redis_error = RedisFallback::Allow,
+                    Some("deny") => config.on_redis_error = RedisFallback::Deny,
+                    Some(_) => config.on_redis_error = RedisFallback::Local,
+                    None => ok = false,
+                }
+            }
+            "name" => match single(d, child, "name \"login\"").and_then(|e| non_empty_string(d, e, "name \"login\"")) {
+                Some(n) => config.name = Some(n.to_owned()),
                 None => ok = false,
             },
             "key" => {

@@ -49,6 +49,8 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     let mut compress = None;
     let mut cache = None;
     let mut rate_limit = None;
+    let mut policy = crate::model::PolicyConfig::default();
+    let mut refs = Vec::new();
     let mut once = Once::default();
     for child in children(node) {
         let child_name = name(child);
@@ -77,8 +79,22 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
             "response-headers" => response_headers = read_edits(d, child),
             "compress" => compress = crate::sections::compress::read(d, child),
             "cache" => cache = crate::sections::cache::read_rule(d, child),
-            "rate-limit" => rate_limit = crate::sections::ratelimit::read(d, child),
-            _ => unknown_node(d, child, Some("route"), NODES),
+            "rate-limit" => {
+                rate_limit = crate::sections::ratelimit::read(d, child);
+                if rate_limit
+                    .as_ref()
+                    .is_some_and(|l: &crate::model::RateLimitConfig| l.store == crate::model::RateLimitStore::Redis)
+                {
+                    refs.push(crate::sections::Reference::Redis(name_span(child)));
+                }
+            }
+            other if crate::sections::policy::NODES.contains(&other) => {
+                crate::sections::policy::read(d, child, &mut policy, &mut refs, &mut once, "route");
+            }
+            _ => {
+                let all: Vec<&str> = NODES.iter().chain(crate::sections::policy::NODES).copied().collect();
+                unknown_node(d, child, Some("route"), &all);
+            }
         }
     }
 
@@ -90,8 +106,9 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawRoute> 
     // A failed action was reported where it failed; the route is just left out.
     let ((path, path_span), exact, (action, upstream_span)) = (path?, exact?, action?);
     let path = if exact { PathMatch::Exact(path) } else { PathMatch::Prefix(path) };
-    let config = RouteConfig { path, methods, action, request_headers, response_headers, compress, cache, rate_limit };
-    Some(RawRoute { config, path_span, upstream_span })
+    let config =
+        RouteConfig { path, methods, action, request_headers, response_headers, compress, cache, rate_limit, policy };
+    Some(RawRoute { config, path_span, upstream_span, refs })
 }
 
 /// A request path: starts with `/`, no whitespace, query or fragment.

@@ -20,6 +20,8 @@ const NODES: &[&str] = &[
     "tracing",
     "user",
     "group",
+    "cache",
+    "redis",
 ];
 const TRACING_NODES: &[&str] = &["otlp", "service-name", "batch-size", "flush-interval", "queue"];
 const TRACING_USAGE: &str = "tracing { otlp \"http://127.0.0.1:4318/v1/traces\"; }";
@@ -61,6 +63,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, settings: &mut Serve
             }
             "access-log" => read_access_log(d, child, settings),
             "tracing" => settings.tracing = read_tracing(d, child),
+            "redis" => settings.redis = read_redis(d, child),
             "cache" => settings.cache = crate::sections::cache::read_store(d, child),
             "user" | "group" => {
                 let usage = if name(child) == "user" { "user \"sluice\"" } else { "group \"sluice\"" };
@@ -196,6 +199,48 @@ fn read_tracing(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<TracingSettin
     }
     settings.endpoint = endpoint?;
     Some(settings)
+}
+
+/// Reads `redis "host:port" timeout="100ms" prefix="sluice:" database=0 username="" password=""`.
+fn read_redis(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<crate::model::RedisConfig> {
+    const USAGE: &str = "redis \"127.0.0.1:6379\" timeout=\"100ms\" prefix=\"sluice:\"";
+    let (args, props) =
+        leaf(d, node, Arity::Exactly(1), &["timeout", "prefix", "database", "username", "password"], USAGE);
+    let entry = args.first()?;
+    let address = non_empty_string(d, entry, USAGE)?;
+    let port_ok = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok || address.contains('/') {
+        d.error(entry.span(), format!("invalid Redis address `{address}`"))
+            .label("not host:port")
+            .help("write the server's host and port, like \"127.0.0.1:6379\" or \"redis.internal:6379\"");
+        return None;
+    }
+    let mut config = crate::model::RedisConfig {
+        address: address.to_owned(),
+        timeout: std::time::Duration::from_millis(100),
+        prefix: "sluice:".to_owned(),
+        username: None,
+        password: None,
+        database: 0,
+    };
+    if let Some(e) = props.get("timeout") {
+        config.timeout = duration(d, e, false)?;
+    }
+    if let Some(e) = props.get("prefix") {
+        config.prefix = crate::value::string(d, e, USAGE)?.to_owned();
+    }
+    if let Some(e) = props.get("database") {
+        config.database = u32::try_from(integer(d, e, 0, 1_000_000)?).ok()?;
+    }
+    if let Some(e) = props.get("username") {
+        config.username = Some(non_empty_string(d, e, USAGE)?.to_owned());
+    }
+    if let Some(e) = props.get("password") {
+        config.password = Some(non_empty_string(d, e, USAGE)?.to_owned());
+    }
+    Some(config)
 }
 
 /// What is wrong with an OTLP endpoint, for a diagnostic.

@@ -12,7 +12,7 @@ use crate::reader::{children, leaf, name, name_span, take_args, take_props, unkn
 use crate::sections::headers::read_edits;
 use crate::sections::tls::{read_certificate, read_client_auth};
 use crate::sections::upstream::check_host_name;
-use crate::sections::{route, RawSite};
+use crate::sections::{policy, route, RawSite};
 use crate::value::{integer, string};
 
 const NODES: &[&str] = &[
@@ -47,6 +47,8 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
         compress: None,
         cache: None,
         rate_limit: None,
+        policy: Default::default(),
+        refs: Vec::new(),
         span: name_span(node),
     };
     for entry in args {
@@ -111,9 +113,18 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> RawSite {
             "rate-limit" => {
                 if once.first(d, child, "in `site`") {
                     site.rate_limit = crate::sections::ratelimit::read(d, child);
+                    if site.rate_limit.as_ref().is_some_and(|l| l.store == crate::model::RateLimitStore::Redis) {
+                        site.refs.push(crate::sections::Reference::Redis(name_span(child)));
+                    }
                 }
             }
-            _ => unknown_node(d, child, Some("site"), NODES),
+            other if policy::NODES.contains(&other) => {
+                policy::read(d, child, &mut site.policy, &mut site.refs, &mut once, "site")
+            }
+            _ => {
+                let all: Vec<&str> = NODES.iter().chain(policy::NODES).copied().collect();
+                unknown_node(d, child, Some("site"), &all);
+            }
         }
     }
     site
