@@ -78,6 +78,9 @@ pub struct ListenerStats {
     pub tls_failures: std::sync::atomic::AtomicU64,
     /// Open connections per client address, and refusals by the per-address limits.
     pub by_address: Arc<OpenByAddress>,
+    /// Connections closed because their PROXY protocol header was missing, invalid, late,
+    /// or came from an untrusted peer.
+    pub proxy_protocol_failures: std::sync::atomic::AtomicU64,
 }
 
 /// Binds a TCP listening socket, ready for [`serve`].

@@ -189,6 +189,11 @@ impl Router {
         id
     }
 
+    /// Every site, in configuration order.
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+
     /// A site by index.
     pub fn site(&self, id: usize) -> &Site {
         &self.sites[id]

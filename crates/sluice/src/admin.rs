@@ -286,6 +286,7 @@ impl HttpService for AdminService {
                 if let Some(cache) = &g.cache {
                     metrics::render_cache(&mut text, cache.store());
                 }
+                metrics::render_security(&mut text, g.proxy.proxy().router(), &g.listeners, g.redis.as_deref());
                 if let Some(tracer) = self.0.tracer() {
                     metrics::render_spans(&mut text, tracer.exported(), tracer.failed(), tracer.dropped());
                 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
 use sluice_config::{self as config, Config};
+use sluice_core::gcra::Gcra;
 use sluice_core::guard::GuardConfig;
 use sluice_core::listener::ListenerSettings;
 use sluice_core::tls::server::{ClientAuth, ServerTlsSettings, SniName, TlsAcceptor, TlsEntry};
@@ -17,6 +18,8 @@ use sluice_filters::cache::{CacheRule, HttpCache};
 use sluice_filters::compress::{Coding, CompressPolicy, Levels};
 use sluice_filters::files::{FilesSettings, StaticFiles};
 use sluice_filters::headers::{HeaderEdit, HeaderRules};
+use sluice_filters::ratelimit::cluster::Fallback;
+use sluice_filters::ratelimit::redis::{Redis, RedisSettings};
 use sluice_filters::ratelimit::{KeyPart, RateLimit};
 use sluice_filters::respond::{Redirect, Respond};
 use sluice_filters::router::{self, Host, ProxyTarget, Route, Router, Site};
@@ -69,6 +72,8 @@ pub struct Built {
     pub metrics: Arc<Metrics>,
     /// The HTTP cache, when a site or route caches (kept across reloads).
     pub cache: Option<Arc<HttpCache>>,
+    /// The Redis client of cluster-wide rate limits.
+    pub redis: Option<Arc<Redis>>,
     /// Other background tasks of the generation (JWKS refreshers).
     pub tasks: Vec<crate::policy::Task>,
 }
@@ -84,6 +89,8 @@ pub struct Previous<'a> {
     pub metrics: &'a Metrics,
     /// Its HTTP cache.
     pub cache: Option<&'a Arc<HttpCache>>,
+    /// Its Redis client.
+    pub redis: Option<&'a Arc<Redis>>,
 }
 
 /// Builds the engine from a configuration; resolves upstream server names.
@@ -301,6 +308,12 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
     }
 
     let cache = http_cache(config, previous)?;
+    let redis = redis_client(config, previous);
+    if let Some(r) = &redis {
+        if !r.wait_connected(r.settings().timeout.max(std::time::Duration::from_secs(1))).await {
+            tracing::warn!(redis = %r.settings().address, "Redis is not reachable yet; cluster-wide rate limits use their on-redis-error setting until it is");
+        }
+    }
     let mut tasks = Vec::new();
     let plain_upstreams: HashMap<String, Arc<Upstream>> =
         upstreams.iter().map(|(name, g)| (name.clone(), g.upstream.clone())).collect();
@@ -320,7 +333,7 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
             })
             .collect();
         let mut routes = Vec::with_capacity(site.routes.len());
-        let site_limit = site.rate_limit.as_ref().and_then(|l| rate_limit(l, site_label(site)));
+        let site_limit = site.rate_limit.as_ref().and_then(|l| rate_limit(l, site_label(site), redis.as_ref()));
         let site_policy = crate::policy::site_policy(&site.policy, &plain_upstreams, &mut tasks)
             .await
             .with_context(|| format!("site `{}`", site_label(site)))?;
@@ -329,7 +342,7 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
             let mut route = build_route(r, &upstreams, compress)?;
             // A route's own limit is its own; the site's is one limit shared by its routes.
             route.rate_limit = match &r.rate_limit {
-                Some(l) => rate_limit(l, route_name(&route)),
+                Some(l) => rate_limit(l, format!("{}{}", site_label(site), route_name(&route)), redis.as_ref()),
                 None => site_limit.clone(),
             };
             let policy = crate::policy::route_policy(&site_policy, &r.policy, &plain_upstreams, &mut tasks)
@@ -432,6 +445,7 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
         proxy: ConfiguredProxy::new(router, access_log.clone(), config.server.admin.is_some().then(|| metrics.clone()))
             .with_listeners(listener_policies),
         tasks,
+        redis,
         metrics,
         cache,
         listeners,
@@ -626,7 +640,7 @@ fn route_name(route: &Route) -> String {
     }
 }
 
-fn rate_limit(c: &config::RateLimitConfig, name: String) -> Option<Arc<RateLimit>> {
+fn rate_limit(c: &config::RateLimitConfig, name: String, redis: Option<&Arc<Redis>>) -> Option<Arc<RateLimit>> {
     if !c.enabled {
         return None;
     }
@@ -640,7 +654,50 @@ fn rate_limit(c: &config::RateLimitConfig, name: String) -> Option<Arc<RateLimit
             Some((_, c)) => Some(KeyPart::Cookie(c.to_owned())),
         })
         .collect();
-    Some(Arc::new(RateLimit::new(name, c.per_second, c.burst, key, c.delay, c.max_keys)))
+    let name = c.name.clone().unwrap_or(name);
+    let limit = RateLimit::new(name.clone(), c.per_second, c.burst, key, c.delay, c.max_keys);
+    let limit = match (c.store, redis) {
+        (config::RateLimitStore::Redis, Some(redis)) => {
+            let fallback = match c.on_redis_error {
+                config::RedisFallback::Allow => Fallback::Allow,
+                config::RedisFallback::Deny => Fallback::Deny,
+                config::RedisFallback::Local => Fallback::Local(Gcra::new(c.per_second, c.burst, c.delay, c.max_keys)),
+            };
+            limit.with_redis(redis.clone(), &name, fallback, c.max_keys)
+        }
+        _ => limit,
+    };
+    Some(Arc::new(limit))
+}
+
+/// The Redis client: the running one when its settings did not change (its connection
+/// carries over), else a new one; `None` without `server { redis }`.
+fn redis_client(config: &Config, previous: Option<Previous<'_>>) -> Option<Arc<Redis>> {
+    let r = config.server.redis.as_ref()?;
+    let settings = RedisSettings {
+        address: r.address.clone(),
+        timeout: r.timeout,
+        prefix: r.prefix.clone(),
+        username: r.username.clone(),
+        password: r.password.clone(),
+        database: r.database,
+    };
+    if let Some(old) = previous.and_then(|p| p.redis) {
+        let s = old.settings();
+        if (&s.address, s.timeout, &s.prefix, &s.username, &s.password, s.database)
+            == (
+                &settings.address,
+                settings.timeout,
+                &settings.prefix,
+                &settings.username,
+                &settings.password,
+                settings.database,
+            )
+        {
+            return Some(old.clone());
+        }
+    }
+    Some(Redis::start(settings))
 }
 
 /// The compression policy of a `compress` block (`None` when it turns compression off).

@@ -183,8 +183,7 @@ impl Proxy for ConfiguredProxy {
             }
         }
         if let Some(limit) = &self.router.route(matched).rate_limit {
-            let key = limit.key_of(session.client_addr().ip(), &session.req.headers, matched.route);
-            match limit.check(key) {
+            match limit.decide(session.client_addr().ip(), &session.req.headers, matched.route).await {
                 RateDecision::Allow { .. } => {}
                 RateDecision::Delay(wait) => tokio::time::sleep(wait).await,
                 RateDecision::Reject(retry_after) => {

@@ -310,6 +310,93 @@ pub fn render(
     out
 }
 
+/// Rate limits, the Redis client of cluster-wide ones, and connection refusals.
+pub fn render_security(
+    out: &mut String,
+    router: &sluice_filters::router::Router,
+    listeners: &[Arc<ListenerSettings>],
+    redis: Option<&sluice_filters::ratelimit::redis::Redis>,
+) {
+    let mut limits: Vec<&Arc<sluice_filters::ratelimit::RateLimit>> = Vec::new();
+    for site in router.sites() {
+        for route in &site.routes {
+            if let Some(l) = &route.rate_limit {
+                if !limits.iter().any(|seen| Arc::ptr_eq(seen, l)) {
+                    limits.push(l);
+                }
+            }
+        }
+    }
+    family(out, "sluice_ratelimit_requests_total", "counter", "Requests checked by a rate limit, by outcome.");
+    for l in &limits {
+        for (i, outcome) in ["allowed", "delayed", "rejected"].iter().enumerate() {
+            let n = l.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "sluice_ratelimit_requests_total{{limit=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(&l.name)
+            );
+        }
+    }
+    family(out, "sluice_ratelimit_keys", "gauge", "Keys a rate limit remembers now.");
+    for l in &limits {
+        let _ = writeln!(out, "sluice_ratelimit_keys{{limit=\"{}\"}} {}", escape(&l.name), l.keys());
+    }
+    let clusters: Vec<_> = limits.iter().filter_map(|l| l.cluster().map(|c| (&l.name, c))).collect();
+    if !clusters.is_empty() {
+        family(out, "sluice_ratelimit_redis_leases_total", "counter", "Leases of request slots asked of Redis.");
+        for (name, c) in &clusters {
+            let n = c.stats.leases.load(Ordering::Relaxed);
+            let _ = writeln!(out, "sluice_ratelimit_redis_leases_total{{limit=\"{}\"}} {n}", escape(name));
+        }
+        family(
+            out,
+            "sluice_ratelimit_redis_fallbacks_total",
+            "counter",
+            "Requests decided by on-redis-error because Redis could not answer.",
+        );
+        for (name, c) in &clusters {
+            let n = c.stats.fallbacks.load(Ordering::Relaxed);
+            let _ = writeln!(out, "sluice_ratelimit_redis_fallbacks_total{{limit=\"{}\"}} {n}", escape(name));
+        }
+    }
+    if let Some(r) = redis {
+        family(out, "sluice_redis_up", "gauge", "1 while the connection to Redis is up.");
+        let _ = writeln!(out, "sluice_redis_up {}", u8::from(r.is_up()));
+        family(out, "sluice_redis_commands_total", "counter", "Redis commands, by result.");
+        let _ = writeln!(out, "sluice_redis_commands_total{{result=\"ok\"}} {}", r.stats.calls.load(Ordering::Relaxed));
+        let _ =
+            writeln!(out, "sluice_redis_commands_total{{result=\"error\"}} {}", r.stats.errors.load(Ordering::Relaxed));
+        family(
+            out,
+            "sluice_redis_writes_total",
+            "counter",
+            "Socket writes to Redis (each carries every queued command).",
+        );
+        let _ = writeln!(out, "sluice_redis_writes_total {}", r.stats.writes.load(Ordering::Relaxed));
+    }
+    family(
+        out,
+        "sluice_connections_refused_total",
+        "counter",
+        "Client connections refused by a connection limit, by reason.",
+    );
+    for l in listeners {
+        let by = &l.stats.by_address;
+        for (reason, n) in [
+            ("per_ip", by.refused_open.load(Ordering::Relaxed)),
+            ("rate_per_ip", by.refused_rate.load(Ordering::Relaxed)),
+            ("proxy_protocol", l.stats.proxy_protocol_failures.load(Ordering::Relaxed)),
+        ] {
+            let _ = writeln!(
+                out,
+                "sluice_connections_refused_total{{listener=\"{}\",reason=\"{reason}\"}} {n}",
+                escape(&l.name)
+            );
+        }
+    }
+}
+
 /// The OTLP exporter's span counts (only when `server.tracing` is set).
 pub fn render_spans(out: &mut String, exported: u64, failed: u64, dropped: u64) {
     family(out, "sluice_otlp_spans_total", "counter", "Spans given to the OTLP exporter, by outcome.");

@@ -67,6 +67,8 @@ pub struct Generation {
     access_log: Option<Arc<sluice_filters::access_log::AccessLog>>,
     /// The HTTP cache (for purges), when something caches.
     pub cache: Option<Arc<sluice_filters::cache::HttpCache>>,
+    /// The Redis client of cluster-wide rate limits (kept across reloads).
+    pub redis: Option<Arc<sluice_filters::ratelimit::redis::Redis>>,
     /// Stops this generation's background tasks (health checks, DNS, pool sweeping).
     tasks: ShutdownTrigger,
 }
@@ -323,6 +325,7 @@ impl Server {
             proxy: Arc::new(HttpProxy::new(built.proxy.with_tracer(tracer.as_ref().map(|(e, _)| e.clone())))),
             metrics: built.metrics,
             cache: built.cache,
+            redis: built.redis,
             listeners: settings.clone(),
             upstreams: built.upstreams,
             tls: built.tls,
@@ -603,6 +606,7 @@ impl Control {
             upstreams: &old.upstreams,
             metrics: &old.metrics,
             cache: old.cache.as_ref(),
+            redis: old.redis.as_ref(),
         };
         let built = build(config, &slots, Some(previous)).await?;
         // Bind the new listeners before anything changes.
@@ -631,6 +635,7 @@ impl Control {
             proxy: Arc::new(HttpProxy::new(built.proxy.with_tracer(self.tracer.as_ref().map(|(e, _)| e.clone())))),
             metrics: built.metrics,
             cache: built.cache,
+            redis: built.redis,
             listeners: settings.clone(),
             upstreams: built.upstreams,
             tls: built.tls,

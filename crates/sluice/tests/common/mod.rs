@@ -281,17 +281,44 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 /// The `sluice` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// Starts the binary and waits until it logged that it started; returns the child and
-/// its remaining log lines.
-#[allow(clippy::zombie_processes)] // the caller waits for the child
-pub fn spawn_until_started(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+/// A child process that is killed (and reaped) when dropped, so a test that fails midway
+/// leaves no server running behind it. Dereferences to the `Child`.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and waits until it logged that it started; returns the child (killed
+/// when dropped) and its remaining log lines.
+pub fn spawn_until_started(args: &[&str]) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(BIN)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(BIN)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -322,4 +349,80 @@ pub async fn until(what: &str, cond: impl Fn() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("timed out waiting until {what}");
+}
+
+/// A `redis-server` of the test's own on a free loopback port (no persistence), stopped
+/// when dropped. When the machine has no `redis-server`, it is installed with apt-get
+/// (Debian's package), as the README says; a test fails with the reason if that fails.
+pub struct RedisServer {
+    pub port: u16,
+    process: KillOnDrop,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> RedisServer {
+        let binary = redis_binary();
+        let process = KillOnDrop(
+            std::process::Command::new(binary)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("starting redis-server"),
+        );
+        for _ in 0..500 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                    return RedisServer { port, process };
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (a crash, for the failure tests).
+    pub fn stop(mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn redis_binary() -> &'static str {
+    static FOUND: std::sync::OnceLock<Result<&'static str, String>> = std::sync::OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        for candidate in ["redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
+            if std::process::Command::new(candidate).arg("--version").output().is_ok_and(|o| o.status.success()) {
+                return Ok(candidate);
+            }
+        }
+        // Not installed: install Debian's package (the README's test command relies on this).
+        let installed = std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "redis-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output();
+        match installed {
+            Ok(o) if o.status.success() => Ok("/usr/bin/redis-server"),
+            Ok(o) => Err(format!(
+                "redis-server is not installed and `apt-get install -y redis-server` failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            )),
+            Err(e) => Err(format!("redis-server is not installed and apt-get cannot run ({e}); install Redis")),
+        }
+    });
+    match found {
+        Ok(path) => path,
+        Err(why) => panic!("{why}"),
+    }
 }

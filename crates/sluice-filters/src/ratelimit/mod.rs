@@ -3,10 +3,15 @@
 //!
 //! The algorithm and its bounded key memory are [`sluice_core::gcra`]; this module adds
 //! what is HTTP about it: the key of a request (client address, headers, cookies, the
-//! route) and the answer.
+//! route) and the answer. With `store "redis"`, [`cluster`] keeps the state in Redis,
+//! shared by every instance ([`redis`] is the client).
+
+pub mod cluster;
+pub mod redis;
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue};
@@ -37,6 +42,9 @@ pub struct RateLimit {
     gcra: Gcra,
     key: Vec<KeyPart>,
     hasher: std::collections::hash_map::RandomState,
+    cluster: Option<cluster::ClusterLimit>,
+    /// Requests allowed at once, delayed, and refused (for metrics).
+    pub counts: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl RateLimit {
@@ -49,7 +57,43 @@ impl RateLimit {
             gcra: Gcra::new(per_second, burst, delay, max_keys),
             key: if key.is_empty() { vec![KeyPart::ClientIp] } else { key },
             hasher: std::collections::hash_map::RandomState::new(),
+            cluster: None,
+            counts: Default::default(),
         }
+    }
+
+    /// Keeps the limit's state in Redis (shared by every instance using `redis` and the
+    /// same `name`), with `fallback` while Redis cannot answer.
+    pub fn with_redis(
+        mut self,
+        redis: Arc<redis::Redis>,
+        name: &str,
+        fallback: cluster::Fallback,
+        max_keys: usize,
+    ) -> Self {
+        self.cluster = Some(cluster::ClusterLimit::new(redis, name, &self.gcra, fallback, max_keys));
+        self
+    }
+
+    /// The Redis side, for a cluster-wide limit.
+    pub fn cluster(&self) -> Option<&cluster::ClusterLimit> {
+        self.cluster.as_ref()
+    }
+
+    /// Checks (and counts) one request: locally, or through Redis for a cluster-wide limit.
+    pub async fn decide(&self, client: IpAddr, headers: &HeaderMap, route: usize) -> Decision {
+        let key = self.key_of(client, headers, route);
+        let decision = match &self.cluster {
+            None => self.gcra.check(key),
+            Some(cluster) => cluster.check(key, self.stable_key_of(client, headers, route)).await,
+        };
+        let slot = match decision {
+            Decision::Allow { .. } => 0,
+            Decision::Delay(_) => 1,
+            Decision::Reject(_) => 2,
+        };
+        self.counts[slot].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        decision
     }
 
     /// The algorithm's state (rate, burst, keys).
@@ -57,34 +101,67 @@ impl RateLimit {
         &self.gcra
     }
 
-    /// The key hash of a request.
+    /// The key hash of a request (keyed per process: not predictable from outside).
     pub fn key_of(&self, client: IpAddr, headers: &HeaderMap, route: usize) -> u64 {
         let mut h = self.hasher.build_hasher();
+        self.feed(client, headers, route, &mut |bytes| h.write(bytes));
+        h.finish()
+    }
+
+    /// The same key hashed the same way in every process (FNV-1a, 128 bits), for the
+    /// Redis keys instances share.
+    pub fn stable_key_of(&self, client: IpAddr, headers: &HeaderMap, route: usize) -> u128 {
+        const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+        let mut h = OFFSET;
+        self.feed(client, headers, route, &mut |bytes| {
+            for &b in bytes {
+                h = (h ^ u128::from(b)).wrapping_mul(PRIME);
+            }
+        });
+        h
+    }
+
+    /// Feeds the key's parts to `write`, each tagged so that parts cannot run together.
+    fn feed(&self, client: IpAddr, headers: &HeaderMap, route: usize, write: &mut dyn FnMut(&[u8])) {
         for part in &self.key {
             match part {
                 KeyPart::ClientIp => match client {
-                    IpAddr::V4(v4) => h.write(&v4.octets()),
+                    IpAddr::V4(v4) => {
+                        write(&[0]);
+                        write(&v4.octets());
+                    }
                     IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                        Some(v4) => h.write(&v4.octets()),
-                        None => h.write(&v6.octets()[..8]),
+                        Some(v4) => {
+                            write(&[0]);
+                            write(&v4.octets());
+                        }
+                        None => {
+                            write(&[6]);
+                            write(&v6.octets()[..8]);
+                        }
                     },
                 },
                 KeyPart::Header(name) => {
-                    h.write_u8(1);
+                    write(&[1]);
                     for v in headers.get_all(name) {
-                        h.write(v.as_bytes());
+                        write(&(v.len() as u64).to_le_bytes());
+                        write(v.as_bytes());
                     }
                 }
                 KeyPart::Cookie(name) => {
-                    h.write_u8(2);
+                    write(&[2]);
                     if let Some(v) = crate::affinity::cookie_in(headers, name) {
-                        h.write(v);
+                        write(&(v.len() as u64).to_le_bytes());
+                        write(v);
                     }
                 }
-                KeyPart::Route => h.write_usize(route),
+                KeyPart::Route => {
+                    write(&[3]);
+                    write(&(route as u64).to_le_bytes());
+                }
             }
         }
-        h.finish()
     }
 
     /// Checks (and counts) one request of `key` now.
@@ -94,7 +171,10 @@ impl RateLimit {
 
     /// Keys remembered now (for tests and metrics).
     pub fn keys(&self) -> usize {
-        self.gcra.keys()
+        match &self.cluster {
+            Some(c) => c.keys(),
+            None => self.gcra.keys(),
+        }
     }
 
     /// The `429` answer.

@@ -1,0 +1,538 @@
+//! A small Redis client for cluster-wide rate limits: one pipelined connection per
+//! process, RESP2, and only what the limits need (`AUTH`, `SELECT`, `SCRIPT LOAD`,
+//! `EVALSHA`/`EVAL`).
+//!
+//! Why not the `redis` crate: the limits send one command shape, and what matters is the
+//! behaviour around it, which is easier to own than to configure: every command queued
+//! while the previous batch is on the wire goes out in the next single write (pipelining
+//! across all requests of the process, with no added wait), a command never waits longer
+//! than the configured timeout, and while Redis is unreachable calls fail at once (no
+//! request queues behind a dead server) while one task reconnects with backoff.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where and how to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `host:port`.
+    pub address: String,
+    /// Longest wait for an answer.
+    pub timeout: Duration,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// `AUTH` user (Redis 6 ACLs).
+    pub username: Option<String>,
+    /// `AUTH` password.
+    pub password: Option<String>,
+    /// `SELECT` database.
+    pub database: u32,
+}
+
+/// A RESP value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// `+OK`.
+    Simple(String),
+    /// `-ERR ...`.
+    Error(String),
+    /// `:42`.
+    Integer(i64),
+    /// `$3\r\nabc` (`None`: the null bulk string).
+    Bulk(Option<Bytes>),
+    /// `*2 ...` (`None`: the null array).
+    Array(Option<Vec<Value>>),
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisError {
+    /// Not connected (connecting, or backing off after a failure).
+    #[error("Redis is unreachable")]
+    Down,
+    /// No answer within the timeout.
+    #[error("Redis did not answer in time")]
+    Timeout,
+    /// The connection failed while the command was on it.
+    #[error("the Redis connection failed: {0}")]
+    Connection(String),
+    /// Redis answered with an error.
+    #[error("Redis: {0}")]
+    Reply(String),
+}
+
+struct Command {
+    bytes: Bytes,
+    reply: oneshot::Sender<Result<Value, RedisError>>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    /// Commands answered.
+    pub calls: AtomicU64,
+    /// Commands that failed (unreachable, timeout, connection lost, error reply).
+    pub errors: AtomicU64,
+    /// Writes to the socket (each carries every command queued at the time).
+    pub writes: AtomicU64,
+    /// Connections made.
+    pub connects: AtomicU64,
+}
+
+/// A shared client. Cheap to clone through `Arc`.
+#[derive(Debug)]
+pub struct Redis {
+    settings: RedisSettings,
+    tx: mpsc::UnboundedSender<Command>,
+    up: Arc<AtomicBool>,
+    attempted: Arc<(AtomicBool, tokio::sync::Notify)>,
+    script_sha: Arc<std::sync::Mutex<Option<String>>>,
+    /// Counters.
+    pub stats: Arc<RedisStats>,
+}
+
+/// The GCRA lease script: grants up to `ARGV[1]` requests of a key at once, on Redis's own
+/// clock, and answers `{granted, tat_before_us, now_us}`. See `cluster.rs` for the algorithm.
+pub const LEASE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local wanted = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local delay = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local room = math.floor((now + tolerance + delay - tat) / interval) + 1
+if room < 0 then room = 0 end
+local granted = math.min(wanted, room)
+if granted > 0 then
+  local after = tat + granted * interval
+  redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX', math.ceil((after - now) / 1000) + 1000)
+end
+return {granted, tat, now}
+";
+
+impl Redis {
+    /// A client for `settings`; the connection task starts on the current runtime and
+    /// connects at once (and again after failures).
+    pub fn start(settings: RedisSettings) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let up = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(RedisStats::default());
+        let script_sha = Arc::new(std::sync::Mutex::new(None));
+        let attempted = Arc::new((AtomicBool::new(false), tokio::sync::Notify::new()));
+        let redis = Arc::new(Self {
+            settings: settings.clone(),
+            tx,
+            up: up.clone(),
+            attempted: attempted.clone(),
+            script_sha: script_sha.clone(),
+            stats: stats.clone(),
+        });
+        tokio::spawn(run(settings, rx, up, stats, script_sha, attempted));
+        redis
+    }
+
+    /// Waits (at most `limit`) until the first connection attempt is over, so that a
+    /// server starting next to a healthy Redis does not answer its first requests with
+    /// the `on-redis-error` fallback. True when connected.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let (done, notify) = &*self.attempted;
+        let notified = notify.notified();
+        if !done.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(limit, notified).await;
+        }
+        self.is_up()
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// Whether the connection is up now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Sends one command (already RESP-encoded) and waits for its answer.
+    pub async fn call(&self, bytes: Bytes) -> Result<Value, RedisError> {
+        if !self.is_up() {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(RedisError::Down);
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Command { bytes, reply }).is_err() {
+            return Err(RedisError::Down);
+        }
+        let result = match tokio::time::timeout(self.settings.timeout, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RedisError::Connection("closed".into())),
+            Err(_) => Err(RedisError::Timeout),
+        };
+        let result = match result {
+            Ok(Value::Error(e)) => Err(RedisError::Reply(e)),
+            other => other,
+        };
+        let counter = if result.is_ok() { &self.stats.calls } else { &self.stats.errors };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Runs the lease script for `key` (by its SHA once loaded; by its text when Redis
+    /// forgot it, after a restart).
+    pub async fn lease(&self, key: &[u8], args: [u64; 4]) -> Result<Value, RedisError> {
+        let sha = self.script_sha.lock().ok().and_then(|s| s.clone());
+        let mut nums: [itoa::Buffer; 4] = Default::default();
+        let [a, b, c, d] = &mut nums;
+        let argv = [
+            a.format(args[0]).as_bytes(),
+            b.format(args[1]).as_bytes(),
+            c.format(args[2]).as_bytes(),
+            d.format(args[3]).as_bytes(),
+        ];
+        if let Some(sha) = sha {
+            let parts: [&[u8]; 8] = [b"EVALSHA", sha.as_bytes(), b"1", key, argv[0], argv[1], argv[2], argv[3]];
+            match self.call(encode(&parts)).await {
+                Err(RedisError::Reply(e)) if e.starts_with("NOSCRIPT") => {}
+                other => return other,
+            }
+        }
+        let parts: [&[u8]; 8] = [b"EVAL", LEASE_SCRIPT.as_bytes(), b"1", key, argv[0], argv[1], argv[2], argv[3]];
+        self.call(encode(&parts)).await
+    }
+}
+
+/// RESP encoding of a command.
+pub fn encode(parts: &[&[u8]]) -> Bytes {
+    let mut out = BytesMut::with_capacity(16 + parts.iter().map(|p| p.len() + 16).sum::<usize>());
+    let mut n = itoa::Buffer::new();
+    out.put_u8(b'*');
+    out.put_slice(n.format(parts.len()).as_bytes());
+    out.put_slice(b"\r\n");
+    for p in parts {
+        out.put_u8(b'$');
+        out.put_slice(n.format(p.len()).as_bytes());
+        out.put_slice(b"\r\n");
+        out.put_slice(p);
+        out.put_slice(b"\r\n");
+    }
+    out.freeze()
+}
+
+/// Why bytes from Redis are not RESP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid reply from Redis: {0}")]
+pub struct ProtocolError(&'static str);
+
+const MAX_BULK: usize = 16 << 20;
+const MAX_DEPTH: usize = 8;
+
+/// Parses one value from the front of `buf`: `Ok(None)` when more bytes are needed, else
+/// the value and the bytes it took.
+pub fn parse(buf: &[u8]) -> Result<Option<(Value, usize)>, ProtocolError> {
+    parse_at(buf, 0)
+}
+
+fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let end = memchr_crlf(buf)?;
+    Some((&buf[..end], end + 2))
+}
+
+fn memchr_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+fn number(text: &[u8]) -> Result<i64, ProtocolError> {
+    std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()).ok_or(ProtocolError("bad number"))
+}
+
+fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>, ProtocolError> {
+    if depth > MAX_DEPTH {
+        return Err(ProtocolError("nested too deep"));
+    }
+    let Some(&kind) = buf.first() else { return Ok(None) };
+    let Some((text, used)) = line(&buf[1..]) else {
+        if buf.len() > 64 * 1024 {
+            return Err(ProtocolError("line too long"));
+        }
+        return Ok(None);
+    };
+    let used = used + 1;
+    let utf8 = |t: &[u8]| String::from_utf8_lossy(t).into_owned();
+    match kind {
+        b'+' => Ok(Some((Value::Simple(utf8(text)), used))),
+        b'-' => Ok(Some((Value::Error(utf8(text)), used))),
+        b':' => Ok(Some((Value::Integer(number(text)?), used))),
+        b'$' => {
+            let len = number(text)?;
+            if len < 0 {
+                return Ok(Some((Value::Bulk(None), used)));
+            }
+            let len = usize::try_from(len).map_err(|_| ProtocolError("bad length"))?;
+            if len > MAX_BULK {
+                return Err(ProtocolError("bulk string too large"));
+            }
+            if buf.len() < used + len + 2 {
+                return Ok(None);
+            }
+            if &buf[used + len..used + len + 2] != b"\r\n" {
+                return Err(ProtocolError("bulk string not terminated"));
+            }
+            Ok(Some((Value::Bulk(Some(Bytes::copy_from_slice(&buf[used..used + len]))), used + len + 2)))
+        }
+        b'*' => {
+            let count = number(text)?;
+            if count < 0 {
+                return Ok(Some((Value::Array(None), used)));
+            }
+            let count = usize::try_from(count).map_err(|_| ProtocolError("bad length"))?;
+            if count > 1 << 20 {
+                return Err(ProtocolError("array too large"));
+            }
+            let mut items = Vec::with_capacity(count.min(64));
+            let mut at = used;
+            for _ in 0..count {
+                match parse_at(&buf[at..], depth + 1)? {
+                    Some((v, n)) => {
+                        items.push(v);
+                        at += n;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some((Value::Array(Some(items)), at)))
+        }
+        _ => Err(ProtocolError("unknown type byte")),
+    }
+}
+
+/// The connection task: connects, serves commands, reconnects with backoff.
+async fn run(
+    settings: RedisSettings,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    up: Arc<AtomicBool>,
+    stats: Arc<RedisStats>,
+    script_sha: Arc<std::sync::Mutex<Option<String>>>,
+    attempted: Arc<(AtomicBool, tokio::sync::Notify)>,
+) {
+    let first_done = || {
+        if !attempted.0.swap(true, Ordering::AcqRel) {
+            attempted.1.notify_waiters();
+        }
+    };
+    let mut backoff = Duration::from_millis(100);
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    loop {
+        match connect(&settings).await {
+            Ok((stream, sha)) => {
+                if let Ok(mut s) = script_sha.lock() {
+                    *s = Some(sha);
+                }
+                stats.connects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(redis = %settings.address, "connected to Redis");
+                up.store(true, Ordering::Relaxed);
+                first_done();
+                backoff = Duration::from_millis(100);
+                let why = serve(stream, &mut rx, &stats).await;
+                up.store(false, Ordering::Relaxed);
+                match why {
+                    None => return, // every client is gone
+                    Some(e) => {
+                        tracing::warn!(redis = %settings.address, error = %e, "Redis connection lost; reconnecting")
+                    }
+                }
+            }
+            Err(e) => {
+                first_done();
+                // Logged at most every 30 s while Redis stays down.
+                if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
+                    tracing::warn!(redis = %settings.address, error = %e, "cannot connect to Redis; cluster-wide rate limits use their on-redis-error setting");
+                    last_warning = Some(tokio::time::Instant::now());
+                }
+            }
+        }
+        // Commands sent while down fail at once (callers check `up` first; these raced).
+        while let Ok(c) = rx.try_recv() {
+            let _ = c.reply.send(Err(RedisError::Down));
+        }
+        if rx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One request-response on a fresh connection (during setup).
+async fn roundtrip(stream: &mut TcpStream, parts: &[&[u8]], buf: &mut BytesMut) -> Result<Value, String> {
+    stream.write_all(&encode(parts)).await.map_err(|e| e.to_string())?;
+    loop {
+        if let Some((v, n)) = parse(buf).map_err(|e| e.to_string())? {
+            buf.advance(n);
+            return match v {
+                Value::Error(e) => Err(e),
+                v => Ok(v),
+            };
+        }
+        if stream.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed".into());
+        }
+    }
+}
+
+async fn connect(settings: &RedisSettings) -> Result<(TcpStream, String), String> {
+    let connecting = async {
+        let mut stream = TcpStream::connect(&settings.address).await.map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let mut buf = BytesMut::with_capacity(4096);
+        if let Some(password) = &settings.password {
+            match &settings.username {
+                Some(user) => roundtrip(&mut stream, &[b"AUTH", user.as_bytes(), password.as_bytes()], &mut buf).await,
+                None => roundtrip(&mut stream, &[b"AUTH", password.as_bytes()], &mut buf).await,
+            }
+            .map_err(|e| format!("AUTH: {e}"))?;
+        }
+        if settings.database != 0 {
+            let db = settings.database.to_string();
+            roundtrip(&mut stream, &[b"SELECT", db.as_bytes()], &mut buf).await.map_err(|e| format!("SELECT: {e}"))?;
+        }
+        let sha = match roundtrip(&mut stream, &[b"SCRIPT", b"LOAD", LEASE_SCRIPT.as_bytes()], &mut buf).await {
+            Ok(Value::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(other) => return Err(format!("SCRIPT LOAD answered {other:?}")),
+            Err(e) => return Err(format!("SCRIPT LOAD: {e}")),
+        };
+        Ok((stream, sha))
+    };
+    match tokio::time::timeout(settings.timeout.max(Duration::from_secs(1)), connecting).await {
+        Ok(r) => r,
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// Serves commands on a connection until it fails (`Some(error)`) or every sender is
+/// gone (`None`). Commands that arrive together go out in one write.
+async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Command>, stats: &RedisStats) -> Option<String> {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut waiting: VecDeque<oneshot::Sender<Result<Value, RedisError>>> = VecDeque::new();
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let fail_all = |waiting: &mut VecDeque<oneshot::Sender<Result<Value, RedisError>>>, why: &str| {
+        for w in waiting.drain(..) {
+            let _ = w.send(Err(RedisError::Connection(why.to_owned())));
+        }
+    };
+    loop {
+        tokio::select! {
+            command = rx.recv() => {
+                let first = command?;
+                out.clear();
+                out.put_slice(&first.bytes);
+                waiting.push_back(first.reply);
+                // Everything else already queued goes in the same write.
+                while out.len() < 256 * 1024 {
+                    let Ok(c) = rx.try_recv() else { break };
+                    out.put_slice(&c.bytes);
+                    waiting.push_back(c.reply);
+                }
+                stats.writes.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = writer.write_all(&out).await {
+                    fail_all(&mut waiting, "write failed");
+                    return Some(e.to_string());
+                }
+            }
+            read = reader.read_buf(&mut input) => {
+                match read {
+                    Ok(0) => {
+                        fail_all(&mut waiting, "closed by Redis");
+                        return Some("closed by Redis".into());
+                    }
+                    Err(e) => {
+                        fail_all(&mut waiting, "read failed");
+                        return Some(e.to_string());
+                    }
+                    Ok(_) => loop {
+                        match parse(&input) {
+                            Ok(Some((value, n))) => {
+                                input.advance(n);
+                                match waiting.pop_front() {
+                                    Some(w) => {
+                                        let _ = w.send(Ok(value));
+                                    }
+                                    None => {
+                                        return Some("an answer nobody asked for".into());
+                                    }
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                fail_all(&mut waiting, "protocol error");
+                                return Some(e.to_string());
+                            }
+                        }
+                    },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_encoded_as_resp_arrays() {
+        assert_eq!(&encode(&[b"GET", b"k"])[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    }
+
+    #[test]
+    fn replies_parse_incrementally() {
+        let reply = b"*3\r\n:2\r\n:1700000000000000\r\n$2\r\nhi\r\n";
+        for cut in 0..reply.len() {
+            assert_eq!(parse(&reply[..cut]).unwrap(), None, "{cut}");
+        }
+        let (v, n) = parse(reply).unwrap().unwrap();
+        assert_eq!(n, reply.len());
+        assert_eq!(
+            v,
+            Value::Array(Some(vec![
+                Value::Integer(2),
+                Value::Integer(1_700_000_000_000_000),
+                Value::Bulk(Some(Bytes::from_static(b"hi")))
+            ]))
+        );
+        assert_eq!(parse(b"-NOSCRIPT x\r\n").unwrap().unwrap().0, Value::Error("NOSCRIPT x".into()));
+        assert_eq!(parse(b"$-1\r\n").unwrap().unwrap().0, Value::Bulk(None));
+        assert!(parse(b"?x\r\n").is_err());
+        assert!(parse(b"$3\r\nabcd\r\n").is_err());
+        assert!(parse(b":nan\r\n").is_err());
+    }
+
+    #[test]
+    fn hostile_replies_never_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let mut bytes = Vec::new();
+            let len = (state % 40) as usize;
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                bytes.push(b"*$:+-\r\n0123-9ab"[(state % 15) as usize]);
+            }
+            let _ = parse(&bytes);
+        }
+        // Deep nesting is refused rather than recursed into.
+        let deep = "*1\r\n".repeat(100);
+        assert!(parse(deep.as_bytes()).is_err());
+    }
+}
