@@ -272,6 +272,36 @@ impl Scanner {
     }
 }
 
+/// What the guard made of a byte stream (see [`screen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Screened {
+    /// Request heads that passed.
+    pub heads: u64,
+    /// Where the stream was cut because a head was rejected (just after that head).
+    pub rejected_at: Option<usize>,
+    /// Whether the guard stopped following the framing (an upgrade, a head over the limit,
+    /// a chunk size it cannot read): the rest is left to hyper.
+    pub passed_through: bool,
+}
+
+/// Runs the framing guard over `data` as if it arrived in reads of `read_size` bytes.
+/// The verdict must not depend on how the bytes were split into reads: fuzz targets and
+/// tests check exactly that.
+pub fn screen(data: &[u8], max_header_size: usize, read_size: usize) -> Screened {
+    let mut scanner = Scanner::new(max_header_size);
+    let mut offset = 0;
+    let mut rejected_at = None;
+    for chunk in data.chunks(read_size.max(1)) {
+        let mut buf = chunk.to_vec();
+        if let Scan::Poison { keep } = scanner.scan(&mut buf) {
+            rejected_at = Some(offset + keep);
+            break;
+        }
+        offset += chunk.len();
+    }
+    Screened { heads: scanner.heads_seen, rejected_at, passed_through: scanner.state == State::Passthrough }
+}
+
 /// Finds the end of a head (just past its empty line), searching LFs from `from`.
 fn find_head_end(data: &[u8], from: usize) -> Option<usize> {
     for p in memchr::memchr_iter(b'\n', data.get(from..)?) {
