@@ -446,6 +446,17 @@ pub struct UpstreamConfig {
     pub retry: Option<RetryConfig>,
     /// Sticky sessions: the name of the cookie that pins a client to a server.
     pub sticky_cookie: Option<String>,
+    /// Connections to the servers start with a PROXY protocol header naming the client.
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+/// Which PROXY protocol version to send to an upstream group (`proxy-protocol "v2"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    /// The text form: addresses only.
+    V1,
+    /// The binary form, with TLVs (ALPN, authority, TLS details).
+    V2,
 }
 
 /// How failed attempts are retried (`retry ...`).
@@ -684,6 +695,7 @@ impl UpstreamConfig {
             slow_start: Duration::ZERO,
             retry: None,
             sticky_cookie: None,
+            proxy_protocol: None,
         }
     }
 }

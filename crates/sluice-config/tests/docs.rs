@@ -1,5 +1,5 @@
-//! docs/config.md stays true: every KDL example in it is valid, and the error report it
-//! shows is exactly what Sluice prints for the example next to it.
+//! docs/config.md stays true: every KDL example in it (and in docs/security.md) is valid,
+//! and the error report it shows is exactly what Sluice prints for the example next to it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use sluice_config::parse;
 
 fn docs() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
+    doc("config.md")
+}
+
+fn doc(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -55,7 +59,9 @@ fn every_kdl_example_in_the_docs_is_valid() {
     let docs = docs();
     let examples = blocks(&docs, "kdl");
     assert!(examples.len() >= 10, "found only {} examples", examples.len());
-    for example in examples {
+    let security = blocks(&doc("security.md"), "kdl");
+    assert!(security.len() >= 10, "found only {} examples in security.md", security.len());
+    for example in examples.into_iter().chain(security) {
         if example.contains("max-conections") {
             continue; // the deliberately broken example, checked below
         }

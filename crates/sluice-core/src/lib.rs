@@ -9,6 +9,7 @@
 //! - [`body`]: the one body type used for requests sent upstream and responses sent down;
 //! - [`shutdown`]: the process-wide shutdown signal and connection drain tracking;
 //! - [`time`]: wall-clock dates for logs and reports;
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers (read on listeners, written to origins);
 //! - [`tls`]: TLS termination (SNI, ALPN, client certificates, reload) and certificate loading.
 //!
 //! The request path itself (phases, forwarding) lives in `sluice-proxy`; this crate only
@@ -21,6 +22,7 @@ pub mod deadline;
 pub mod gcra;
 pub mod guard;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod server;
 pub mod shutdown;
 pub mod time;
@@ -49,8 +51,12 @@ pub enum HttpProtocol {
 /// What the proxy knows about one client connection; shared by all its requests.
 #[derive(Debug)]
 pub struct ConnectionInfo {
-    /// The client's address.
+    /// The client's address: the TCP peer's, or the one its PROXY protocol header names.
     pub client_addr: SocketAddr,
+    /// The TCP peer's address (the load balancer's when a PROXY protocol header was read).
+    pub peer_addr: SocketAddr,
+    /// The PROXY protocol header the connection started with.
+    pub proxy_header: Option<Box<proxy_protocol::Header>>,
     /// The local address the client connected to.
     pub local_addr: SocketAddr,
     /// Index of the listener in the configuration (routing tables are per listener).
@@ -87,6 +93,8 @@ impl ConnectionInfo {
     ) -> Self {
         Self {
             client_addr,
+            peer_addr: client_addr,
+            proxy_header: None,
             local_addr,
             listener_id,
             tls,
@@ -102,6 +110,18 @@ impl ConnectionInfo {
             reset_window: AtomicU32::new(0),
             abusive: AtomicBool::new(false),
         }
+    }
+
+    /// Records the PROXY protocol header the connection started with: the client is the
+    /// address it names (a `LOCAL` or `UNKNOWN` header leaves the TCP peer's).
+    pub fn with_proxy_header(mut self, header: Box<proxy_protocol::Header>) -> Self {
+        if let Some(source) = header.source() {
+            self.client_addr = source;
+            self.client_ip = http::HeaderValue::try_from(source.ip().to_string())
+                .unwrap_or(http::HeaderValue::from_static("unknown"));
+        }
+        self.proxy_header = Some(header);
+        self
     }
 
     /// Attaches the listener's drain signal (see [`drain_watcher`](Self::drain_watcher)).

@@ -16,9 +16,11 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::cidr::CidrSet;
 use crate::conn_limit::{ConnectionLimits, OpenByAddress};
 use crate::gcra::Decision;
 use crate::guard::GuardConfig;
+use crate::proxy_protocol;
 use crate::server::{serve_connection, Accepted, Http2Settings, ProtocolHint};
 use crate::shutdown::Shutdown;
 use crate::tls::server::TlsAcceptor;
@@ -45,6 +47,17 @@ pub struct ListenerSettings {
     pub http2: Http2Settings,
     /// Connection limits per client address and new connections per second.
     pub limits: ConnectionLimits,
+    /// Connections start with a PROXY protocol header from a trusted load balancer.
+    pub proxy_protocol: Option<ProxyProtocolSettings>,
+}
+
+/// Accepting the PROXY protocol (v1 or v2) on a listener.
+#[derive(Debug, Clone)]
+pub struct ProxyProtocolSettings {
+    /// Peers allowed to send headers; connections from any other peer are closed.
+    pub trusted: CidrSet,
+    /// Time to receive the whole header.
+    pub timeout: Duration,
 }
 
 impl ListenerSettings {
@@ -60,6 +73,7 @@ impl ListenerSettings {
             stats: Default::default(),
             http2: Http2Settings::default(),
             limits: ConnectionLimits::default(),
+            proxy_protocol: None,
         }
     }
 }
@@ -186,7 +200,7 @@ pub async fn serve_live<S: HttpService>(
         // Per-address limits; with the PROXY protocol they apply to the address it names,
         // once read (in the connection's task).
         let mut admitted = None;
-        if settings.limits.per_address() {
+        if settings.limits.per_address() && settings.proxy_protocol.is_none() {
             match settings.stats.by_address.admit(client.ip(), &settings.limits) {
                 Ok(guard) => admitted = guard,
                 Err(why) => {
@@ -202,19 +216,7 @@ pub async fn serve_live<S: HttpService>(
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
-            let _admitted = admitted;
-            match settings.tls.clone() {
-                None => {
-                    let accepted =
-                        Accepted { client, local, hint: ProtocolHint::Detect, shutdown_on_close: false, tls: None };
-                    serve_connection(stream, accepted, &settings, service, watcher, open.clone()).await;
-                }
-                // Boxed: a TLS connection's state (rustls' connection inside the stream) must
-                // not enlarge the task of every plain-text connection.
-                Some(tls) => {
-                    Box::pin(serve_tls(&tls, stream, client, local, &settings, service, watcher, open.clone())).await
-                }
-            }
+            serve_accepted(stream, client, local, admitted, &settings, service, watcher, open.clone()).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -223,6 +225,62 @@ pub async fn serve_live<S: HttpService>(
     drop(listener);
     tracing::info!(listener = %live.load().name, address = %local, "stopped accepting");
     Ok(())
+}
+
+/// Serves one accepted connection: its PROXY protocol header first when the listener
+/// expects one (then the per-address limits, on the address it names), then TLS or HTTP.
+#[allow(clippy::too_many_arguments)]
+async fn serve_accepted<S: HttpService>(
+    mut stream: TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+    mut admitted: Option<crate::conn_limit::OpenGuard>,
+    settings: &ListenerSettings,
+    service: Arc<S>,
+    mut watcher: Shutdown,
+    open: Arc<AtomicUsize>,
+) {
+    let mut proxied = None;
+    if let Some(pp) = &settings.proxy_protocol {
+        let fail = |why: &dyn std::fmt::Display| {
+            settings.stats.proxy_protocol_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(listener = %settings.name, peer = %client, error = %why, "closing connection: PROXY protocol");
+        };
+        if !pp.trusted.contains(client.ip()) {
+            fail(&"the peer is not in `trusted`");
+            return;
+        }
+        let header = tokio::select! {
+            h = proxy_protocol::read_header(&mut stream, pp.timeout) => h,
+            _ = watcher.triggered() => return,
+        };
+        let header = match header {
+            Ok(h) => h,
+            Err(e) => return fail(&e),
+        };
+        let real = header.source().unwrap_or(client);
+        if settings.limits.per_address() {
+            match settings.stats.by_address.admit(real.ip(), &settings.limits) {
+                Ok(guard) => admitted = guard,
+                Err(why) => {
+                    tracing::debug!(listener = %settings.name, client = %real, ?why, "connection refused");
+                    return;
+                }
+            }
+        }
+        proxied = Some(Box::new(header));
+    }
+    let _admitted = admitted;
+    match settings.tls.clone() {
+        None => {
+            let accepted =
+                Accepted { client, local, hint: ProtocolHint::Detect, shutdown_on_close: false, tls: None, proxied };
+            serve_connection(stream, accepted, settings, service, watcher, open).await;
+        }
+        // Boxed: a TLS connection's state (rustls' connection inside the stream) must
+        // not enlarge the task of every plain-text connection.
+        Some(tls) => Box::pin(serve_tls(&tls, stream, client, local, proxied, settings, service, watcher, open)).await,
+    }
 }
 
 /// Changes the number of connection slots from `*limit` to `to`. Slots held by open
@@ -253,6 +311,7 @@ async fn serve_tls<S: HttpService>(
     stream: TcpStream,
     client: SocketAddr,
     local: SocketAddr,
+    proxied: Option<Box<proxy_protocol::Header>>,
     settings: &ListenerSettings,
     service: Arc<S>,
     mut watcher: Shutdown,
@@ -275,7 +334,8 @@ async fn serve_tls<S: HttpService>(
     match handshake {
         Ok(done) => {
             settings.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
-            let accepted = Accepted { client, local, hint: done.hint, shutdown_on_close: true, tls: Some(done.info) };
+            let accepted =
+                Accepted { client, local, hint: done.hint, shutdown_on_close: true, tls: Some(done.info), proxied };
             serve_connection(done.stream, accepted, settings, service, watcher, open).await;
         }
         Err(e) => {

@@ -88,6 +88,9 @@ pub struct Accepted {
     pub shutdown_on_close: bool,
     /// What the TLS handshake established, on TLS connections.
     pub tls: Option<crate::tls::server::TlsInfo>,
+    /// The PROXY protocol header the connection started with (`client` is then the load
+    /// balancer; the header names the real client).
+    pub proxied: Option<Box<crate::proxy_protocol::Header>>,
 }
 
 /// Serves one connection until it closes, the keep-alive timeout ends it, or shutdown
@@ -105,7 +108,7 @@ pub async fn serve_connection<IO, S>(
     S: HttpService,
 {
     let guard = settings.guard;
-    let Accepted { client, local, hint, shutdown_on_close, tls } = accepted;
+    let Accepted { client, local, hint, shutdown_on_close, tls, proxied } = accepted;
     let (protocol, prefix) = match hint {
         ProtocolHint::Http1 => (HttpProtocol::Http1, Bytes::new()),
         ProtocolHint::Http2 => (HttpProtocol::Http2, Bytes::new()),
@@ -129,7 +132,11 @@ pub async fn serve_connection<IO, S>(
     // TLS seals each buffer of a vectored write as its own record (an AEAD pass and ~22
     // bytes each): hyper should hand it one flattened buffer instead.
     let flatten = tls.is_some();
-    let info = Arc::new(ConnectionInfo::new(client, local, settings.id, protocol, tls).with_drain(shutdown.clone()));
+    let mut info = ConnectionInfo::new(client, local, settings.id, protocol, tls).with_drain(shutdown.clone());
+    if let Some(header) = proxied {
+        info = info.with_proxy_header(header);
+    }
+    let info = Arc::new(info);
     // HTTP/1.1 responses made while the listener drains say `connection: close`, so the
     // client opens its next request elsewhere instead of racing our close (HTTP/2 has GOAWAY).
     let draining = (protocol == HttpProtocol::Http1).then(|| shutdown.flag());

@@ -26,8 +26,6 @@ async fn start(release_above: usize) -> std::net::SocketAddr {
     let socket = listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = socket.local_addr().unwrap();
     let settings = Arc::new(ListenerSettings {
-        id: 0,
-        name: "t".into(),
         max_connections: 100,
         guard: GuardConfig {
             max_header_size: 8192,
@@ -37,11 +35,7 @@ async fn start(release_above: usize) -> std::net::SocketAddr {
             release_above,
             ..Default::default()
         },
-        h2c: true,
-        tls: None,
-        stats: Default::default(),
-        http2: Default::default(),
-        limits: Default::default(),
+        ..ListenerSettings::new(0, "t")
     });
     let (trigger, watcher) = shutdown::channel();
     tokio::spawn(async move {

@@ -77,7 +77,14 @@ impl<P: Proxy> HttpProxy<P> {
             let backend = self.proxy.upstream_peer(session, ctx).await?;
             session.upstream_addr = Some(backend.addr());
             let attempt = Instant::now();
-            let checkout = if upgrade { backend.connect_for_upgrade().await } else { backend.checkout().await };
+            // A group that sends the PROXY protocol gets connections of this client's own.
+            let proxy_header = backend.settings().proxy_protocol.map(|v| crate::proxy_protocol::header_for(session, v));
+            let proxy_header = proxy_header.as_deref();
+            let checkout = if upgrade {
+                backend.connect_for_upgrade(proxy_header).await
+            } else {
+                backend.checkout_for(proxy_header).await
+            };
             let conn = match checkout {
                 Ok(conn) => conn,
                 Err(e) if e.retryable() && may_retry(session.retries) => {

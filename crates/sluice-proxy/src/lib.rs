@@ -21,6 +21,7 @@ mod engine;
 mod error_response;
 pub mod forwarding;
 mod phase;
+pub mod proxy_protocol;
 pub mod retry;
 mod session;
 pub mod trace;

@@ -22,6 +22,8 @@ use crate::connect;
 use crate::health::{now_ms, GroupHealth, Health, Outcome};
 use crate::limits::GroupLimits;
 use crate::tls::{Stream, TlsConnector};
+use sluice_core::proxy_protocol::{Header as ProxyHeader, Version as ProxyVersion};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::OwnedSemaphorePermit;
 
 pub(crate) type H1Sender = http1::SendRequest<Body>;
@@ -69,6 +71,8 @@ pub struct BackendSettings {
     pub timeouts: Timeouts,
     /// TLS client of the backend's group; `None` for plain text.
     pub tls: Option<Arc<TlsConnector>>,
+    /// Connections start with a PROXY protocol header of this version (before TLS).
+    pub proxy_protocol: Option<ProxyVersion>,
 }
 
 impl Default for BackendSettings {
@@ -82,6 +86,7 @@ impl Default for BackendSettings {
                 read_idle: Duration::from_secs(60),
             },
             tls: None,
+            proxy_protocol: None,
         }
     }
 }
@@ -193,6 +198,9 @@ pub(crate) struct H1 {
     pub(crate) deadline: Deadline,
     /// The group's connection-limit permit, released when the connection closes.
     pub(crate) _permit: Option<OwnedSemaphorePermit>,
+    /// The PROXY protocol header the connection started with: it may only carry requests
+    /// of the client connection the header names.
+    pub(crate) proxy_header: Option<Box<[u8]>>,
 }
 
 impl H1 {
@@ -342,24 +350,35 @@ impl Backend {
     /// A connection ready for one request: a pooled one if any is still usable, else a new
     /// one. Connect failures are retryable errors.
     pub async fn checkout(self: &Arc<Self>) -> Result<UpstreamConn> {
+        self.checkout_for(None).await
+    }
+
+    /// Like [`checkout`](Self::checkout), for a request of the client connection that
+    /// `proxy_header` (an encoded PROXY protocol header) names, when the backend's group
+    /// sends the PROXY protocol: new connections start with that header, and pooled ones
+    /// are reused only if they started with the same. Without a header, such a group's
+    /// connections start with a `LOCAL` (v2) or `UNKNOWN` (v1) header.
+    pub async fn checkout_for(self: &Arc<Self>, proxy_header: Option<&[u8]>) -> Result<UpstreamConn> {
         // Admission first: a request the circuit breaker refuses must not open a connection.
         let outstanding = Outstanding::start(self)?;
-        let mut conn = self.checkout_inner().await?;
+        let mut conn = self.checkout_inner(proxy_header).await?;
         conn.outstanding = Some(outstanding);
         Ok(conn)
     }
 
-    async fn checkout_inner(self: &Arc<Self>) -> Result<UpstreamConn> {
+    async fn checkout_inner(self: &Arc<Self>, proxy_header: Option<&[u8]>) -> Result<UpstreamConn> {
+        let proxy_header = proxy_header.filter(|_| self.settings.proxy_protocol.is_some());
         match self.settings.protocol {
             UpstreamProtocol::Http1 => {
-                while let Some(mut idle) = self.take_idle() {
+                while let Some(mut idle) = self.take_idle(proxy_header) {
                     // Let the connection notice a close from the origin, then ask if it is ready.
                     let ready = poll_fn(|cx| Poll::Ready(idle.h1.ready_now(cx))).await;
                     if ready {
                         return Ok(self.h1_conn(idle.h1, true));
                     }
                 }
-                let h1 = self.connect_h1().await.inspect_err(|_| self.record(Outcome::Failure))?;
+                let h1 =
+                    self.connect_h1_with(false, proxy_header).await.inspect_err(|_| self.record(Outcome::Failure))?;
                 Ok(self.h1_conn(h1, false))
             }
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
@@ -376,8 +395,10 @@ impl Backend {
     }
 
     /// A new HTTP/1 connection that is never pooled, for protocol upgrades (WebSocket).
-    pub async fn connect_for_upgrade(self: &Arc<Self>) -> Result<UpstreamConn> {
-        let h1 = self.connect_h1_with(true).await.inspect_err(|_| self.record(Outcome::Failure))?;
+    /// `proxy_header` is as for [`checkout_for`](Self::checkout_for).
+    pub async fn connect_for_upgrade(self: &Arc<Self>, proxy_header: Option<&[u8]>) -> Result<UpstreamConn> {
+        let proxy_header = proxy_header.filter(|_| self.settings.proxy_protocol.is_some());
+        let h1 = self.connect_h1_with(true, proxy_header).await.inspect_err(|_| self.record(Outcome::Failure))?;
         Ok(UpstreamConn { backend: self.clone(), kind: Kind::Upgrade(h1), reused: false, outstanding: None })
     }
 
@@ -400,10 +421,17 @@ impl Backend {
         UpstreamConn { backend: self.clone(), kind: Kind::H1(h1), reused, outstanding: None }
     }
 
-    fn take_idle(&self) -> Option<IdleH1> {
+    fn take_idle(&self, proxy_header: Option<&[u8]>) -> Option<IdleH1> {
         let timeout = self.settings.pool.idle_timeout;
         let now = Instant::now();
         let mut idle = self.idle.lock().ok()?;
+        if self.settings.proxy_protocol.is_some() {
+            // Only a connection that started with the same header (the same client
+            // connection, or none) may carry this request; the most recent one first.
+            let at =
+                idle.iter().rposition(|c| c.h1.proxy_header.as_deref() == proxy_header && now - c.since < timeout)?;
+            return Some(idle.remove(at));
+        }
         while let Some(c) = idle.pop() {
             if now - c.since < timeout {
                 return Some(c);
@@ -418,19 +446,48 @@ impl Backend {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.settings.pool.max_idle {
                 idle.push(IdleH1 { h1, since: Instant::now() });
+            } else if self.settings.proxy_protocol.is_some() && self.settings.pool.max_idle > 0 {
+                // Connections are per client here: the oldest client's gives way.
+                idle.remove(0);
+                idle.push(IdleH1 { h1, since: Instant::now() });
             }
         }
     }
 
-    async fn connect_h1(&self) -> Result<Box<H1>> {
-        self.connect_h1_with(false).await
-    }
-
     /// A TCP connection, with the TLS handshake done when the group uses TLS. `http1`
     /// asks for HTTP/1.1 by ALPN whatever the group's protocol (for upgrades).
-    pub(crate) async fn connect_stream(&self, http1: bool) -> Result<Stream> {
-        let tcp = connect::tcp(self.addr, self.settings.timeouts.connect).await?;
+    /// A group that sends the PROXY protocol gets `proxy_header` first (a `LOCAL` header
+    /// when `None`).
+    pub(crate) async fn connect_stream(&self, http1: bool, proxy_header: Option<&[u8]>) -> Result<Stream> {
+        let mut tcp = connect::tcp(self.addr, self.settings.timeouts.connect).await?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        if let Some(version) = self.settings.proxy_protocol {
+            let local;
+            let header = match proxy_header {
+                Some(h) => h,
+                None => {
+                    local = ProxyHeader::local(version).encode();
+                    &local
+                }
+            };
+            let timeout = self.settings.timeouts.connect;
+            match tokio::time::timeout(timeout, tcp.write_all(header)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(Error::because(
+                        ErrorKind::ConnectFailed,
+                        format!("sending the PROXY protocol header to {}", self.addr),
+                        e,
+                    ))
+                }
+                Err(_) => {
+                    return Err(Error::explain(
+                        ErrorKind::ConnectTimeout,
+                        format!("sending the PROXY protocol header to {}: stalled for {timeout:?}", self.addr),
+                    ))
+                }
+            }
+        }
         let Some(tls) = &self.settings.tls else {
             return Ok(Stream::Plain(tcp));
         };
@@ -453,19 +510,25 @@ impl Backend {
         }
     }
 
-    async fn connect_h1_with(&self, force_http1: bool) -> Result<Box<H1>> {
+    async fn connect_h1_with(&self, force_http1: bool, proxy_header: Option<&[u8]>) -> Result<Box<H1>> {
         let permit = self.connection_permit().await?;
-        let stream = self.connect_stream(force_http1).await?;
+        let stream = self.connect_stream(force_http1, proxy_header).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("handshake with {}", self.addr), e))?;
-        Ok(Box::new(H1 { sender, conn, deadline: Deadline::default(), _permit: permit }))
+        Ok(Box::new(H1 {
+            sender,
+            conn,
+            deadline: Deadline::default(),
+            _permit: permit,
+            proxy_header: proxy_header.map(Box::from),
+        }))
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Body>> {
         let permit = self.connection_permit().await?;
-        let stream = self.connect_stream(false).await?;
+        let stream = self.connect_stream(false, None).await?;
         if matches!(stream, Stream::Tls(_)) && stream.alpn() != Some(b"h2") {
             return Err(Error::explain(
                 ErrorKind::UpstreamTls,

@@ -138,7 +138,7 @@ pub async fn run_weak(
 /// One check; the error says why it failed.
 async fn probe(backend: &Backend, probe: &Probe) -> Result<(), String> {
     let Probe::Http { path, status, body, host } = probe else {
-        return backend.connect_stream(true).await.map(drop).map_err(|e| e.to_string());
+        return backend.connect_stream(true, None).await.map(drop).map_err(|e| e.to_string());
     };
     let host = host.clone().unwrap_or_else(|| backend.name().to_owned());
     let request = Request::get(path.as_str())
@@ -147,7 +147,7 @@ async fn probe(backend: &Backend, probe: &Probe) -> Result<(), String> {
         .body(Body::empty())
         .map_err(|e| format!("bad check request: {e}"))?;
     let h2 = matches!(backend.settings().protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2);
-    let stream = backend.connect_stream(!h2).await.map_err(|e| e.to_string())?;
+    let stream = backend.connect_stream(!h2, None).await.map_err(|e| e.to_string())?;
     let response = if h2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await

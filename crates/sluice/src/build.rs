@@ -112,8 +112,11 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
         // The same group with the same connection settings: its servers can be kept.
         let kept: Option<(&Arc<Upstream>, BackendSettings)> = previous.and_then(|p| {
             let old = p.config.upstreams.iter().find(|o| o.name == u.name)?;
-            let same =
-                old.protocol == u.protocol && old.pool == u.pool && old.timeouts == u.timeouts && old.tls == u.tls;
+            let same = old.protocol == u.protocol
+                && old.pool == u.pool
+                && old.timeouts == u.timeouts
+                && old.tls == u.tls
+                && old.proxy_protocol == u.proxy_protocol;
             let group = p.upstreams.iter().find(|g| g.name() == u.name)?;
             let settings = group.backends().first()?.settings().clone();
             same.then_some((group, settings))
@@ -163,6 +166,10 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
                     read_idle: u.timeouts.read_idle,
                 },
                 tls,
+                proxy_protocol: u.proxy_protocol.map(|v| match v {
+                    sluice_config::model::ProxyProtocolVersion::V1 => sluice_core::proxy_protocol::Version::V1,
+                    sluice_config::model::ProxyProtocolVersion::V2 => sluice_core::proxy_protocol::Version::V2,
+                }),
             },
         };
         // A server is kept when its name, address and weight are the same.
@@ -436,6 +443,10 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
             stats: Default::default(),
             http2,
             limits,
+            proxy_protocol: l.proxy_protocol.as_ref().map(|pp| sluice_core::listener::ProxyProtocolSettings {
+                trusted: pp.trusted.iter().copied().collect(),
+                timeout: pp.timeout,
+            }),
         });
     }
 

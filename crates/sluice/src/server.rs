@@ -888,8 +888,6 @@ fn spawn_background(
 /// The admin listener's fixed settings.
 fn admin_settings() -> Arc<ListenerSettings> {
     Arc::new(ListenerSettings {
-        id: usize::MAX,
-        name: "admin".into(),
         max_connections: 256,
         guard: sluice_core::guard::GuardConfig {
             max_header_size: 16 * 1024,
@@ -900,10 +898,8 @@ fn admin_settings() -> Arc<ListenerSettings> {
             ..Default::default()
         },
         h2c: false,
-        tls: None,
         stats: Arc::new(ListenerStats::default()),
-        http2: Default::default(),
-        limits: Default::default(),
+        ..ListenerSettings::new(usize::MAX, "admin")
     })
 }
 

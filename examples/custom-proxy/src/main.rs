@@ -70,22 +70,9 @@ async fn main() -> std::io::Result<()> {
     let socket = listener::bind(listen)?;
     println!("listening on {}", socket.local_addr()?);
     let settings = Arc::new(ListenerSettings {
-        id: 0,
-        name: "custom".into(),
         max_connections: 1024,
-        guard: GuardConfig {
-            max_header_size: 64 * 1024,
-            header_read_timeout: std::time::Duration::from_secs(30),
-            keepalive_timeout: std::time::Duration::from_secs(60),
-            idle_release: Some(std::time::Duration::from_secs(1)),
-            release_above: 256,
-            ..Default::default()
-        },
-        h2c: true,
-        tls: None,
-        stats: Default::default(),
-        http2: Default::default(),
-        limits: Default::default(),
+        guard: GuardConfig { keepalive_timeout: std::time::Duration::from_secs(60), ..Default::default() },
+        ..ListenerSettings::new(0, "custom")
     });
     let (trigger, watcher) = shutdown::channel();
     let server = tokio::spawn(listener::serve(socket, settings, service, watcher));

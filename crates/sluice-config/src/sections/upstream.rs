@@ -6,8 +6,8 @@ use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{
-    Balance, BalanceAlgorithm, HashKey, HealthCheck, HealthProbe, OutlierDetection, RetryConfig, UpstreamConfig,
-    UpstreamProtocol, UpstreamServer, WhenAllDown,
+    Balance, BalanceAlgorithm, HashKey, HealthCheck, HealthProbe, OutlierDetection, ProxyProtocolVersion, RetryConfig,
+    UpstreamConfig, UpstreamProtocol, UpstreamServer, WhenAllDown,
 };
 use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::tls::read_upstream_tls;
@@ -28,6 +28,7 @@ const NODES: &[&str] = &[
     "slow-start",
     "retry",
     "sticky",
+    "proxy-protocol",
 ];
 const RETRY_PROPS: &[&str] = &[
     "attempts",
@@ -73,6 +74,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
     let mut any_server_node = false;
     let mut tls = None;
     let mut protocol_span = None;
+    let mut proxy_protocol_span = None;
     let mut once = Once::default();
     for child in children(node) {
         let child_name = name(child);
@@ -91,6 +93,16 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                         Some("h2c") => config.protocol = UpstreamProtocol::H2c,
                         Some("h2") => config.protocol = UpstreamProtocol::H2,
                         Some(_) => config.protocol = UpstreamProtocol::Http1,
+                        None => {}
+                    }
+                }
+            }
+            "proxy-protocol" => {
+                if let Some(entry) = single(d, child, "proxy-protocol \"v2\"") {
+                    proxy_protocol_span = Some(entry.span());
+                    match choice(d, entry, "proxy-protocol", &["v1", "v2"]) {
+                        Some("v1") => config.proxy_protocol = Some(ProxyProtocolVersion::V1),
+                        Some(_) => config.proxy_protocol = Some(ProxyProtocolVersion::V2),
                         None => {}
                     }
                 }
@@ -220,6 +232,14 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
             }
             _ => {}
         }
+    }
+    if let (Some(span), UpstreamProtocol::H2 | UpstreamProtocol::H2c) = (proxy_protocol_span, config.protocol) {
+        d.error(
+            span,
+            "a PROXY protocol header names one client, but an HTTP/2 connection carries many clients' requests",
+        )
+        .label("needs protocol \"http1\"")
+        .help("use protocol \"http1\" with proxy-protocol (each client's requests then get their own connections)");
     }
     Some(RawUpstream { config, name_span, tls })
 }
