@@ -407,18 +407,32 @@ fn redis_binary() -> &'static str {
                 return Ok(candidate);
             }
         }
-        // Not installed: install Debian's package (the README's test command relies on this).
-        let installed = std::process::Command::new("apt-get")
-            .args(["install", "-y", "-q", "redis-server"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output();
-        match installed {
+        // Not installed: install Debian's package (the README's test command relies on this),
+        // as root or through passwordless sudo, refreshing the package lists if needed.
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let run = |args: &[&str]| {
+            let (program, rest): (&str, Vec<&str>) =
+                if root { ("apt-get", args.to_vec()) } else { ("sudo", [&["-n", "apt-get"], args].concat()) };
+            std::process::Command::new(program).args(rest).env("DEBIAN_FRONTEND", "noninteractive").output()
+        };
+        let install = ["install", "-y", "-q", "redis-server"];
+        let mut outcome = run(&install);
+        if !outcome.as_ref().is_ok_and(|o| o.status.success()) {
+            let _ = run(&["update", "-q"]);
+            outcome = run(&install);
+        }
+        match outcome {
             Ok(o) if o.status.success() => Ok("/usr/bin/redis-server"),
             Ok(o) => Err(format!(
-                "redis-server is not installed and `apt-get install -y redis-server` failed: {}",
-                String::from_utf8_lossy(&o.stderr)
+                "redis-server is not installed and `apt-get install -y redis-server` failed ({}): install it and rerun",
+                String::from_utf8_lossy(&o.stderr).trim()
             )),
-            Err(e) => Err(format!("redis-server is not installed and apt-get cannot run ({e}); install Redis")),
+            Err(e) => Err(format!(
+                "redis-server is not installed and apt-get cannot run ({e}): install Redis (`apt-get install redis-server`) and rerun"
+            )),
         }
     });
     match found {
