@@ -94,6 +94,9 @@ pub struct RateLimitConfig {
     pub delay: std::time::Duration,
     /// Keys remembered at most.
     pub max_keys: usize,
+    /// A refused request's answer is held up to this long (zero: sent at once), which
+    /// slows a client that retries at once on the same connection.
+    pub tarpit: std::time::Duration,
     /// Where the counts live: this process, or Redis (shared by every instance).
     pub store: RateLimitStore,
     /// What a Redis-backed limit does while Redis cannot be reached.

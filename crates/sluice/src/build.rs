@@ -666,7 +666,7 @@ fn rate_limit(c: &config::RateLimitConfig, name: String, redis: Option<&Arc<Redi
         })
         .collect();
     let name = c.name.clone().unwrap_or(name);
-    let limit = RateLimit::new(name.clone(), c.per_second, c.burst, key, c.delay, c.max_keys);
+    let limit = RateLimit::new(name.clone(), c.per_second, c.burst, key, c.delay, c.max_keys).with_tarpit(c.tarpit);
     let limit = match (c.store, redis) {
         (config::RateLimitStore::Redis, Some(redis)) => {
             let fallback = match c.on_redis_error {

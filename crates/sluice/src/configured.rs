@@ -188,6 +188,9 @@ impl Proxy for ConfiguredProxy {
                 RateDecision::Delay(wait) => tokio::time::sleep(wait).await,
                 RateDecision::Reject(retry_after) => {
                     tracing::debug!(limit = %limit.name, client = %session.client_addr(), "rate limited");
+                    if !limit.tarpit.is_zero() {
+                        tokio::time::sleep(limit.tarpit_hold()).await;
+                    }
                     return Ok(Flow::Respond(limit.reject(retry_after)));
                 }
             }

@@ -1,6 +1,7 @@
 //! Local rate limits over real sockets: the burst then 429 with `Retry-After` and
 //! `RateLimit-*`, keys by header, one limit shared by a site's routes, a route turning
-//! its site's off, delaying instead of refusing, and configuration mistakes.
+//! its site's off, delaying instead of refusing, holding refusals (tarpit), and
+//! configuration mistakes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -99,6 +100,32 @@ async fn with_a_delay_excess_requests_wait_instead_of_failing() {
     proxy.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tarpit_holds_refusals_and_slows_a_client_that_retries_at_once() {
+    let routes = "route \"/\" {\n respond 200\n rate-limit { rate \"1/m\"; burst 1; tarpit \"300ms\"; }\n}";
+    let proxy = Proxy::start(&config("", routes)).await;
+    // Allowed requests are not held: two held requests would take at least 2 x 150 ms.
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        assert_eq!(send(proxy.addr(), "/", &[]).await.0, StatusCode::OK);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_millis(300), "{:?}", started.elapsed());
+    // A client hammering one keep-alive connection gets one refusal per tarpit.
+    let mut c = h1_client(proxy.addr()).await;
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        c.ready().await.unwrap();
+        let resp = c.send_request(Request::get("/").header("host", "t").body(full("")).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(resp.headers().contains_key("retry-after"));
+        resp.into_body().collect().await.unwrap();
+    }
+    // Each is held between half the tarpit and all of it.
+    let held = started.elapsed();
+    assert!(held >= std::time::Duration::from_millis(450) && held < std::time::Duration::from_secs(3), "{held:?}");
+    proxy.shutdown().await;
+}
+
 #[test]
 fn rate_limit_mistakes_are_config_errors() {
     let cases = [
@@ -107,6 +134,7 @@ fn rate_limit_mistakes_are_config_errors() {
         ("rate-limit { rate \"fast\"; }", "invalid rate"),
         ("rate-limit { rate \"1/s\"; key \"ip\"; }", "invalid key part"),
         ("rate-limit { rate \"1/s\"; bust 3; }", "burst"),
+        ("rate-limit { rate \"1/s\"; tarpit \"1m\"; }", "`tarpit` is at most 30s"),
     ];
     for (block, expected) in cases {
         let text =

@@ -8,10 +8,10 @@ use kdl::KdlNode;
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{RateLimitConfig, RateLimitStore, RedisFallback};
-use crate::reader::{children, leaf, name, single, take_args, take_props, unknown_node, Arity, Once};
+use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::value::{boolean, choice, duration, integer, non_empty_string, rate};
 
-const NODES: &[&str] = &["rate", "burst", "key", "delay", "max-keys", "store", "on-redis-error", "name"];
+const NODES: &[&str] = &["rate", "burst", "key", "delay", "tarpit", "max-keys", "store", "on-redis-error", "name"];
 const USAGE: &str = "rate-limit { rate \"10/s\"; burst 20; key \"client-ip\" }";
 
 /// Reads a `rate-limit` node.
@@ -26,6 +26,7 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RateLimitC
         key: vec!["client-ip".to_owned()],
         delay: Duration::ZERO,
         max_keys: 100_000,
+        tarpit: Duration::ZERO,
         store: RateLimitStore::Local,
         on_redis_error: RedisFallback::Allow,
         name: None,
@@ -61,6 +62,16 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RateLimitC
             },
             "delay" => match single(d, child, "delay \"500ms\"").and_then(|e| duration(d, e, true)) {
                 Some(t) => config.delay = t,
+                None => ok = false,
+            },
+            "tarpit" => match single(d, child, "tarpit \"1s\"").and_then(|e| duration(d, e, true)) {
+                Some(t) if t <= Duration::from_secs(30) => config.tarpit = t,
+                Some(t) => {
+                    d.error(name_span(child), format!("`tarpit` is at most 30s, found {t:?}"))
+                        .label("too long")
+                        .help("a refused request holds its connection while it waits; \"1s\" slows a flood enough");
+                    ok = false;
+                }
                 None => ok = false,
             },
             "store" => {

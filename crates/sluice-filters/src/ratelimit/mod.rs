@@ -43,6 +43,8 @@ pub struct RateLimit {
     key: Vec<KeyPart>,
     hasher: std::collections::hash_map::RandomState,
     cluster: Option<cluster::ClusterLimit>,
+    /// How long a refusal is held before it is sent (zero: at once).
+    pub tarpit: Duration,
     /// Requests allowed at once, delayed, and refused (for metrics).
     pub counts: [std::sync::atomic::AtomicU64; 3],
 }
@@ -58,8 +60,24 @@ impl RateLimit {
             key: if key.is_empty() { vec![KeyPart::ClientIp] } else { key },
             hasher: std::collections::hash_map::RandomState::new(),
             cluster: None,
+            tarpit: Duration::ZERO,
             counts: Default::default(),
         }
+    }
+
+    /// Holds each refusal for `tarpit` before it is sent: a client that retries at once
+    /// on the same connection (ignoring `Retry-After`) is slowed to one request per
+    /// tarpit per connection (per stream on HTTP/2), so a flood costs little CPU while
+    /// it waits. The wait holds the request's memory (a few KiB) and its connection.
+    pub fn with_tarpit(mut self, tarpit: Duration) -> Self {
+        self.tarpit = tarpit;
+        self
+    }
+
+    /// How long to hold this refusal: between half the tarpit and all of it, at random,
+    /// so that a flood's connections do not all come back at the same moment.
+    pub fn tarpit_hold(&self) -> Duration {
+        self.tarpit.mul_f64(0.5 + 0.5 * fastrand::f64())
     }
 
     /// Keeps the limit's state in Redis (shared by every instance using `redis` and the
