@@ -146,7 +146,7 @@ impl Gcra {
             }
             shard.order.push_back(key);
         }
-        shard.tat.insert(key, tat + self.interval_ns);
+        shard.tat.insert(key, tat.saturating_add(self.interval_ns));
         decision
     }
 
@@ -155,7 +155,7 @@ impl Gcra {
         for _ in 0..4 {
             let Some(oldest) = shard.order.pop_front() else { return };
             match shard.tat.get(&oldest) {
-                Some(&t) if t > now + self.tolerance_ns => shard.order.push_back(oldest),
+                Some(&t) if t > now.saturating_add(self.tolerance_ns) => shard.order.push_back(oldest),
                 _ => {
                     shard.tat.remove(&oldest);
                     return;
@@ -205,6 +205,19 @@ mod tests {
         assert_eq!(l.check_at(7, now), Decision::Delay(Duration::from_millis(100)));
         assert_eq!(l.check_at(7, now), Decision::Delay(Duration::from_millis(200)));
         assert_eq!(l.check_at(7, now), Decision::Reject(Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn extreme_rates_and_bursts_saturate_instead_of_overflowing() {
+        // One per ~31 years with the largest burst: the theoretical arrival time would
+        // pass u64::MAX nanoseconds.
+        let l = Gcra::new(1e-9, u32::MAX, Duration::from_secs(u64::MAX / 2_000_000_000), 100);
+        for _ in 0..4 {
+            let _ = l.check_at(1, u64::MAX - SEC);
+        }
+        let _ = l.check_at(1, u64::MAX);
+        let fast = Gcra::new(f64::MAX, u32::MAX, Duration::ZERO, 100);
+        assert!(matches!(fast.check_at(2, u64::MAX), Decision::Allow { .. }));
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct ConnectionInfo {
     /// The listener's drain signal, for work that outlives the connection's HTTP session
     /// (an upgraded tunnel) and must be waited for by a graceful shutdown.
     drain: Option<shutdown::Shutdown>,
+    /// Header fields a request may carry (hyper enforces it on HTTP/1; the proxy engine
+    /// checks it on HTTP/2, whose only limit of its own is the header block's size).
+    pub max_headers: usize,
     /// HTTP/2 streams the client cancelled before their response, in the current window.
     client_resets: AtomicU32,
     reset_window: AtomicU32,
@@ -106,6 +109,7 @@ impl ConnectionInfo {
             sessions: AtomicU64::new(0),
             idle_waker: atomic_waker::AtomicWaker::new(),
             drain: None,
+            max_headers: usize::MAX,
             client_resets: AtomicU32::new(0),
             reset_window: AtomicU32::new(0),
             abusive: AtomicBool::new(false),
@@ -127,6 +131,12 @@ impl ConnectionInfo {
     /// Attaches the listener's drain signal (see [`drain_watcher`](Self::drain_watcher)).
     pub fn with_drain(mut self, drain: shutdown::Shutdown) -> Self {
         self.drain = Some(drain);
+        self
+    }
+
+    /// Sets how many header fields a request may carry.
+    pub fn with_max_headers(mut self, max: usize) -> Self {
+        self.max_headers = max;
         self
     }
 

@@ -132,7 +132,9 @@ pub async fn serve_connection<IO, S>(
     // TLS seals each buffer of a vectored write as its own record (an AEAD pass and ~22
     // bytes each): hyper should hand it one flattened buffer instead.
     let flatten = tls.is_some();
-    let mut info = ConnectionInfo::new(client, local, settings.id, protocol, tls).with_drain(shutdown.clone());
+    let mut info = ConnectionInfo::new(client, local, settings.id, protocol, tls)
+        .with_drain(shutdown.clone())
+        .with_max_headers(guard.max_headers);
     if let Some(header) = proxied {
         info = info.with_proxy_header(header);
     }

@@ -45,6 +45,14 @@ impl<P: Proxy> HttpProxy<P> {
         if session.req.method == Method::CONNECT {
             return Err(Error::explain(ErrorKind::Custom(405), "CONNECT is not supported"));
         }
+        // HTTP/1 heads with more fields never get here (hyper answers 431 itself).
+        let fields = session.req.headers.len();
+        if fields > session.connection().max_headers {
+            return Err(Error::explain(
+                ErrorKind::RequestHeaderTooLarge,
+                format!("{fields} header fields (max-headers {})", session.connection().max_headers),
+            ));
+        }
         match self.proxy.request_filter(session, ctx).await? {
             Flow::Continue => {}
             Flow::Respond(response) => {

@@ -2,6 +2,7 @@
 //! all as filters chosen by the configuration.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::HOST;
 use http::uri::{Authority, Uri};
@@ -112,6 +113,23 @@ async fn background_refresh(
     }
 }
 
+/// Holds a refused request for its limit's tarpit (cut short when the listener starts to
+/// drain, so that a shutdown does not wait for held refusals); answers how long it held.
+async fn tarpit(session: &Session, limit: &sluice_filters::ratelimit::RateLimit) -> Duration {
+    let hold = limit.tarpit_hold();
+    let started = tokio::time::Instant::now();
+    match session.connection().drain_watcher() {
+        Some(mut drain) => {
+            tokio::select! {
+                () = tokio::time::sleep(hold) => {}
+                () = drain.triggered() => {}
+            }
+        }
+        None => tokio::time::sleep(hold).await,
+    }
+    started.elapsed()
+}
+
 impl Proxy for ConfiguredProxy {
     type Ctx = RouteCtx;
 
@@ -171,6 +189,19 @@ impl Proxy for ConfiguredProxy {
             max: route.max_body_size,
             idle: Some(policy.body_read_timeout),
         });
+        // The rate limit comes before the in-flight limit: requests it delays or holds
+        // (tarpit) must not take the slots of requests that are being served.
+        if let Some(limit) = &route.rate_limit {
+            match limit.decide(session.client_addr().ip(), &session.req.headers, matched.route).await {
+                RateDecision::Allow { .. } => {}
+                RateDecision::Delay(wait) => tokio::time::sleep(wait).await,
+                RateDecision::Reject(retry_after) => {
+                    tracing::debug!(limit = %limit.name, client = %session.client_addr(), "rate limited");
+                    let held = if limit.tarpit.is_zero() { Duration::ZERO } else { tarpit(session, limit).await };
+                    return Ok(Flow::Respond(limit.reject(retry_after.saturating_sub(held))));
+                }
+            }
+        }
         if let Some(limit) = &route.in_flight {
             match limit.try_acquire() {
                 Some(slot) => ctx.in_flight = Some(slot),
@@ -179,19 +210,6 @@ impl Proxy for ConfiguredProxy {
                         ErrorKind::Overloaded,
                         format!("{} requests in flight on the route (max-in-flight)", limit.max()),
                     ))
-                }
-            }
-        }
-        if let Some(limit) = &self.router.route(matched).rate_limit {
-            match limit.decide(session.client_addr().ip(), &session.req.headers, matched.route).await {
-                RateDecision::Allow { .. } => {}
-                RateDecision::Delay(wait) => tokio::time::sleep(wait).await,
-                RateDecision::Reject(retry_after) => {
-                    tracing::debug!(limit = %limit.name, client = %session.client_addr(), "rate limited");
-                    if !limit.tarpit.is_zero() {
-                        tokio::time::sleep(limit.tarpit_hold()).await;
-                    }
-                    return Ok(Flow::Respond(limit.reject(retry_after)));
                 }
             }
         }

@@ -456,6 +456,71 @@ async fn max_in_flight_refuses_with_503_beyond_the_limit() {
     proxy.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_has_its_own_in_flight_cap_inside_the_sites() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g2 = gate.clone();
+    let origin = Origin::start(
+        false,
+        Arc::new(move |_req| {
+            let gate = g2.clone();
+            Box::pin(async move {
+                let _ = gate.acquire().await.unwrap();
+                Response::new(full("done"))
+            })
+        }),
+    )
+    .await;
+    let site = r#"
+    max-in-flight 10
+    route "/reports" {
+        proxy "origin"
+        max-in-flight 1
+    }
+"#;
+    let proxy = Proxy::start(&kdl(origin.addr, "", site, "")).await;
+    let addr = proxy.addr();
+    let slow = tokio::spawn(async move { get_with(addr, "/reports", &[]).await.0 });
+    until("one report is at the origin", || origin.requests() == 1).await;
+    assert_eq!(get_with(addr, "/reports", &[]).await.0, StatusCode::SERVICE_UNAVAILABLE, "the route's cap");
+    // The rest of the site has its own slots.
+    let other = tokio::spawn(async move { get_with(addr, "/", &[]).await.0 });
+    until("the other request is at the origin", || origin.requests() == 2).await;
+    gate.add_permits(10);
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+    assert_eq!(other.await.unwrap(), StatusCode::OK);
+    assert_eq!(get_with(addr, "/reports", &[]).await.0, StatusCode::OK, "the slot was given back");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarded_header_or_a_one_address_header_names_the_client() {
+    let origin = Origin::named("ok").await;
+    let site = r#"
+    allow "198.51.100.0/24" "2001:db8::/32"
+    deny "all"
+"#;
+    let listener = r#"real-ip { trusted "127.0.0.1" "10.0.0.0/8"; header "forwarded"; }"#;
+    let proxy = Proxy::start(&kdl(origin.addr, listener, site, "")).await;
+    let addr = proxy.addr();
+    let via = |v: &'static str| [("forwarded", v)];
+    // RFC 7239, read from the right: the trusted hop 10.1.1.1 is skipped, 6.6.6.6 is a lie.
+    let chain = "for=6.6.6.6, for=198.51.100.7;proto=https, for=10.1.1.1";
+    assert_eq!(get_with(addr, "/", &via(chain)).await.0, StatusCode::OK);
+    assert_eq!(get_with(addr, "/", &via("for=\"[2001:db8::1]:4711\"")).await.0, StatusCode::OK, "IPv6 with a port");
+    assert_eq!(get_with(addr, "/", &via("for=192.0.2.1")).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(get_with(addr, "/", &via("for=198.51.100.7, for=6.6.6.6")).await.0, StatusCode::FORBIDDEN);
+    // `X-Forwarded-For` is not what this listener reads.
+    assert_eq!(get_with(addr, "/", &[("x-forwarded-for", "198.51.100.7")]).await.0, StatusCode::FORBIDDEN);
+    proxy.shutdown().await;
+
+    let listener = r#"real-ip { trusted "127.0.0.1"; header "x-real-ip"; }"#;
+    let proxy = Proxy::start(&kdl(origin.addr, listener, site, "")).await;
+    assert_eq!(get_with(proxy.addr(), "/", &[("x-real-ip", "198.51.100.9")]).await.0, StatusCode::OK);
+    assert_eq!(get_with(proxy.addr(), "/", &[("x-real-ip", "192.0.2.9")]).await.0, StatusCode::FORBIDDEN);
+    proxy.shutdown().await;
+}
+
 /// Whether the server closed a fresh connection at once (a refusal) rather than serving it.
 async fn refused(addr: SocketAddr) -> bool {
     let mut s = TcpStream::connect(addr).await.unwrap();

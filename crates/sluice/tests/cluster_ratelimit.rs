@@ -1,7 +1,8 @@
 //! Cluster-wide rate limits on a real Redis (`redis-server` on a free loopback port):
 //! two Sluice processes share one limit exactly, concurrent load never exceeds it, a flood
 //! from a limited client does not reach Redis, and when Redis goes away each instance does
-//! what its `on-redis-error` says (counted in its metrics), then recovers on its own.
+//! what its `on-redis-error` says (counted in its metrics), then recovers on its own; a
+//! Redis that hangs with its connections open is given up and reconnected the same way.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -199,10 +200,53 @@ async fn without_redis_each_instance_fails_open_or_closed_as_configured_then_rec
     assert_eq!(status(closed.addr, "after").await, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_hangs_is_treated_as_down_then_reconnected() {
+    let redis = RedisServer::start();
+    let open = instance(&redis.address(), &format!("{SHARED}\non-redis-error \"allow\"")).await;
+    assert_eq!(status(open.addr, "before").await, StatusCode::OK);
+    assert_eq!(metric(open.admin, "sluice_redis_up").await, 1);
+
+    // Frozen, the server keeps its connections open and answers nothing. Requests fall
+    // back (open) after the timeout, and the connection is given up: from then on calls
+    // fail at once instead of each waiting for its timeout.
+    redis.freeze();
+    let (addr, admin) = (open.addr, open.admin);
+    let mut clients = 0;
+    until_async(|| {
+        clients += 1;
+        let client = format!("frozen-{clients}");
+        async move {
+            assert_eq!(status(addr, &client).await, StatusCode::OK, "fail open");
+            metric(admin, "sluice_redis_up").await == 0
+        }
+    })
+    .await;
+    let fallbacks = metric(open.admin, "sluice_ratelimit_redis_fallbacks_total{limit=\"shared\"}").await;
+    let tasks: Vec<_> =
+        (0..50).map(|i| tokio::spawn(async move { status(addr, &format!("burst-{i}")).await })).collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let after = metric(open.admin, "sluice_ratelimit_redis_fallbacks_total{limit=\"shared\"}").await;
+    assert!(after >= fallbacks + 50, "{fallbacks} -> {after}");
+
+    // Thawed, it is reconnected and the shared limit applies again.
+    redis.thaw();
+    until_async(|| async { metric(open.admin, "sluice_redis_up").await == 1 }).await;
+    let mut ok = 0;
+    for _ in 0..10 {
+        if status(open.addr, "after").await == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 6, "burst 5 + 1 once Redis answers again");
+}
+
 /// Waits (at most 10 s) until the async condition holds.
-async fn until_async<F, Fut>(cond: F)
+async fn until_async<F, Fut>(mut cond: F)
 where
-    F: Fn() -> Fut,
+    F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     for _ in 0..200 {

@@ -1,8 +1,9 @@
-//! Protocol hardening over real sockets: request limits (URI length 414, header count 431,
-//! body size 413 by length, chunked and HTTP/2), slow clients (a body that stalls gets
-//! 408, a client that stops reading is cut off by the send timeout), and the HTTP/2
-//! defences, each hammered by a raw frame client: Rapid Reset, CONTINUATION floods,
-//! "MadeYouReset", slower cancel floods and the concurrent stream limit.
+//! Protocol hardening over real sockets: request limits (URI length 414, header count 431
+//! on HTTP/1 and HTTP/2, body size 413 by length, chunked and HTTP/2), slow clients (a
+//! body that stalls gets 408, a client that stops reading is cut off by the send
+//! timeout), and the HTTP/2 defences, each hammered by a raw frame client: Rapid Reset,
+//! CONTINUATION floods, "MadeYouReset", slower cancel floods and the concurrent stream
+//! limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -73,6 +74,19 @@ async fn long_request_targets_get_414_and_many_headers_431() {
     head.push_str("\r\n");
     let answer = raw_answer(proxy.addr(), head.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    // HTTP/2 (whose own limit is the header block's size): the same count, 431 on the
+    // stream, and the connection goes on serving.
+    let mut h2 = h2_client(proxy.addr()).await;
+    let mut many = Request::get("http://x/");
+    for i in 0..30 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let resp = h2.send_request(many.body(full("")).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let resp = h2.send_request(Request::get("http://x/").header("x-one", "v").body(full("")).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(origin.requests(), 2, "the 431s never reached the origin");
     proxy.shutdown().await;
 }
 

@@ -1,7 +1,9 @@
 //! Local rate limits over real sockets: the burst then 429 with `Retry-After` and
-//! `RateLimit-*`, keys by header, one limit shared by a site's routes, a route turning
-//! its site's off, delaying instead of refusing, holding refusals (tarpit), and
-//! configuration mistakes.
+//! `RateLimit-*`, keys by header, cookie, route, a combination, IPv4 address and IPv6
+//! /64, one limit shared by a site's routes, a route turning its site's off, delaying
+//! instead of refusing, holding refusals (tarpit) without taking in-flight slots or
+//! delaying a shutdown, bounded key memory under a flood of clients, and configuration
+//! mistakes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -124,6 +126,133 @@ async fn a_tarpit_holds_refusals_and_slows_a_client_that_retries_at_once() {
     let held = started.elapsed();
     assert!(held >= std::time::Duration::from_millis(450) && held < std::time::Duration::from_secs(3), "{held:?}");
     proxy.shutdown().await;
+}
+
+/// A config whose listener believes `X-Forwarded-For` from 127.0.0.1 (so a test can be
+/// many clients) and that serves metrics on an admin port.
+fn config_with_clients(site: &str, routes: &str) -> String {
+    format!(
+        "server {{ access-log \"off\"; admin \"127.0.0.1:0\" }}\nlistener \"127.0.0.1:0\" {{ real-ip {{ trusted \"127.0.0.1\"; }} }}\nsite \"*\" {{\n{site}\n{routes}\n}}\n"
+    )
+}
+
+async fn metric(proxy: &Proxy, line_start: &str) -> u64 {
+    let admin = proxy.server.as_ref().unwrap().admin_addr().unwrap();
+    let mut c = h1_client(admin).await;
+    let resp = c.send_request(Request::get("/metrics").header("host", "admin").body(full("")).unwrap()).await.unwrap();
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_by_cookie_by_route_and_by_a_combination() {
+    // The site's limit is keyed by route: every client of a route shares it.
+    let site = "rate-limit { rate \"1/m\"; key \"route\"; }";
+    let routes = r#"
+route "/x" { respond 200; }
+route "/y" { respond 200; }
+route "/c" {
+    respond 200
+    rate-limit { rate "1/m"; key "cookie:session"; }
+}
+route "/z" {
+    respond 200
+    rate-limit { rate "1/m"; key "header:x-user" "cookie:session"; }
+}
+"#;
+    let proxy = Proxy::start(&config(site, routes)).await;
+    let addr = proxy.addr();
+    assert_eq!(send(addr, "/x", &[("x-user", "a")]).await.0, StatusCode::OK);
+    assert_eq!(send(addr, "/x", &[("x-user", "b")]).await.0, StatusCode::TOO_MANY_REQUESTS, "one key per route");
+    assert_eq!(send(addr, "/y", &[]).await.0, StatusCode::OK, "another route, another key");
+
+    let cookie = |v: &'static str| ("cookie", v);
+    assert_eq!(send(addr, "/c", &[cookie("theme=dark; session=s1")]).await.0, StatusCode::OK);
+    assert_eq!(send(addr, "/c", &[cookie("session=s1")]).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send(addr, "/c", &[cookie("session=s2; theme=dark")]).await.0, StatusCode::OK);
+
+    assert_eq!(send(addr, "/z", &[("x-user", "u1"), cookie("session=s1")]).await.0, StatusCode::OK);
+    assert_eq!(send(addr, "/z", &[("x-user", "u1"), cookie("session=s1")]).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send(addr, "/z", &[("x-user", "u1"), cookie("session=s2")]).await.0, StatusCode::OK, "other cookie");
+    assert_eq!(send(addr, "/z", &[("x-user", "u2"), cookie("session=s1")]).await.0, StatusCode::OK, "other user");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_keys_are_per_ipv4_address_and_per_ipv6_64_prefix() {
+    let routes = "route \"/\" {\n respond 200\n rate-limit { rate \"1/m\"; }\n}";
+    let proxy = Proxy::start(&config_with_clients("", routes)).await;
+    let addr = proxy.addr();
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    assert_eq!(send(addr, "/", &from("192.0.2.1")).await.0, StatusCode::OK);
+    assert_eq!(send(addr, "/", &from("192.0.2.1")).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send(addr, "/", &from("192.0.2.2")).await.0, StatusCode::OK, "each IPv4 address");
+    assert_eq!(send(addr, "/", &from("2001:db8:1:2::1")).await.0, StatusCode::OK);
+    assert_eq!(send(addr, "/", &from("2001:db8:1:2:ffff::9")).await.0, StatusCode::TOO_MANY_REQUESTS, "same /64");
+    assert_eq!(send(addr, "/", &from("2001:db8:1:3::1")).await.0, StatusCode::OK, "another /64");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_distinct_clients_cannot_grow_the_keys_past_max_keys() {
+    let routes = "route \"/\" {\n respond 200\n rate-limit { rate \"1/m\"; max-keys 256; name \"small\"; }\n}";
+    let proxy = Proxy::start(&config_with_clients("", routes)).await;
+    let addr = proxy.addr();
+    let mut tasks = Vec::new();
+    for t in 0..8u32 {
+        tasks.push(tokio::spawn(async move {
+            let mut c = h1_client(addr).await;
+            for i in 0..250u32 {
+                let ip = format!("10.{t}.{}.{}", i / 256, i % 256);
+                let req = Request::get("/").header("host", "x").header("x-forwarded-for", ip).body(full("")).unwrap();
+                let resp = c.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), StatusCode::OK, "every client is new");
+                resp.into_body().collect().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let keys = metric(&proxy, "sluice_ratelimit_keys{limit=\"small\"}").await;
+    assert!((1..=256).contains(&keys), "{keys} keys kept of 2000 clients");
+    assert_eq!(metric(&proxy, "sluice_ratelimit_requests_total{limit=\"small\",outcome=\"allowed\"}").await, 2000);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_refusals_do_not_take_the_routes_in_flight_slots() {
+    let routes = r#"
+route "/" {
+    respond 200
+    max-in-flight 1
+    rate-limit { rate "1/m"; key "header:x-k"; tarpit "10s"; name "held"; }
+}
+"#;
+    let proxy = Proxy::start(&config_with_clients("", routes)).await;
+    let addr = proxy.addr();
+    assert_eq!(send(addr, "/", &[("x-k", "flood")]).await.0, StatusCode::OK);
+    // Refused and held for 5 to 10 s.
+    let held = tokio::spawn(async move { send(addr, "/", &[("x-k", "flood")]).await.0 });
+    let rejected = "sluice_ratelimit_requests_total{limit=\"held\",outcome=\"rejected\"}";
+    for _ in 0..200 {
+        if metric(&proxy, rejected).await == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&proxy, rejected).await, 1);
+    // While that refusal is held, the one in-flight slot is free for another client.
+    assert_eq!(send(addr, "/", &[("x-k", "polite")]).await.0, StatusCode::OK);
+    // A shutdown does not wait for the hold: the held refusal is sent at once.
+    let started = std::time::Instant::now();
+    proxy.shutdown().await;
+    assert_eq!(held.await.unwrap(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
 }
 
 #[test]

@@ -117,7 +117,8 @@ pub fn check_file(path: &Path) -> Result<usize, FileError> {
 
 #[derive(Debug)]
 struct Users {
-    users: HashMap<String, Hash>,
+    /// Shared between checks of an unchanged file (a re-check copies no entries).
+    users: Arc<HashMap<String, Hash>>,
     modified: Option<SystemTime>,
     checked: Instant,
 }
@@ -142,7 +143,7 @@ impl BasicAuth {
             path: path.to_owned(),
             challenge: HeaderValue::try_from(format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
                 .unwrap_or(HeaderValue::from_static("Basic realm=\"restricted\"")),
-            users: RwLock::new(Arc::new(Users { users, modified, checked: Instant::now() })),
+            users: RwLock::new(Arc::new(Users { users: Arc::new(users), modified, checked: Instant::now() })),
             remembered: Mutex::new(HashMap::new()),
             hasher: Default::default(),
             checks: Arc::new(Semaphore::new(cores * 2)),
@@ -163,7 +164,7 @@ impl BasicAuth {
                     if let Ok(mut r) = self.remembered.lock() {
                         r.clear();
                     }
-                    Users { users, modified, checked: Instant::now() }
+                    Users { users: Arc::new(users), modified, checked: Instant::now() }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "password file changed but cannot be used; keeping the previous users");

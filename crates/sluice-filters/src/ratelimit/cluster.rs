@@ -66,6 +66,9 @@ struct KeyState {
     blocked_until: u64,
     lease_size: u32,
     lease_started: u64,
+    /// Until when the key uses the fallback after a failed fetch (requests that waited
+    /// for that fetch do not each ask Redis again and wait their own timeout).
+    failed_until: u64,
     fetching: Option<Arc<Notify>>,
 }
 
@@ -78,6 +81,7 @@ impl Default for KeyState {
             blocked_until: 0,
             lease_size: 1,
             lease_started: 0,
+            failed_until: 0,
             fetching: None,
         }
     }
@@ -173,6 +177,10 @@ impl ClusterLimit {
                 if now < state.blocked_until {
                     return Decision::Reject(Duration::from_nanos(state.blocked_until - now));
                 }
+                if now < state.failed_until {
+                    drop(shard);
+                    return self.fall_back(key, &RedisError::Down);
+                }
                 if state.remaining > 0 && now < state.expires {
                     let ready = state.next_ready;
                     state.remaining -= 1;
@@ -219,6 +227,10 @@ impl ClusterLimit {
                 Some(wanted) => {
                     let guard = Fetching { limit: self, key, notify };
                     if let Err(e) = self.fetch(key, stable, wanted).await {
+                        let retry = u64::try_from(self.redis.settings().timeout.as_nanos()).unwrap_or(u64::MAX);
+                        if let Some(state) = self.shard(key).get_mut(&key) {
+                            state.failed_until = self.now_ns().saturating_add(retry);
+                        }
                         drop(guard);
                         return self.fall_back(key, &e);
                     }

@@ -8,6 +8,13 @@
 //! across all requests of the process, with no added wait), a command never waits longer
 //! than the configured timeout, and while Redis is unreachable calls fail at once (no
 //! request queues behind a dead server) while one task reconnects with backoff.
+//!
+//! A Redis that stops answering without closing its connection (stopped, swapping, a
+//! network path that drops packets) is treated like one that went away: when the oldest
+//! command on the connection has waited twice the timeout, or a write cannot complete in
+//! that time, the connection is closed and calls fail at once until a new one is up.
+//! Commands wait in a bounded queue, and a command whose caller gave up (timed out) is
+//! not sent.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,7 +73,14 @@ pub enum RedisError {
     /// Redis answered with an error.
     #[error("Redis: {0}")]
     Reply(String),
+    /// Too many commands are waiting to be sent.
+    #[error("too many commands are waiting for Redis")]
+    Busy,
 }
+
+/// Commands waiting to be written, at most (a flood of new keys against a slow Redis
+/// must not grow memory without bound).
+const MAX_QUEUED: usize = 16 * 1024;
 
 struct Command {
     bytes: Bytes,
@@ -90,7 +104,7 @@ pub struct RedisStats {
 #[derive(Debug)]
 pub struct Redis {
     settings: RedisSettings,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
     up: Arc<AtomicBool>,
     attempted: Arc<(AtomicBool, tokio::sync::Notify)>,
     script_sha: Arc<std::sync::Mutex<Option<String>>>,
@@ -123,7 +137,7 @@ impl Redis {
     /// A client for `settings`; the connection task starts on the current runtime and
     /// connects at once (and again after failures).
     pub fn start(settings: RedisSettings) -> Arc<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(MAX_QUEUED);
         let up = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(RedisStats::default());
         let script_sha = Arc::new(std::sync::Mutex::new(None));
@@ -169,8 +183,12 @@ impl Redis {
             return Err(RedisError::Down);
         }
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(Command { bytes, reply }).is_err() {
-            return Err(RedisError::Down);
+        if let Err(e) = self.tx.try_send(Command { bytes, reply }) {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(match e {
+                mpsc::error::TrySendError::Full(_) => RedisError::Busy,
+                mpsc::error::TrySendError::Closed(_) => RedisError::Down,
+            });
         }
         let result = match tokio::time::timeout(self.settings.timeout, answer).await {
             Ok(Ok(r)) => r,
@@ -317,7 +335,7 @@ fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Value, usize)>, Protocol
 /// The connection task: connects, serves commands, reconnects with backoff.
 async fn run(
     settings: RedisSettings,
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut rx: mpsc::Receiver<Command>,
     up: Arc<AtomicBool>,
     stats: Arc<RedisStats>,
     script_sha: Arc<std::sync::Mutex<Option<String>>>,
@@ -341,7 +359,7 @@ async fn run(
                 up.store(true, Ordering::Relaxed);
                 first_done();
                 backoff = Duration::from_millis(100);
-                let why = serve(stream, &mut rx, &stats).await;
+                let why = serve(stream, &mut rx, &stats, settings.timeout * 2).await;
                 up.store(false, Ordering::Relaxed);
                 match why {
                     None => return, // every client is gone
@@ -418,35 +436,69 @@ async fn connect(settings: &RedisSettings) -> Result<(TcpStream, String), String
 }
 
 /// Serves commands on a connection until it fails (`Some(error)`) or every sender is
-/// gone (`None`). Commands that arrive together go out in one write.
-async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Command>, stats: &RedisStats) -> Option<String> {
+/// gone (`None`). Commands that arrive together go out in one write. The connection is
+/// given up when its oldest command has waited `stall` without an answer, or a write
+/// takes longer than that.
+async fn serve(
+    stream: TcpStream,
+    rx: &mut mpsc::Receiver<Command>,
+    stats: &RedisStats,
+    stall: Duration,
+) -> Option<String> {
+    type Waiting = VecDeque<(oneshot::Sender<Result<Value, RedisError>>, tokio::time::Instant)>;
     let (mut reader, mut writer) = stream.into_split();
-    let mut waiting: VecDeque<oneshot::Sender<Result<Value, RedisError>>> = VecDeque::new();
+    let mut waiting: Waiting = VecDeque::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut input = BytesMut::with_capacity(16 * 1024);
-    let fail_all = |waiting: &mut VecDeque<oneshot::Sender<Result<Value, RedisError>>>, why: &str| {
-        for w in waiting.drain(..) {
+    let fail_all = |waiting: &mut Waiting, why: &str| {
+        for (w, _) in waiting.drain(..) {
             let _ = w.send(Err(RedisError::Connection(why.to_owned())));
         }
     };
+    let stalled = tokio::time::sleep(stall);
+    tokio::pin!(stalled);
     loop {
+        let oldest = waiting.front().map(|(_, sent)| *sent + stall);
+        if let Some(at) = oldest {
+            if stalled.deadline() != at {
+                stalled.as_mut().reset(at);
+            }
+        }
         tokio::select! {
             command = rx.recv() => {
                 let first = command?;
                 out.clear();
-                out.put_slice(&first.bytes);
-                waiting.push_back(first.reply);
-                // Everything else already queued goes in the same write.
+                let mut batch = std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()));
+                let sent = tokio::time::Instant::now();
+                // Everything else already queued goes in the same write; a command whose
+                // caller has given up is dropped.
                 while out.len() < 256 * 1024 {
-                    let Ok(c) = rx.try_recv() else { break };
+                    let Some(c) = batch.next() else { break };
+                    if c.reply.is_closed() {
+                        continue;
+                    }
                     out.put_slice(&c.bytes);
-                    waiting.push_back(c.reply);
+                    waiting.push_back((c.reply, sent));
+                }
+                if out.is_empty() {
+                    continue;
                 }
                 stats.writes.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = writer.write_all(&out).await {
-                    fail_all(&mut waiting, "write failed");
-                    return Some(e.to_string());
+                match tokio::time::timeout(stall, writer.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        fail_all(&mut waiting, "write failed");
+                        return Some(e.to_string());
+                    }
+                    Err(_) => {
+                        fail_all(&mut waiting, "write stalled");
+                        return Some(format!("a write did not complete in {stall:?}"));
+                    }
                 }
+            }
+            () = &mut stalled, if oldest.is_some() => {
+                fail_all(&mut waiting, "no answer");
+                return Some(format!("no answer in {stall:?}"));
             }
             read = reader.read_buf(&mut input) => {
                 match read {
@@ -463,7 +515,7 @@ async fn serve(stream: TcpStream, rx: &mut mpsc::UnboundedReceiver<Command>, sta
                             Ok(Some((value, n))) => {
                                 input.advance(n);
                                 match waiting.pop_front() {
-                                    Some(w) => {
+                                    Some((w, _)) => {
                                         let _ = w.send(Ok(value));
                                     }
                                     None => {

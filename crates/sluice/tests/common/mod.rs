@@ -392,6 +392,18 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Freezes it (SIGSTOP): a Redis that hangs with its connections open.
+    pub fn freeze(&self) {
+        let status = std::process::Command::new("kill").args(["-STOP", &self.process.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -STOP redis-server");
+    }
+
+    /// Resumes it after [`freeze`](Self::freeze) (SIGCONT).
+    pub fn thaw(&self) {
+        let status = std::process::Command::new("kill").args(["-CONT", &self.process.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -CONT redis-server");
+    }
+
     /// Stops it (a crash, for the failure tests).
     pub fn stop(mut self) {
         let _ = self.process.kill();
