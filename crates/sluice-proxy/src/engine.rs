@@ -45,8 +45,12 @@ impl<P: Proxy> HttpProxy<P> {
         if session.req.method == Method::CONNECT {
             return Err(Error::explain(ErrorKind::Custom(405), "CONNECT is not supported"));
         }
-        // HTTP/1 heads with more fields never get here (hyper answers 431 itself).
-        let fields = session.req.headers.len();
+        // HTTP/1 heads with more fields never get here (hyper answers 431 itself). HTTP/2
+        // clients may send each cookie as a field of its own (RFC 9113 8.2.3): they count
+        // as the one `cookie` line HTTP/1 would have had.
+        let headers = &session.req.headers;
+        let cookies = headers.get_all(http::header::COOKIE).iter().count();
+        let fields = headers.len() - cookies.saturating_sub(1);
         if fields > session.connection().max_headers {
             return Err(Error::explain(
                 ErrorKind::RequestHeaderTooLarge,

@@ -198,6 +198,7 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
     match protocol {
         UpstreamProtocol::Http1 => {
             up.version = Version::HTTP_11;
+            merge_cookie_crumbs(headers);
             let mut parts = http::uri::Parts::default();
             parts.path_and_query = Some(path);
             up.uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
@@ -221,6 +222,25 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
         }
     }
     up
+}
+
+/// HTTP/2 clients may send each cookie as a field of its own; HTTP/1.1 origins expect one
+/// `Cookie` line, so the crumbs are joined with "; " (RFC 9113 8.2.3).
+fn merge_cookie_crumbs(headers: &mut http::HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::with_capacity(256);
+    for crumb in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// Cleans a response head from upstream before it goes downstream.

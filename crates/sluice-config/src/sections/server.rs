@@ -227,6 +227,14 @@ fn read_redis(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<crate::model::R
     };
     if let Some(e) = props.get("timeout") {
         config.timeout = duration(d, e, false)?;
+        if config.timeout > std::time::Duration::from_secs(60) {
+            d.error(e.span(), format!("the Redis `timeout` is at most 60s, found {:?}", config.timeout))
+                .label("too long")
+                .help(
+                    "every rate-limited request may wait this long while Redis is slow; tens of milliseconds is usual",
+                );
+            return None;
+        }
     }
     if let Some(e) = props.get("prefix") {
         config.prefix = crate::value::string(d, e, USAGE)?.to_owned();

@@ -221,7 +221,7 @@ impl ClusterLimit {
                         .get(&key)
                         .is_some_and(|s| s.fetching.as_ref().is_some_and(|n| Arc::ptr_eq(n, &notify)));
                     if still {
-                        let _ = tokio::time::timeout(self.redis.settings().timeout * 2, notified).await;
+                        let _ = tokio::time::timeout(self.redis.settings().timeout.saturating_mul(2), notified).await;
                     }
                 }
                 Some(wanted) => {
@@ -300,5 +300,37 @@ impl ClusterLimit {
     /// Keys remembered now.
     pub fn keys(&self) -> usize {
         self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::redis::RedisSettings;
+
+    #[tokio::test]
+    async fn after_a_failed_fetch_a_key_falls_back_without_asking_again_until_the_timeout() {
+        // Nothing listens on the discard port: every call fails.
+        let redis = Redis::start(RedisSettings {
+            address: "127.0.0.1:9".into(),
+            timeout: Duration::from_secs(30),
+            prefix: String::new(),
+            username: None,
+            password: None,
+            database: 0,
+        });
+        redis.wait_connected(Duration::from_secs(5)).await;
+        let gcra = Gcra::new(1.0, 0, Duration::ZERO, 100);
+        let limit = ClusterLimit::new(redis.clone(), "t", &gcra, Fallback::Allow, 100);
+        for _ in 0..5 {
+            assert!(matches!(limit.check(7, 7).await, Decision::Allow { .. }), "fails open");
+        }
+        assert_eq!(limit.stats.fallbacks.load(Ordering::Relaxed), 5);
+        assert_eq!(limit.stats.leases.load(Ordering::Relaxed), 1, "one fetch, then the fallback");
+        assert_eq!(redis.stats.errors.load(Ordering::Relaxed), 1);
+        // Another key asks for itself.
+        let _ = limit.check(8, 8).await;
+        assert_eq!(limit.stats.leases.load(Ordering::Relaxed), 2);
     }
 }

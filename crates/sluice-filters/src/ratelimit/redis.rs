@@ -359,7 +359,7 @@ async fn run(
                 up.store(true, Ordering::Relaxed);
                 first_done();
                 backoff = Duration::from_millis(100);
-                let why = serve(stream, &mut rx, &stats, settings.timeout * 2).await;
+                let why = serve(stream, &mut rx, &stats, settings.timeout.saturating_mul(2)).await;
                 up.store(false, Ordering::Relaxed);
                 match why {
                     None => return, // every client is gone
@@ -465,41 +465,9 @@ async fn serve(
             }
         }
         tokio::select! {
-            command = rx.recv() => {
-                let first = command?;
-                out.clear();
-                let mut batch = std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()));
-                let sent = tokio::time::Instant::now();
-                // Everything else already queued goes in the same write; a command whose
-                // caller has given up is dropped.
-                while out.len() < 256 * 1024 {
-                    let Some(c) = batch.next() else { break };
-                    if c.reply.is_closed() {
-                        continue;
-                    }
-                    out.put_slice(&c.bytes);
-                    waiting.push_back((c.reply, sent));
-                }
-                if out.is_empty() {
-                    continue;
-                }
-                stats.writes.fetch_add(1, Ordering::Relaxed);
-                match tokio::time::timeout(stall, writer.write_all(&out)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        fail_all(&mut waiting, "write failed");
-                        return Some(e.to_string());
-                    }
-                    Err(_) => {
-                        fail_all(&mut waiting, "write stalled");
-                        return Some(format!("a write did not complete in {stall:?}"));
-                    }
-                }
-            }
-            () = &mut stalled, if oldest.is_some() => {
-                fail_all(&mut waiting, "no answer");
-                return Some(format!("no answer in {stall:?}"));
-            }
+            // Biased, answers first: a reply already on the socket always settles its
+            // command before the stall timer is looked at.
+            biased;
             read = reader.read_buf(&mut input) => {
                 match read {
                     Ok(0) => {
@@ -530,6 +498,48 @@ async fn serve(
                             }
                         }
                     },
+                }
+            }
+            () = &mut stalled, if oldest.is_some() => {
+                fail_all(&mut waiting, "no answer");
+                return Some(format!("no answer in {stall:?}"));
+            }
+            command = rx.recv() => {
+                let first = command?;
+                out.clear();
+                let batch_start = waiting.len();
+                let mut batch = std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()));
+                let queued = tokio::time::Instant::now();
+                // Everything else already queued goes in the same write; a command whose
+                // caller has given up is dropped.
+                while out.len() < 256 * 1024 {
+                    let Some(c) = batch.next() else { break };
+                    if c.reply.is_closed() {
+                        continue;
+                    }
+                    out.put_slice(&c.bytes);
+                    waiting.push_back((c.reply, queued));
+                }
+                if out.is_empty() {
+                    continue;
+                }
+                stats.writes.fetch_add(1, Ordering::Relaxed);
+                match tokio::time::timeout(stall, writer.write_all(&out)).await {
+                    Ok(Ok(())) => {
+                        // Redis has `stall` to answer from when the bytes are out.
+                        let written = tokio::time::Instant::now();
+                        for (_, sent) in waiting.iter_mut().skip(batch_start) {
+                            *sent = written;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        fail_all(&mut waiting, "write failed");
+                        return Some(e.to_string());
+                    }
+                    Err(_) => {
+                        fail_all(&mut waiting, "write stalled");
+                        return Some(format!("a write did not complete in {stall:?}"));
+                    }
                 }
             }
         }
@@ -567,6 +577,89 @@ mod tests {
         assert!(parse(b"?x\r\n").is_err());
         assert!(parse(b"$3\r\nabcd\r\n").is_err());
         assert!(parse(b":nan\r\n").is_err());
+    }
+
+    /// A loopback server that reads what it is sent and never answers; what it read.
+    async fn silent_server() -> (TcpStream, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+            got
+        });
+        (TcpStream::connect(addr).await.unwrap(), server)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_given_up_after_the_stall() {
+        let (stream, _server) = silent_server().await;
+        let (tx, mut rx) = mpsc::channel(8);
+        let (reply, answer) = oneshot::channel();
+        tx.send(Command { bytes: encode(&[b"PING"]), reply }).await.unwrap();
+        let stats = RedisStats::default();
+        let why =
+            tokio::time::timeout(Duration::from_secs(5), serve(stream, &mut rx, &stats, Duration::from_millis(100)))
+                .await
+                .expect("serve gave up on its own");
+        assert!(why.unwrap().contains("no answer"));
+        assert!(matches!(answer.await.unwrap(), Err(RedisError::Connection(_))));
+    }
+
+    #[tokio::test]
+    async fn commands_whose_caller_gave_up_are_not_sent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let live = encode(&[b"GET", b"live"]);
+        let expected = live.clone();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = vec![0u8; expected.len()];
+            s.read_exact(&mut got).await.unwrap();
+            s.write_all(b"+OK\r\n").await.unwrap();
+            got
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let (gone, answer_gone) = oneshot::channel();
+        drop(answer_gone);
+        tx.send(Command { bytes: encode(&[b"GET", b"abandoned"]), reply: gone }).await.unwrap();
+        let (reply, answer) = oneshot::channel();
+        tx.send(Command { bytes: live.clone(), reply }).await.unwrap();
+        let stats = RedisStats::default();
+        let serving = tokio::spawn(async move { serve(stream, &mut rx, &stats, Duration::from_secs(5)).await });
+        assert_eq!(answer.await.unwrap(), Ok(Value::Simple("OK".into())));
+        assert_eq!(server.await.unwrap(), live.to_vec(), "only the live command was written");
+        drop(tx);
+        serving.abort();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_fails_at_once_instead_of_growing() {
+        let (tx, _rx) = mpsc::channel(MAX_QUEUED);
+        let redis = Redis {
+            settings: RedisSettings {
+                address: "127.0.0.1:9".into(),
+                timeout: Duration::from_millis(50),
+                prefix: String::new(),
+                username: None,
+                password: None,
+                database: 0,
+            },
+            tx,
+            up: Arc::new(AtomicBool::new(true)),
+            attempted: Arc::new((AtomicBool::new(true), tokio::sync::Notify::new())),
+            script_sha: Arc::new(std::sync::Mutex::new(None)),
+            stats: Arc::new(RedisStats::default()),
+        };
+        // Nothing drains this queue: the first MAX_QUEUED calls wait (and time out), the
+        // next is refused at once.
+        for _ in 0..MAX_QUEUED {
+            let (reply, _answer) = oneshot::channel();
+            redis.tx.try_send(Command { bytes: Bytes::new(), reply }).unwrap();
+        }
+        assert_eq!(redis.call(encode(&[b"PING"])).await, Err(RedisError::Busy));
     }
 
     #[test]
