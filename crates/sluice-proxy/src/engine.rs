@@ -47,15 +47,18 @@ impl<P: Proxy> HttpProxy<P> {
         }
         // HTTP/1 heads with more fields never get here (hyper answers 431 itself). HTTP/2
         // clients may send each cookie as a field of its own (RFC 9113 8.2.3): they count
-        // as the one `cookie` line HTTP/1 would have had.
+        // as the one `cookie` line HTTP/1 would have had (looked up only past the limit).
         let headers = &session.req.headers;
-        let cookies = headers.get_all(http::header::COOKIE).iter().count();
-        let fields = headers.len() - cookies.saturating_sub(1);
-        if fields > session.connection().max_headers {
-            return Err(Error::explain(
-                ErrorKind::RequestHeaderTooLarge,
-                format!("{fields} header fields (max-headers {})", session.connection().max_headers),
-            ));
+        let max = session.connection().max_headers;
+        if headers.len() > max {
+            let cookies = headers.get_all(http::header::COOKIE).iter().count();
+            let fields = headers.len() - cookies.saturating_sub(1);
+            if fields > max {
+                return Err(Error::explain(
+                    ErrorKind::RequestHeaderTooLarge,
+                    format!("{fields} header fields (max-headers {max})"),
+                ));
+            }
         }
         match self.proxy.request_filter(session, ctx).await? {
             Flow::Continue => {}

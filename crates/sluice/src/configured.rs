@@ -113,9 +113,13 @@ async fn background_refresh(
     }
 }
 
-/// Holds a refused request for its limit's tarpit (cut short when the listener starts to
-/// drain, so that a shutdown does not wait for held refusals); answers how long it held.
+/// Holds a refused request for its limit's tarpit, if it has one (cut short when the
+/// listener starts to drain, so that a shutdown does not wait for held refusals); answers
+/// how long it held.
 async fn tarpit(session: &Session, limit: &sluice_filters::ratelimit::RateLimit) -> Duration {
+    if limit.tarpit.is_zero() {
+        return Duration::ZERO;
+    }
     let hold = limit.tarpit_hold();
     let started = tokio::time::Instant::now();
     match session.connection().drain_watcher() {
@@ -197,7 +201,7 @@ impl Proxy for ConfiguredProxy {
                 RateDecision::Delay(wait) => tokio::time::sleep(wait).await,
                 RateDecision::Reject(retry_after) => {
                     tracing::debug!(limit = %limit.name, client = %session.client_addr(), "rate limited");
-                    let held = if limit.tarpit.is_zero() { Duration::ZERO } else { tarpit(session, limit).await };
+                    let held = tarpit(session, limit).await;
                     return Ok(Flow::Respond(limit.reject(retry_after.saturating_sub(held))));
                 }
             }

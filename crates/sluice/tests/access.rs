@@ -426,8 +426,8 @@ async fn forward_auth_passes_refuses_and_copies_headers() {
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_in_flight_refuses_with_503_beyond_the_limit() {
+/// An origin whose answers wait until the returned gate has a permit (`add_permits`).
+async fn gated_origin() -> (Origin, Arc<tokio::sync::Semaphore>) {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let g2 = gate.clone();
     let origin = Origin::start(
@@ -435,12 +435,18 @@ async fn max_in_flight_refuses_with_503_beyond_the_limit() {
         Arc::new(move |_req| {
             let gate = g2.clone();
             Box::pin(async move {
-                let _ = gate.acquire().await.unwrap();
+                drop(gate.acquire().await.unwrap());
                 Response::new(full("done"))
             })
         }),
     )
     .await;
+    (origin, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_refuses_with_503_beyond_the_limit() {
+    let (origin, gate) = gated_origin().await;
     let proxy = Proxy::start(&kdl(origin.addr, "", "max-in-flight 2", "")).await;
     let addr = proxy.addr();
     let slow: Vec<_> = (0..2).map(|_| tokio::spawn(async move { get_with(addr, "/", &[]).await.0 })).collect();
@@ -458,19 +464,7 @@ async fn max_in_flight_refuses_with_503_beyond_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_has_its_own_in_flight_cap_inside_the_sites() {
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let g2 = gate.clone();
-    let origin = Origin::start(
-        false,
-        Arc::new(move |_req| {
-            let gate = g2.clone();
-            Box::pin(async move {
-                let _ = gate.acquire().await.unwrap();
-                Response::new(full("done"))
-            })
-        }),
-    )
-    .await;
+    let (origin, gate) = gated_origin().await;
     let site = r#"
     max-in-flight 10
     route "/reports" {

@@ -63,17 +63,6 @@ async fn status(addr: SocketAddr, client: &str) -> StatusCode {
     send(addr, "GET", "/", &[("x-client", client)]).await.0
 }
 
-async fn metric(admin: SocketAddr, line_start: &str) -> u64 {
-    let mut c = h1_client(admin).await;
-    let resp = c.send_request(Request::get("/metrics").header("host", "admin").body(full("")).unwrap()).await.unwrap();
-    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"))
-}
-
 const SHARED: &str = r#"rate "1/m"
 burst 5
 key "header:x-client"

@@ -133,18 +133,6 @@ fn config_with_clients(site: &str, routes: &str) -> String {
     )
 }
 
-async fn metric(proxy: &Proxy, line_start: &str) -> u64 {
-    let admin = proxy.server.as_ref().unwrap().admin_addr().unwrap();
-    let mut c = h1_client(admin).await;
-    let resp = c.send_request(Request::get("/metrics").header("host", "admin").body(full("")).unwrap()).await.unwrap();
-    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_by_cookie_by_route_and_by_a_combination() {
     // The site's limit is keyed by route: every client of a route shares it.
@@ -215,9 +203,12 @@ async fn a_flood_of_distinct_clients_cannot_grow_the_keys_past_max_keys() {
     for t in tasks {
         t.await.unwrap();
     }
-    let keys = metric(&proxy, "sluice_ratelimit_keys{limit=\"small\"}").await;
+    let keys = metric(proxy.admin(), "sluice_ratelimit_keys{limit=\"small\"}").await;
     assert!((1..=256).contains(&keys), "{keys} keys kept of 2000 clients");
-    assert_eq!(metric(&proxy, "sluice_ratelimit_requests_total{limit=\"small\",outcome=\"allowed\"}").await, 2000);
+    assert_eq!(
+        metric(proxy.admin(), "sluice_ratelimit_requests_total{limit=\"small\",outcome=\"allowed\"}").await,
+        2000
+    );
     proxy.shutdown().await;
 }
 
@@ -237,12 +228,12 @@ route "/" {
     let held = tokio::spawn(async move { send(addr, "/", &[("x-k", "flood")]).await.0 });
     let rejected = "sluice_ratelimit_requests_total{limit=\"held\",outcome=\"rejected\"}";
     for _ in 0..200 {
-        if metric(&proxy, rejected).await == 1 {
+        if metric(proxy.admin(), rejected).await == 1 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(metric(&proxy, rejected).await, 1);
+    assert_eq!(metric(proxy.admin(), rejected).await, 1);
     // While that refusal is held, the one in-flight slot is free for another client.
     assert_eq!(send(addr, "/", &[("x-k", "polite")]).await.0, StatusCode::OK);
     // A shutdown does not wait for the hold: the held refusal is sent at once.

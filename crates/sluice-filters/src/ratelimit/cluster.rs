@@ -307,19 +307,12 @@ impl ClusterLimit {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::ratelimit::redis::RedisSettings;
+    use crate::ratelimit::redis::tests::unreachable;
 
     #[tokio::test]
     async fn after_a_failed_fetch_a_key_falls_back_without_asking_again_until_the_timeout() {
         // Nothing listens on the discard port: every call fails.
-        let redis = Redis::start(RedisSettings {
-            address: "127.0.0.1:9".into(),
-            timeout: Duration::from_secs(30),
-            prefix: String::new(),
-            username: None,
-            password: None,
-            database: 0,
-        });
+        let redis = Redis::start(unreachable(Duration::from_secs(30)));
         redis.wait_connected(Duration::from_secs(5)).await;
         let gcra = Gcra::new(1.0, 0, Duration::ZERO, 100);
         let limit = ClusterLimit::new(redis.clone(), "t", &gcra, Fallback::Allow, 100);

@@ -548,7 +548,7 @@ async fn serve(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -577,6 +577,18 @@ mod tests {
         assert!(parse(b"?x\r\n").is_err());
         assert!(parse(b"$3\r\nabcd\r\n").is_err());
         assert!(parse(b":nan\r\n").is_err());
+    }
+
+    /// Settings for a Redis nobody runs (the discard port), with `timeout`.
+    pub(crate) fn unreachable(timeout: Duration) -> RedisSettings {
+        RedisSettings {
+            address: "127.0.0.1:9".into(),
+            timeout,
+            prefix: String::new(),
+            username: None,
+            password: None,
+            database: 0,
+        }
     }
 
     /// A loopback server that reads what it is sent and never answers; what it read.
@@ -639,14 +651,7 @@ mod tests {
     async fn a_full_queue_fails_at_once_instead_of_growing() {
         let (tx, _rx) = mpsc::channel(MAX_QUEUED);
         let redis = Redis {
-            settings: RedisSettings {
-                address: "127.0.0.1:9".into(),
-                timeout: Duration::from_millis(50),
-                prefix: String::new(),
-                username: None,
-                password: None,
-                database: 0,
-            },
+            settings: unreachable(Duration::from_millis(50)),
             tx,
             up: Arc::new(AtomicBool::new(true)),
             attempted: Arc::new((AtomicBool::new(true), tokio::sync::Notify::new())),

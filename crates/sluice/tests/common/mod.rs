@@ -199,9 +199,25 @@ impl Proxy {
         self.addrs[0]
     }
 
+    /// The admin listener's address (the config must have `admin`).
+    pub fn admin(&self) -> SocketAddr {
+        self.server.as_ref().unwrap().admin_addr().unwrap()
+    }
+
     pub async fn shutdown(mut self) -> bool {
         self.server.take().unwrap().shutdown().await
     }
+}
+
+/// The value of the first `/metrics` line of the admin listener at `admin` that starts
+/// with `line_start` (a series with its labels); panics with the whole text if none does.
+pub async fn metric(admin: SocketAddr, line_start: &str) -> u64 {
+    let text = String::from_utf8(get(admin, "/metrics").await.2.to_vec()).unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"))
 }
 
 /// A simple config: one listener, one upstream of `origins`, everything proxied.
