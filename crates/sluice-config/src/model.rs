@@ -301,6 +301,8 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
     /// Most header fields in an HTTP/1 request (431 above it).
     pub max_headers: usize,
+    /// Forward header names with an underscore (dropped by default).
+    pub underscores_in_headers: bool,
     /// Longest request target (path and query) in bytes (414 above it).
     pub max_uri_length: usize,
     /// Longest a write to the client may stay blocked (slow readers are cut off).
@@ -330,6 +332,7 @@ impl ListenerConfig {
             h2c: true,
             tls: None,
             max_headers: 100,
+            underscores_in_headers: false,
             max_uri_length: 8 * 1024,
             send_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(60),

@@ -51,6 +51,8 @@ pub struct BodyStats {
     finished: AtomicBool,
     errored: AtomicBool,
     failure: std::sync::atomic::AtomicU8,
+    /// Woken when the body finished or failed (see [`BodyStats::poll_done`]).
+    done: atomic_waker::AtomicWaker,
 }
 
 impl BodyStats {
@@ -84,6 +86,25 @@ impl BodyStats {
         }
     }
 
+    /// Ready once the body has been read to its end or failed: the upstream's first-byte
+    /// timer starts then, not while a slow client is still uploading.
+    pub fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.finished() || self.errored() {
+            return Poll::Ready(());
+        }
+        self.done.register(cx.waker());
+        if self.finished() || self.errored() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn finish(&self) {
+        self.finished.store(true, Ordering::Relaxed);
+        self.done.wake();
+    }
+
     fn fail(&self, why: BodyFailure) {
         self.errored.store(true, Ordering::Relaxed);
         let code = match why {
@@ -92,6 +113,7 @@ impl BodyStats {
             BodyFailure::Invalid => 3,
         };
         let _ = self.failure.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
+        self.done.wake();
     }
 }
 
@@ -178,6 +200,11 @@ impl Body {
         self
     }
 
+    /// The shared statistics, if attached.
+    pub fn stats(&self) -> Option<&Arc<BodyStats>> {
+        self.stats.as_ref()
+    }
+
     /// Enforces `limits` while the body streams (failures are recorded in the stats).
     pub fn with_limits(mut self, limits: BodyLimits) -> Self {
         if limits != BodyLimits::default() {
@@ -213,8 +240,12 @@ impl http_body::Body for Body {
                     if let Some(data) = frame.data_ref() {
                         stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
+                    // A body of known length is not polled again after its last frame.
+                    if http_body::Body::is_end_stream(&*this) {
+                        stats.finish();
+                    }
                 }
-                Poll::Ready(None) => stats.finished.store(true, Ordering::Relaxed),
+                Poll::Ready(None) => stats.finish(),
                 Poll::Ready(Some(Err(e))) => {
                     stats.fail(e.downcast_ref::<BodyFailure>().copied().unwrap_or(BodyFailure::Invalid))
                 }

@@ -56,6 +56,9 @@ pub struct GuardConfig {
     pub send_timeout: Duration,
     /// Most header fields in an HTTP/1 request head; more get 431 (hyper's limit).
     pub max_headers: usize,
+    /// Whether header names with an underscore are forwarded (nginx's
+    /// `underscores_in_headers`); by default they are dropped.
+    pub underscores_in_headers: bool,
 }
 
 impl Default for GuardConfig {
@@ -69,6 +72,7 @@ impl Default for GuardConfig {
             release_above: 256,
             send_timeout: Duration::from_secs(60),
             max_headers: 100,
+            underscores_in_headers: false,
         }
     }
 }
@@ -90,6 +94,9 @@ pub enum Violation {
     RepeatedContentLength,
     /// A `Content-Length` that is not a plain decimal number.
     InvalidContentLength,
+    /// A request target with a fragment (`#`), which RFC 9112 §3.2 has no room for: the
+    /// URI parser would drop it silently and forward another target than the one sent.
+    FragmentInTarget,
 }
 
 impl Violation {
@@ -103,6 +110,7 @@ impl Violation {
             Violation::ContentLengthWithTransferEncoding => "Content-Length with Transfer-Encoding",
             Violation::RepeatedContentLength => "repeated Content-Length",
             Violation::InvalidContentLength => "invalid Content-Length",
+            Violation::FragmentInTarget => "fragment in request target",
         }
     }
 }
@@ -341,6 +349,10 @@ fn validate_head(head: &[u8]) -> Result<Framing, Violation> {
             first = false;
             if line.starts_with(b"CONNECT ") {
                 opaque = true;
+            }
+            let mut words = line.split(|&b| b == b' ');
+            if words.nth(1).is_some_and(|target| target.contains(&b'#')) {
+                return Err(Violation::FragmentInTarget);
             }
             continue;
         }
@@ -726,7 +738,11 @@ impl<IO: AsyncWrite> AsyncWrite for ServerIo<IO> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.released || !self.shutdown_on_close {
+        // An upgraded connection (a WebSocket tunnel) is shut down for real, also on plain
+        // TCP: the tunnel passes the origin's half-close on with it, and the socket is not
+        // dropped until the client's side is done too.
+        let tunnel = self.scanner.as_ref().is_some_and(|s| s.state == State::Passthrough);
+        if self.released || (!self.shutdown_on_close && !tunnel) {
             // Released: the session ended to free memory, the connection stays open.
             // Plain TCP: dropping the socket closes it with a FIN after pending data.
             return Poll::Ready(Ok(()));

@@ -78,6 +78,9 @@ pub struct ConnectionInfo {
     /// Header fields a request may carry (hyper enforces it on HTTP/1; the proxy engine
     /// checks it on HTTP/2, whose only limit of its own is the header block's size).
     pub max_headers: usize,
+    /// Whether header names with an underscore are forwarded (by default they are dropped;
+    /// see `sluice_proxy::validate`).
+    pub underscores_in_headers: bool,
     /// HTTP/2 streams the client cancelled before their response, in the current window.
     client_resets: AtomicU32,
     reset_window: AtomicU32,
@@ -110,6 +113,7 @@ impl ConnectionInfo {
             idle_waker: atomic_waker::AtomicWaker::new(),
             drain: None,
             max_headers: usize::MAX,
+            underscores_in_headers: false,
             client_resets: AtomicU32::new(0),
             reset_window: AtomicU32::new(0),
             abusive: AtomicBool::new(false),
@@ -137,6 +141,12 @@ impl ConnectionInfo {
     /// Sets how many header fields a request may carry.
     pub fn with_max_headers(mut self, max: usize) -> Self {
         self.max_headers = max;
+        self
+    }
+
+    /// Sets whether header names with an underscore are forwarded.
+    pub fn with_underscores_in_headers(mut self, allow: bool) -> Self {
+        self.underscores_in_headers = allow;
         self
     }
 

@@ -134,7 +134,8 @@ pub async fn serve_connection<IO, S>(
     let flatten = tls.is_some();
     let mut info = ConnectionInfo::new(client, local, settings.id, protocol, tls)
         .with_drain(shutdown.clone())
-        .with_max_headers(guard.max_headers);
+        .with_max_headers(guard.max_headers)
+        .with_underscores_in_headers(guard.underscores_in_headers);
     if let Some(header) = proxied {
         info = info.with_proxy_header(header);
     }
@@ -359,8 +360,16 @@ async fn serve_http2<IO, Svc, B>(
     }
 }
 
-/// Reads until the HTTP/2 preface is seen or ruled out; returns what was read.
-async fn detect<IO: AsyncRead + Unpin>(io: &mut IO) -> std::io::Result<Option<(HttpProtocol, Bytes)>> {
+/// The part of the HTTP/2 preface that no HTTP/1 request line can start with.
+const H2_PREFACE_LINE: usize = b"PRI * HTTP/2.0".len();
+/// GOAWAY, last stream 0, PROTOCOL_ERROR (RFC 9113 §6.8).
+const GOAWAY_PROTOCOL_ERROR: &[u8] = &[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Reads until the HTTP/2 preface is seen or ruled out; returns what was read. Bytes that
+/// start like the preface's first line and then differ are an invalid preface, a
+/// connection error (RFC 9113 §3.4): answered with GOAWAY `PROTOCOL_ERROR` and closed,
+/// not handed to HTTP/1.
+async fn detect<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) -> std::io::Result<Option<(HttpProtocol, Bytes)>> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if io.read_buf(&mut buf).await? == 0 {
@@ -368,6 +377,14 @@ async fn detect<IO: AsyncRead + Unpin>(io: &mut IO) -> std::io::Result<Option<(H
         }
         let n = buf.len().min(H2_PREFACE.len());
         if buf[..n] != H2_PREFACE[..n] {
+            let matched = buf.iter().zip(H2_PREFACE).take_while(|(a, b)| a == b).count();
+            if matched >= H2_PREFACE_LINE {
+                use tokio::io::AsyncWriteExt;
+                tracing::debug!("invalid HTTP/2 preface: GOAWAY PROTOCOL_ERROR");
+                io.write_all(GOAWAY_PROTOCOL_ERROR).await?;
+                io.flush().await?;
+                return Ok(None);
+            }
             return Ok(Some((HttpProtocol::Http1, buf.freeze())));
         }
         if n == H2_PREFACE.len() {

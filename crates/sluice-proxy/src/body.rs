@@ -31,15 +31,19 @@ pub(crate) struct Finish<P: Proxy> {
 pub struct ProxyBody<P: Proxy> {
     inner: Inner,
     finish: Option<Box<Finish<P>>>,
+    /// The upstream body failed: the error is held back for one turn (see `poll_frame`).
+    failed: Option<String>,
+    /// The body ended early with trailers of its own (a failed gRPC call).
+    ended: bool,
 }
 
 impl<P: Proxy> ProxyBody<P> {
     pub(crate) fn upstream(body: UpstreamBody, finish: Box<Finish<P>>) -> Self {
-        Self { inner: Inner::Upstream(body), finish: Some(finish) }
+        Self { inner: Inner::Upstream(body), finish: Some(finish), failed: None, ended: false }
     }
 
     pub(crate) fn local(body: Body, finish: Box<Finish<P>>) -> Self {
-        Self { inner: Inner::Local(body), finish: Some(finish) }
+        Self { inner: Inner::Local(body), finish: Some(finish), failed: None, ended: false }
     }
 
     fn log(&mut self, error: Option<Box<Error>>) {
@@ -56,6 +60,12 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(msg) = this.failed.take() {
+            return Poll::Ready(Some(Err(msg.into())));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
         let polled = match &mut this.inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
             Inner::Local(b) => Pin::new(b).poll_frame(cx),
@@ -108,14 +118,32 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
                     Err(e) => Error::because(ErrorKind::UpstreamReset, "streaming the response body", e),
                 };
                 let msg = error.to_string();
+                if let Some(trailers) = this.finish.as_deref().and_then(|f| grpc_unavailable(&f.session, &msg)) {
+                    // A gRPC call whose origin went away mid-stream ends with the status a
+                    // client talking to the origin directly would see (UNAVAILABLE), not a
+                    // stream reset that gRPC reads as INTERNAL.
+                    this.log(Some(error));
+                    this.ended = true;
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
                 this.log(Some(error));
-                Poll::Ready(Some(Err(msg.into())))
+                // hyper drops its write buffer when a body fails: the head and the bytes
+                // that did arrive would be lost and the client would see an empty reply.
+                // Pending once lets the connection flush them first (hyper flushes while
+                // a body is pending); the error follows on the next poll, which closes
+                // the connection early, so the client sees a truncated response.
+                this.failed = Some(msg);
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.ended {
+            return true;
+        }
         // A rewritten body may still produce bytes at the end (a finished compression
         // stream, a cached body replacing an empty one): poll until the filter saw the end.
         if self.finish.as_ref().is_some_and(|f| f.session.body_rewritten) {
@@ -136,6 +164,30 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
             Inner::Local(b) => b.size_hint(),
         }
     }
+}
+
+/// Trailers `grpc-status: 14` (UNAVAILABLE) for a gRPC request over HTTP/2 whose upstream
+/// body failed; `None` for anything else.
+fn grpc_unavailable(session: &Session, why: &str) -> Option<http::HeaderMap> {
+    let grpc = session
+        .req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    if !grpc || session.req.version != http::Version::HTTP_2 {
+        return None;
+    }
+    let mut trailers = http::HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
+    let message: String = format!("upstream went away: {why}")
+        .chars()
+        .map(|c| if (c.is_ascii_graphic() && c != '%') || c == ' ' { c } else { '?' })
+        .take(200)
+        .collect();
+    if let Ok(v) = http::HeaderValue::try_from(message) {
+        trailers.insert("grpc-message", v);
+    }
+    Some(trailers)
 }
 
 impl<P: Proxy> Drop for ProxyBody<P> {

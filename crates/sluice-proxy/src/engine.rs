@@ -45,6 +45,7 @@ impl<P: Proxy> HttpProxy<P> {
         if session.req.method == Method::CONNECT {
             return Err(Error::explain(ErrorKind::Custom(405), "CONNECT is not supported"));
         }
+        crate::validate::request(session)?;
         // HTTP/1 heads with more fields never get here (hyper answers 431 itself). HTTP/2
         // clients may send each cookie as a field of its own (RFC 9113 8.2.3): they count
         // as the one `cookie` line HTTP/1 would have had (looked up only past the limit).

@@ -62,8 +62,12 @@ pub fn error_response(error: &Error) -> Response<Body> {
     if error.kind() == ErrorKind::Overloaded {
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    if matches!(error.kind(), ErrorKind::RequestBodyTooLarge | ErrorKind::ClientTimeout) {
-        // The rest of the body is not read: the connection cannot carry another request.
+    if matches!(
+        error.kind(),
+        ErrorKind::RequestBodyTooLarge | ErrorKind::ClientTimeout | ErrorKind::InvalidRequest | ErrorKind::Custom(501)
+    ) {
+        // The rest of the body is not read (or its framing is not to be trusted): the
+        // connection cannot carry another request.
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     response

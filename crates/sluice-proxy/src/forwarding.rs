@@ -194,7 +194,12 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
     }
 
     // PathAndQuery is backed by shared bytes: cloning it does not copy the path.
-    let path = down.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = down
+        .uri
+        .path_and_query()
+        .filter(|p| !p.as_str().is_empty())
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     match protocol {
         UpstreamProtocol::Http1 => {
             up.version = Version::HTTP_11;
@@ -206,6 +211,15 @@ pub fn upstream_request(session: &Session, protocol: UpstreamProtocol, upgrade: 
                 if let Some(host) = host_value {
                     headers.insert(header::HOST, host);
                 }
+            }
+            // hyper sends a GET or HEAD whose body has no known length without its body
+            // (it assumes such methods have none); the client sent one, so it is framed
+            // explicitly instead of being dropped.
+            if matches!(up.method, Method::GET | Method::HEAD)
+                && session.has_body()
+                && !headers.contains_key(header::CONTENT_LENGTH)
+            {
+                headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
             }
         }
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => {

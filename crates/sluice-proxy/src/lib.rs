@@ -25,6 +25,7 @@ pub mod proxy_protocol;
 pub mod retry;
 mod session;
 pub mod trace;
+pub mod validate;
 
 pub use body::ProxyBody;
 pub use engine::HttpProxy;

@@ -124,6 +124,17 @@ impl Session {
         Some(strip_port(raw))
     }
 
+    /// The authority the request is for and the origin is sent: the Host field (or the
+    /// HTTP/2 `:authority`) with its port, lower-cased by request validation. Cache keys
+    /// and anything else that must tell two origins' answers apart use this, not
+    /// [`host`](Self::host), which drops the port.
+    pub fn authority(&self) -> Option<&str> {
+        match self.req.headers.get(http::header::HOST) {
+            Some(h) => h.to_str().ok(),
+            None => self.req.uri.authority().map(|a| a.as_str()),
+        }
+    }
+
     /// The request path.
     pub fn path(&self) -> &str {
         self.req.uri.path()

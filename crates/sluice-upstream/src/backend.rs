@@ -623,19 +623,29 @@ impl UpstreamConn {
             backend.stats.reused.fetch_add(1, Ordering::Relaxed);
         }
         let timeouts = backend.settings.timeouts;
+        let body = request.body().stats().cloned();
         let classify = |e: hyper::Error| upstream_error(e, &backend, reused && replayable);
         match kind {
             Kind::H1(mut h1) => {
                 let mut conn_done = false;
                 let fut = h1.sender.send_request(request);
                 let mut fut = std::pin::pin!(fut);
-                h1.deadline.set(sent_at + timeouts.first_byte);
+                // The first-byte timer starts once the request has been sent in full: a
+                // slow upload is bounded by the body timeout, not by the origin's.
+                let mut armed = false;
                 let waited = poll_fn(|cx| {
                     if !conn_done && Pin::new(&mut h1.conn).poll(cx).is_ready() {
                         conn_done = true;
                     }
                     if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                         return Poll::Ready(Some(r));
+                    }
+                    if !armed {
+                        if body.as_ref().is_some_and(|b| b.poll_done(cx).is_pending()) && !conn_done {
+                            return Poll::Pending;
+                        }
+                        armed = true;
+                        h1.deadline.set(Instant::now() + timeouts.first_byte);
                     }
                     h1.deadline.poll_expired(cx).map(|()| None)
                 })
@@ -662,10 +672,25 @@ impl UpstreamConn {
                 Ok(response.map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr, outstanding)))
             }
             Kind::H2(mut sender) => {
-                let waited = tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
+                let fut = sender.send_request(request);
+                let mut fut = std::pin::pin!(fut);
+                let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+                let waited = poll_fn(|cx| {
+                    if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+                        return Poll::Ready(Some(r));
+                    }
+                    if timer.is_none() {
+                        if body.as_ref().is_some_and(|b| b.poll_done(cx).is_pending()) {
+                            return Poll::Pending;
+                        }
+                        timer = Some(Box::pin(tokio::time::sleep(timeouts.first_byte)));
+                    }
+                    timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx).map(|()| None))
+                })
+                .await;
                 let response = match waited {
-                    Ok(r) => r.map_err(classify)?,
-                    Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
+                    Some(r) => r.map_err(classify)?,
+                    None => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
                 };
                 backend.stats.observe_latency_at(sent_at.into_std(), std::time::Instant::now());
                 Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, outstanding)))

@@ -437,6 +437,7 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
                 release_above: 256,
                 send_timeout: l.send_timeout,
                 max_headers: l.max_headers,
+                underscores_in_headers: l.underscores_in_headers,
             },
             h2c: l.h2c,
             tls,

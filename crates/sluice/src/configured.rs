@@ -175,6 +175,15 @@ impl Proxy for ConfiguredProxy {
             .ok_or_else(|| Error::explain(ErrorKind::NoRoute, "no site or route matches"))?;
         ctx.matched = Some(matched);
         let route = self.router.route(matched);
+        // TRACE echoes the request, cookies and credentials included, to whatever script
+        // can read the answer: refused unless the route names it in `methods` (nginx
+        // refuses it too).
+        if session.req.method == http::Method::TRACE && !route.methods.contains(&http::Method::TRACE) {
+            return Err(Error::explain(
+                ErrorKind::Custom(405),
+                "TRACE is refused (name it in the route's `methods` to allow it)",
+            ));
+        }
         if let Some(max) = route.max_body_size {
             let declared = session
                 .req
@@ -236,7 +245,9 @@ impl Proxy for ConfiguredProxy {
             }
         }
         if let Some(rule) = &route.cache {
-            let host = session.host().unwrap_or("").to_owned();
+            // Keyed on the authority with its port, exactly as the origin receives it: a
+            // response made for `victim.example:1337` must not answer `victim.example`.
+            let host = session.authority().unwrap_or("").to_owned();
             let req = &session.req;
             match rule.lookup(&req.method, &req.uri, session.scheme(), &host, &req.headers).await {
                 Lookup::Respond(mut response, hit) => {

@@ -112,7 +112,7 @@ async fn upstream_read_idle_timeout_cuts_the_body() {
     .await;
     let proxy = Proxy::start(&simple_config(&[addr], "timeouts read-idle=\"3s\"")).await;
     let mut client = h1_client(proxy.addr()).await;
-    let resp = client.send_request(Request::get("/").body(full("")).unwrap()).await.unwrap();
+    let resp = client.send_request(Request::get("/").header("host", "a.test").body(full("")).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200, "the head was already forwarded");
     let started = tokio::time::Instant::now();
     assert!(resp.into_body().collect().await.is_err(), "the body ends with an error, not silently short");
@@ -220,4 +220,68 @@ async fn an_idle_connection_released_its_session_and_still_serves_the_next_reque
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
     assert_eq!(origin.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_byte_timer_waits_for_a_slow_upload_to_finish() {
+    // 10 bytes, one every 0.5 s: 5 s of upload against a 2 s first-byte timeout.
+    let origin = Origin::start(
+        false,
+        std::sync::Arc::new(|req: Request<hyper::body::Incoming>| {
+            Box::pin(async move { http::Response::new(full(format!("got {}", drain(req.into_body()).await))) })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "timeouts first-byte=\"2s\"")).await;
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n").await.unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        s.write_all(b"x").await.unwrap();
+    }
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("got 10"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_dies_after_its_head_never_yields_an_empty_reply() {
+    let addr = raw_origin(|mut s| async move {
+        let mut body = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec();
+        body.extend_from_slice(&[b'a'; 500]);
+        let _ = s.write_all(&body).await;
+        drop(s);
+    })
+    .await;
+    let proxy = Proxy::start(&simple_config(&[addr], "")).await;
+    for i in 0..30 {
+        let out = raw(proxy.addr(), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 200"), "attempt {i}: {out:?}");
+        assert!(out.ends_with(&"a".repeat(500)), "attempt {i}: the bytes that arrived are sent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_whose_origin_dies_mid_stream_ends_unavailable() {
+    let addr = raw_origin(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n\0\0\0\0\x02hi\r\n")
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(s);
+    })
+    .await;
+    let proxy = Proxy::start(&simple_config(&[addr], "")).await;
+    let mut client = h2_client(proxy.addr()).await;
+    let req = Request::post("http://example.test/pkg.Service/Method")
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(full(&b"\0\0\0\0\x02hi"[..]))
+        .unwrap();
+    let resp = client.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.expect("the stream ends with trailers, not a reset");
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "14", "UNAVAILABLE, as a direct client would see");
 }

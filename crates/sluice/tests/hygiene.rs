@@ -50,7 +50,7 @@ async fn a_client_request_id_is_propagated() {
     let origin = Origin::named("ok").await;
     let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
     let mut client = h1_client(proxy.addr()).await;
-    let req = Request::get("/").header("x-request-id", "abc-123").body(full("")).unwrap();
+    let req = Request::get("/").header("host", "a.test").header("x-request-id", "abc-123").body(full("")).unwrap();
     let resp = client.send_request(req).await.unwrap();
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
     assert_eq!(origin.last_head().headers["x-request-id"], "abc-123");
@@ -135,8 +135,12 @@ async fn over_long_header_sections_get_431() {
     assert_eq!(origin.requests(), 0);
     // Just under the limit passes.
     let mut client = h1_client(proxy.addr()).await;
-    let resp =
-        client.send_request(Request::get("/").header("x-big", "a".repeat(6000)).body(full("")).unwrap()).await.unwrap();
+    let resp = client
+        .send_request(
+            Request::get("/").header("host", "a.test").header("x-big", "a".repeat(6000)).body(full("")).unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "x");
 }

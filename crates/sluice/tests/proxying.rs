@@ -38,7 +38,8 @@ async fn keepalive_requests_share_client_and_upstream_connections() {
     let mut client = h1_client(proxy.addr()).await;
     for _ in 0..20 {
         client.ready().await.unwrap();
-        let resp = client.send_request(Request::get("/").body(full("")).unwrap()).await.unwrap();
+        let resp =
+            client.send_request(Request::get("/").header("host", "a.test").body(full("")).unwrap()).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
@@ -266,10 +267,12 @@ async fn large_bodies_stream_both_ways_with_bounded_memory() {
     let proxy = Proxy::start(&simple_config(&[origin.addr], "")).await;
     let before = rss_kib();
     let mut client = h1_client(proxy.addr()).await;
-    let resp = client.send_request(Request::get("/big").body(full("")).unwrap()).await.unwrap();
+    let resp =
+        client.send_request(Request::get("/big").header("host", "a.test").body(full("")).unwrap()).await.unwrap();
     assert_eq!(drain(resp.into_body()).await, LEN);
     client.ready().await.unwrap();
-    let resp = client.send_request(Request::put("/big").body(generated(LEN)).unwrap()).await.unwrap();
+    let resp =
+        client.send_request(Request::put("/big").header("host", "a.test").body(generated(LEN)).unwrap()).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, LEN.to_string());
     let grown_mib = rss_kib().saturating_sub(before) / 1024;
@@ -312,7 +315,7 @@ async fn bodiless_responses_return_their_connection_to_the_pool() {
         [("HEAD", "/", 200), ("GET", "/204", 204), ("GET", "/304", 304), ("GET", "/", 200), ("HEAD", "/", 200)]
     {
         client.ready().await.unwrap();
-        let req = Request::builder().method(method).uri(path).body(full("")).unwrap();
+        let req = Request::builder().method(method).uri(path).header("host", "a.test").body(full("")).unwrap();
         let resp = client.send_request(req).await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{method} {path}");
         resp.into_body().collect().await.unwrap();

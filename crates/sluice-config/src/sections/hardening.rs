@@ -8,11 +8,12 @@ use kdl::{KdlEntry, KdlNode};
 use crate::diagnostic::Diagnostics;
 use crate::model::{Http2Limits, ListenerConfig, ProxyProtocolConfig, Rate, RealIpConfig, RealIpHeader};
 use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
-use crate::value::{cidr, cidr_file, duration, integer, non_empty_string, rate, size};
+use crate::value::{boolean, cidr, cidr_file, duration, integer, non_empty_string, rate, size};
 
 /// The listener nodes this module reads.
 pub(super) const NODES: &[&str] = &[
     "max-headers",
+    "underscores-in-headers",
     "max-uri-length",
     "send-timeout",
     "body-read-timeout",
@@ -34,6 +35,11 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut Listene
         "max-headers" => {
             if let Some(n) = single(d, node, "max-headers 100").and_then(|e| integer(d, e, 1, 10_000)) {
                 config.max_headers = usize::try_from(n).unwrap_or(100);
+            }
+        }
+        "underscores-in-headers" => {
+            if let Some(allow) = single(d, node, "underscores-in-headers #true").and_then(|e| boolean(d, e)) {
+                config.underscores_in_headers = allow;
             }
         }
         "max-uri-length" => {
