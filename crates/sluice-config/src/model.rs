@@ -174,6 +174,9 @@ pub struct CacheRuleConfig {
     pub heuristic_max: std::time::Duration,
     /// Response headers whose values tag the entry (for purges), lower-case.
     pub tag_headers: Vec<String>,
+    /// Targeted cache-control fields (RFC 9213) this cache obeys, first present wins over
+    /// `Cache-Control`; lower-case. Default: `cdn-cache-control`.
+    pub targeted_cache_control: Vec<String>,
 }
 
 /// The admin API (`server { admin "127.0.0.1:9901" token="..." }`).

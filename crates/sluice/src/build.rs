@@ -642,6 +642,7 @@ fn cache_rule(c: &config::CacheRuleConfig, cache: &Arc<HttpCache>) -> CacheRule 
         },
         lock_timeout: c.lock_timeout,
         tag_headers: header_names(&c.tag_headers),
+        targeted: header_names(&c.targeted_cache_control),
     }
 }
 

@@ -363,6 +363,9 @@ impl Proxy for ConfiguredProxy {
         for filter in &self.router.route(matched).response_filters {
             filter.on_response(session, response)?;
         }
+        if let Some(rule) = &self.router.route(matched).cache {
+            rule.strip_own_targeted(&mut response.headers);
+        }
         if let Some(cookie) = ctx.set_cookie.take() {
             response.headers.append(http::header::SET_COOKIE, cookie);
         }

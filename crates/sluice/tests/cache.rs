@@ -509,3 +509,126 @@ async fn each_coding_of_a_cached_object_is_compressed_once() {
     assert_eq!(origin.requests(), 1);
     proxy.shutdown().await;
 }
+
+/// An origin that answers its first request with `headers` and then, for every later
+/// request, reads the head and drops the connection without answering.
+async fn dying_origin(headers: &'static [(&'static str, &'static str)], reset: bool) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if answered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        if reset {
+                            // Linger 0: the close sends RST instead of FIN.
+                            let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
+                        }
+                        return; // drops the connection before any answer
+                    }
+                    let mut answer = String::from("HTTP/1.1 200 OK\r\ncontent-length: 8\r\n");
+                    for (k, v) in headers {
+                        answer.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    answer.push_str("\r\nthe body");
+                    let _ = s.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_covers_an_origin_that_drops_the_connection() {
+    for reset in [false, true] {
+        let addr = dying_origin(&[("cache-control", "max-age=1, stale-if-error=60")], reset).await;
+        let proxy = Proxy::start(&config(addr, "", "")).await;
+        assert_eq!(send(proxy.addr(), "GET", "/d", &[]).await.2, b"the body");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let (status, h, body) = send(proxy.addr(), "GET", "/d", &[]).await;
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"the body"[..]), "reset {reset}: {h:?}");
+        assert!(cache_status(&h).contains("stale-if-error"), "{h:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_valued_age_counts_by_its_first_member_and_an_invalid_one_is_not_stored() {
+    let origin = origin(&[("cache-control", "max-age=3600"), ("age", "7200, 0")]).await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    send(proxy.addr(), "GET", "/age", &[]).await;
+    let (_, h, _) = send(proxy.addr(), "GET", "/age", &[]).await;
+    assert!(!cache_status(&h).contains("hit; ttl"), "served as fresh: {h:?}");
+    assert_eq!(origin.requests(), 2);
+    let invalid = origin_with(&[("cache-control", "max-age=3600"), ("age", "soon")]).await;
+    let proxy = Proxy::start(&config(invalid.addr, "", "")).await;
+    let (_, h, _) = send(proxy.addr(), "GET", "/age", &[]).await;
+    assert!(cache_status(&h).contains("detail=age"), "{h:?}");
+    send(proxy.addr(), "GET", "/age", &[]).await;
+    assert_eq!(invalid.requests(), 2);
+}
+
+async fn origin_with(headers: &'static [(&'static str, &'static str)]) -> Origin {
+    origin(headers).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_204_is_reused() {
+    let origin = Origin::start(
+        false,
+        Arc::new(|_req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                let mut r = Response::new(full(""));
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+                r
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    assert_eq!(send(proxy.addr(), "GET", "/204", &[]).await.0, StatusCode::NO_CONTENT);
+    let (status, h, _) = send(proxy.addr(), "GET", "/204", &[]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(cache_status(&h).starts_with("sluice; hit"), "{h:?}");
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targeted_cache_control_takes_precedence_over_cache_control() {
+    // CDN-Cache-Control (RFC 9213) decides for this cache and is passed on.
+    let origin = origin(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60")]).await;
+    let proxy = Proxy::start(&config(origin.addr, "", "")).await;
+    send(proxy.addr(), "GET", "/t", &[]).await;
+    let (_, h, _) = send(proxy.addr(), "GET", "/t", &[]).await;
+    assert!(cache_status(&h).starts_with("sluice; hit"), "{h:?}");
+    assert_eq!(h["cdn-cache-control"], "max-age=60");
+    assert_eq!(h["cache-control"], "no-store", "Cache-Control is for the caches after this one");
+    assert_eq!(origin.requests(), 1);
+    let refused = origin_with(&[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")]).await;
+    let proxy = Proxy::start(&config(refused.addr, "", "")).await;
+    send(proxy.addr(), "GET", "/t", &[]).await;
+    send(proxy.addr(), "GET", "/t", &[]).await;
+    assert_eq!(refused.requests(), 2);
+    // A field of this cache's own comes first, and is not passed on.
+    let own = origin_with(&[("cdn-cache-control", "no-store"), ("sluice-cache-control", "max-age=60")]).await;
+    let rule = "targeted-cache-control \"sluice-cache-control\" \"cdn-cache-control\"";
+    let proxy = Proxy::start(&config(own.addr, "", rule)).await;
+    send(proxy.addr(), "GET", "/t", &[]).await;
+    let (_, h, _) = send(proxy.addr(), "GET", "/t", &[]).await;
+    assert!(cache_status(&h).starts_with("sluice; hit"), "{h:?}");
+    assert!(h.get("sluice-cache-control").is_none());
+    assert_eq!(own.requests(), 1);
+}

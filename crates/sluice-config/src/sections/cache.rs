@@ -26,6 +26,7 @@ const RULE_NODES: &[&str] = &[
     "lock-timeout",
     "heuristic-max",
     "tag-headers",
+    "targeted-cache-control",
 ];
 const RULE_USAGE: &str = "cache { default-ttl 200 \"10m\"; lock-timeout \"5s\" }";
 
@@ -113,13 +114,13 @@ pub(super) fn read_rule(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<Cache
                     }
                 }
             }
-            list @ ("ignore-params" | "key-headers" | "key-cookies" | "tag-headers") => {
+            list @ ("ignore-params" | "key-headers" | "key-cookies" | "tag-headers" | "targeted-cache-control") => {
                 let usage = format!("{list} \"name\"");
                 let (args, _) = leaf(d, child, Arity::AtLeast(1), &[], &usage);
                 let mut values = Vec::new();
                 for entry in args {
                     match non_empty_string(d, entry, &usage) {
-                        Some(v) if list == "key-headers" || list == "tag-headers" => {
+                        Some(v) if list != "ignore-params" && list != "key-cookies" => {
                             if http::HeaderName::from_bytes(v.as_bytes()).is_err() {
                                 d.error(entry.span(), format!("`{v}` is not a header name"))
                                     .label("not a header name")
@@ -137,6 +138,7 @@ pub(super) fn read_rule(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<Cache
                     "ignore-params" => config.ignore_params = values,
                     "key-headers" => config.key_headers = values,
                     "key-cookies" => config.key_cookies = values,
+                    "targeted-cache-control" => config.targeted_cache_control = values,
                     _ => config.tag_headers = values,
                 }
             }
@@ -185,6 +187,7 @@ impl Default for CacheRuleConfig {
             lock_timeout: Duration::from_secs(5),
             heuristic_max: Duration::from_secs(86_400),
             tag_headers: vec!["surrogate-key".to_owned(), "cache-tag".to_owned()],
+            targeted_cache_control: vec!["cdn-cache-control".to_owned()],
         }
     }
 }

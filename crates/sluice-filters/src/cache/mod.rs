@@ -152,6 +152,33 @@ pub struct CacheRule {
     pub lock_timeout: Duration,
     /// Response headers whose values tag the entry for purges.
     pub tag_headers: Vec<HeaderName>,
+    /// Targeted cache-control fields (RFC 9213) in order of precedence: the first one a
+    /// response carries replaces its `Cache-Control` for this cache.
+    pub targeted: Vec<HeaderName>,
+}
+
+impl CacheRule {
+    /// The directives this cache follows for a response: its first targeted field
+    /// (`CDN-Cache-Control`, or a configured one like `Sluice-Cache-Control`), else its
+    /// `Cache-Control` (RFC 9213 §2.2).
+    pub fn response_directives(&self, headers: &HeaderMap) -> Directives {
+        for name in &self.targeted {
+            if headers.contains_key(name) {
+                return Directives::parse_field(headers, name);
+            }
+        }
+        Directives::parse(headers)
+    }
+
+    /// Removes the targeted fields meant for this cache alone from a response going
+    /// downstream. `CDN-Cache-Control` is kept: it is meant for every CDN on the way.
+    pub fn strip_own_targeted(&self, headers: &mut HeaderMap) {
+        for name in &self.targeted {
+            if name != "cdn-cache-control" {
+                headers.remove(name);
+            }
+        }
+    }
 }
 
 /// What the cache decided for a request.
@@ -216,7 +243,7 @@ impl Refresh {
             return;
         }
         let request_directives = Directives::parse(&self.request);
-        let directives = Directives::parse(headers);
+        let directives = self.rule.response_directives(headers);
         let verdict = policy::storable(
             &Method::GET,
             &self.request,
@@ -335,7 +362,7 @@ impl CacheRule {
                     Some(h) => h,
                     None => break,
                 };
-                let directives = Directives::parse(&stored);
+                let directives = self.response_directives(&stored);
                 let age = policy::current_age(&stored, entry.stored_at, entry.stored_at, now);
                 let lifetime =
                     policy::freshness_lifetime(status, &stored, &directives, &self.overrides, entry.stored_at);
@@ -601,7 +628,7 @@ impl Pending {
                 return;
             }
         }
-        let directives = Directives::parse(&response.headers);
+        let directives = self.rule.response_directives(&response.headers);
         let verdict = policy::storable(
             method,
             request,
@@ -637,6 +664,13 @@ impl Pending {
                         vary,
                     });
                     self.status.push_str("; stored");
+                    // A body that cannot or does not come (204, `Content-Length: 0`) is
+                    // never polled, so its end never reaches `body`: store it now.
+                    let empty = response.status == StatusCode::NO_CONTENT
+                        || response.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0");
+                    if empty {
+                        self.body(&mut None, true);
+                    }
                 }
             }
             Ok(()) => {}
@@ -665,7 +699,7 @@ impl Pending {
 
     fn stale_if_error(&self, entry: &Entry, now: SystemTime) -> bool {
         let Some((status, stored)) = entry.head.to_http() else { return false };
-        let directives = Directives::parse(&stored);
+        let directives = self.rule.response_directives(&stored);
         let window = directives.stale_if_error.or(self.request_directives.stale_if_error);
         let Some(window) = window else { return false };
         if directives.must_revalidate || directives.proxy_revalidate {

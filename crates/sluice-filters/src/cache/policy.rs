@@ -44,8 +44,15 @@ pub struct Directives {
 impl Directives {
     /// Parses every `Cache-Control` field of `headers`.
     pub fn parse(headers: &HeaderMap) -> Self {
+        Self::parse_field(headers, &header::CACHE_CONTROL)
+    }
+
+    /// Parses every field `name` of `headers` as cache directives (`Cache-Control`, or a
+    /// targeted field like `CDN-Cache-Control`, whose dictionary syntax of RFC 9213 reads
+    /// the same for the directives a cache uses).
+    pub fn parse_field(headers: &HeaderMap, name: &header::HeaderName) -> Self {
         let mut d = Directives::default();
-        for value in headers.get_all(header::CACHE_CONTROL) {
+        for value in headers.get_all(name) {
             let Ok(value) = value.to_str() else { continue };
             for item in split_items(value) {
                 let (name, arg) = match item.split_once('=') {
@@ -154,6 +161,7 @@ pub fn storable(
     {
         return Err("authorization");
     }
+    age_value(response)?;
     if response.contains_key(header::SET_COOKIE) && !overrides.store_set_cookie {
         return Err("set-cookie");
     }
@@ -213,6 +221,20 @@ pub fn freshness_lifetime(
     Duration::ZERO
 }
 
+/// The `Age` a response carries (zero without one). A list-valued `Age` counts by its first
+/// member (RFC 9111 §5.1: `Age: 7200, 0` is 7200 s, not 0); anything but a number is
+/// invalid, and such a response is not stored. Values past 2^31 count as 2^31.
+pub fn age_value(headers: &HeaderMap) -> Result<Duration, NotStored> {
+    let Some(field) = headers.get(header::AGE) else { return Ok(Duration::ZERO) };
+    let first = field.as_bytes().split(|b| *b == b',').next().unwrap_or_default();
+    let first = first.trim_ascii();
+    if first.is_empty() || !first.iter().all(u8::is_ascii_digit) {
+        return Err("age");
+    }
+    let seconds = first.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')));
+    Ok(Duration::from_secs(seconds.unwrap_or(u64::MAX).min(1 << 31)))
+}
+
 /// The age of a stored response now (RFC 9111 §4.2.3), from its `Age` and `Date` and when
 /// the request was sent and the response received.
 pub fn current_age(
@@ -221,11 +243,7 @@ pub fn current_age(
     response_time: SystemTime,
     now: SystemTime,
 ) -> Duration {
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
+    let age_value = age_value(headers).unwrap_or(Duration::ZERO);
     let date_value = date(headers, header::DATE).unwrap_or(response_time);
     let apparent_age = response_time.duration_since(date_value).unwrap_or_default();
     let response_delay = response_time.duration_since(request_time).unwrap_or_default();

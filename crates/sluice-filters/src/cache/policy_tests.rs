@@ -132,3 +132,27 @@ fn current_age_corrects_for_delay_and_residence() {
     assert_eq!(current_age(&HeaderMap::new(), at(1_000), at(1_000), at(1_030)), Duration::from_secs(30));
     let _ = header::AGE;
 }
+
+#[test]
+fn age_lists_count_by_their_first_member_and_junk_is_invalid() {
+    let with_age = |v: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(header::AGE, v.parse().unwrap());
+        age_value(&h)
+    };
+    assert_eq!(age_value(&HeaderMap::new()), Ok(Duration::ZERO));
+    assert_eq!(with_age("7200, 0"), Ok(Duration::from_secs(7200)));
+    assert_eq!(with_age(" 5 "), Ok(Duration::from_secs(5)));
+    assert_eq!(with_age("99999999999999999999999"), Ok(Duration::from_secs(1 << 31)));
+    assert!(with_age("soon").is_err());
+    assert!(with_age("-1").is_err());
+    assert!(with_age(", 5").is_err());
+}
+
+#[test]
+fn a_targeted_field_parses_like_cache_control() {
+    let mut h = HeaderMap::new();
+    h.insert("cdn-cache-control", "max-age=60, stale-if-error=30".parse().unwrap());
+    let d = Directives::parse_field(&h, &header::HeaderName::from_static("cdn-cache-control"));
+    assert_eq!((d.max_age, d.stale_if_error), (Some(60), Some(30)));
+}
