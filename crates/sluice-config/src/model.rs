@@ -306,6 +306,10 @@ pub struct ListenerConfig {
     pub max_headers: usize,
     /// Forward header names with an underscore (dropped by default).
     pub underscores_in_headers: bool,
+    /// What to do with `%2F`, `%5C` and `\` in request paths.
+    pub escaped_slashes: EscapedSlashes,
+    /// Match route paths without regard to ASCII case (for origins that do the same).
+    pub case_insensitive_paths: bool,
     /// Longest request target (path and query) in bytes (414 above it).
     pub max_uri_length: usize,
     /// Longest a write to the client may stay blocked (slow readers are cut off).
@@ -322,6 +326,19 @@ pub struct ListenerConfig {
     pub real_ip: Option<RealIpConfig>,
 }
 
+/// What a listener does with escaped slashes and backslashes in paths (see
+/// `sluice_filters::normalize::EscapedSlashes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// 400.
+    #[default]
+    Reject,
+    /// Decoded to `/` before routing.
+    Decode,
+    /// Forwarded as sent.
+    Keep,
+}
+
 impl ListenerConfig {
     /// A listener with default limits, named after its address.
     pub fn new(address: SocketAddr) -> Self {
@@ -336,6 +353,8 @@ impl ListenerConfig {
             tls: None,
             max_headers: 100,
             underscores_in_headers: false,
+            escaped_slashes: EscapedSlashes::Reject,
+            case_insensitive_paths: false,
             max_uri_length: 8 * 1024,
             send_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(60),

@@ -231,7 +231,53 @@ fn check_hosts<'s>(
 }
 
 /// Reports duplicate routes and `proxy` actions naming undefined upstreams.
+/// Whether a route has access control of its own (allow/deny, Basic, JWT, forward-auth).
+fn guarded(route: &RawRoute) -> bool {
+    let p = &route.config.policy;
+    p.access.is_some() || p.basic_auth.is_some() || p.jwt.is_some() || p.forward_auth.is_some()
+}
+
+/// Whether every path `inner` matches is also matched by `outer`.
+fn covers(outer: &PathMatch, inner: &PathMatch) -> bool {
+    let inner_path = match inner {
+        PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+    };
+    match outer {
+        PathMatch::Exact(p) => matches!(inner, PathMatch::Exact(i) if i == p),
+        PathMatch::Prefix(p) => {
+            inner_path.starts_with(p.as_str())
+                && (inner_path.len() == p.len() || p.ends_with('/') || inner_path.as_bytes()[p.len()] == b'/')
+        }
+    }
+}
+
+/// Warns when a route with access control answers only some methods while a route without
+/// it catches the others on the same paths: `DELETE /admin` would reach the origin
+/// unchecked.
+fn check_method_gaps(d: &mut Diagnostics<'_>, routes: &[RawRoute]) {
+    for route in routes.iter().filter(|r| guarded(r) && !r.config.methods.is_empty()) {
+        let fallback = routes.iter().find(|other| {
+            !guarded(other)
+                && covers(&other.config.path, &route.config.path)
+                && (other.config.methods.is_empty()
+                    || other.config.methods.iter().any(|m| !route.config.methods.contains(m)))
+        });
+        if let Some(other) = fallback {
+            let methods: Vec<&str> = route.config.methods.iter().map(http::Method::as_str).collect();
+            let line = d.line_of(other.path_span);
+            d.warning(
+                route.path_span,
+                format!(
+                    "this route's access control covers only {}; other methods fall through to the route at line {line}, which has none",
+                    methods.join(", ")
+                ),
+            );
+        }
+    }
+}
+
 fn check_routes(d: &mut Diagnostics<'_>, routes: &[RawRoute], upstreams: &[&str], with_retry: &[&str]) {
+    check_method_gaps(d, routes);
     for (index, route) in routes.iter().enumerate() {
         let clash = routes[..index].iter().find(|earlier| {
             earlier.config.path == route.config.path

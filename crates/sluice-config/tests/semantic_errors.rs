@@ -351,3 +351,26 @@ fn invalid_otlp_endpoints() {
         assert!(help(&problem).contains("http://127.0.0.1:4318/v1/traces"), "{problem:?}");
     }
 }
+
+#[test]
+fn a_route_protected_for_some_methods_only_warns_about_the_others() {
+    let text = r#"listener "127.0.0.1:8080"
+upstream "app" { server "127.0.0.1:8080" }
+site "*" {
+    route "/admin" {
+        methods "GET" "POST"
+        allow "10.0.0.0/8"
+        deny "all"
+        proxy "app"
+    }
+    route "/" { proxy "app" }
+}
+"#;
+    let config = sluice_config::parse("sluice.kdl", text).unwrap();
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(config.warnings[0].starts_with("sluice.kdl:4:"), "{:?}", config.warnings);
+    assert!(config.warnings[0].contains("covers only GET, POST"), "{:?}", config.warnings);
+    // Every method protected: no warning.
+    let all = text.replace("        methods \"GET\" \"POST\"\n", "");
+    assert!(sluice_config::parse("sluice.kdl", &all).unwrap().warnings.is_empty());
+}

@@ -7,6 +7,67 @@
 
 use std::borrow::Cow;
 
+/// What to do with a path that spells a separator in another way: `%2F` or `%5C`
+/// (escaped slash and backslash) or a literal `\`. Many origins (and frameworks on Windows)
+/// read them as `/`, so `/admin%2f` or `/\admin` could reach `/admin` past a rule that
+/// protects it. Envoy's `path_with_escaped_slashes_action` is the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Refuse the request with 400 (the default).
+    #[default]
+    Reject,
+    /// Decode them to `/` and route (and forward) the result.
+    Decode,
+    /// Route and forward them as they are (the origin must not treat them as `/`).
+    Keep,
+}
+
+/// Why a path was refused.
+pub type Refusal = &'static str;
+
+/// The normalized form of `path` (see [`path`]), after the checks every request path
+/// passes: no NUL (`%00`), and escaped slashes and backslashes handled per `escaped`.
+pub fn checked(path: &str, escaped: EscapedSlashes) -> Result<Cow<'_, str>, Refusal> {
+    let bytes = path.as_bytes();
+    let mut has_escaped_slash = bytes.contains(&b'\\');
+    for i in memchr::memchr_iter(b'%', bytes) {
+        match bytes.get(i + 1..i + 3) {
+            Some(b"00") => return Err("NUL (%00) in the path"),
+            Some([b'2', b'f' | b'F'] | [b'5', b'c' | b'C']) => has_escaped_slash = true,
+            _ => {}
+        }
+    }
+    if !has_escaped_slash {
+        return Ok(self::path(path));
+    }
+    match escaped {
+        EscapedSlashes::Reject => Err("escaped slash or backslash in the path"),
+        EscapedSlashes::Keep => Ok(self::path(path)),
+        EscapedSlashes::Decode => {
+            let mut decoded = String::with_capacity(path.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                match (bytes[i], bytes.get(i + 1..i + 3)) {
+                    (b'%', Some([b'2', b'f' | b'F'] | [b'5', b'c' | b'C'])) => {
+                        decoded.push('/');
+                        i += 3;
+                        continue;
+                    }
+                    (b'\\', _) => decoded.push('/'),
+                    _ => {
+                        let ch = path[i..].chars().next().unwrap_or('\u{fffd}');
+                        decoded.push(ch);
+                        i += ch.len_utf8();
+                        continue;
+                    }
+                }
+                i += 1;
+            }
+            Ok(Cow::Owned(self::path(&decoded).into_owned()))
+        }
+    }
+}
+
 /// The normalized form of `path` (the URI path, without the query); borrowed when it is
 /// already normal.
 pub fn path(path: &str) -> Cow<'_, str> {
@@ -73,7 +134,23 @@ pub fn path(path: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
-    use super::path;
+    use super::{checked, path, EscapedSlashes};
+
+    #[test]
+    fn escaped_slashes_and_nul_follow_the_policy() {
+        for p in ["/admin%2f", "/%2fadmin", "/x/..%2fadmin", "/\\admin", "/%5cadmin", "/%5Cadmin"] {
+            assert!(checked(p, EscapedSlashes::Reject).is_err(), "{p}");
+            assert_eq!(checked(p, EscapedSlashes::Keep).unwrap(), path(p), "{p}");
+        }
+        assert_eq!(checked("/admin%2f", EscapedSlashes::Decode).unwrap(), "/admin/");
+        assert_eq!(checked("/%2fadmin", EscapedSlashes::Decode).unwrap(), "/admin");
+        assert_eq!(checked("/x/..%2fadmin", EscapedSlashes::Decode).unwrap(), "/admin");
+        assert_eq!(checked("/\\admin", EscapedSlashes::Decode).unwrap(), "/admin");
+        for policy in [EscapedSlashes::Reject, EscapedSlashes::Decode, EscapedSlashes::Keep] {
+            assert!(checked("/admin%00", policy).is_err());
+            assert_eq!(checked("/a%20b", policy).unwrap(), "/a%20b");
+        }
+    }
 
     #[test]
     fn normal_paths_are_borrowed() {

@@ -7,6 +7,13 @@
 //! and are never believed. When the peer is not trusted, the header is not believed at
 //! all, and it is removed from the request so that origins behind Sluice see only a
 //! chain Sluice vouches for (the client's address is appended to it as always).
+//!
+//! Anything that does not parse ends the walk: the client is then the last address
+//! believed (the peer when nothing was). That covers a `Forwarded` element that breaks
+//! RFC 7239's grammar (a parameter twice, spaces around `=`, an unterminated quote), as
+//! parsers disagree on such elements and a client could pick the reading it likes. A
+//! single-address header that appears twice is not believed at all: a proxy that appends
+//! rather than replaces leaves the client's own copy beside its own.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -76,7 +83,10 @@ impl RealIp {
                 let values: Vec<_> = headers.get_all(&FORWARDED).iter().collect();
                 for value in values.into_iter().rev() {
                     let Ok(text) = value.to_str() else { return client };
-                    for element in split_quoted(text, ',').into_iter().rev() {
+                    // An unterminated quote would swallow the elements a proxy appended
+                    // after the client's: the whole field is garbage.
+                    let Some(elements) = split_quoted(text, ',') else { return client };
+                    for element in elements.into_iter().rev() {
                         let Some(ip) = forwarded_for(element) else { return client };
                         client = ip;
                         if !self.trusted.contains(ip) {
@@ -86,9 +96,12 @@ impl RealIp {
                 }
             }
             Header::Single(name) => {
-                if let Some(ip) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|t| parse_address(t.trim()))
-                {
-                    client = ip;
+                let mut fields = headers.get_all(name).iter();
+                // Two fields: which one the trusted proxy wrote cannot be told, so neither.
+                if let (Some(value), None) = (fields.next(), fields.next()) {
+                    if let Some(ip) = value.to_str().ok().and_then(|t| parse_address(t.trim())) {
+                        client = ip;
+                    }
                 }
             }
         }
@@ -108,13 +121,17 @@ fn parse_address(text: &str) -> Option<IpAddr> {
     text.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
 }
 
-/// Splits at `sep` outside double quotes.
-fn split_quoted(text: &str, sep: char) -> Vec<&str> {
+/// Splits at `sep` outside quoted strings (where `\` escapes the next character);
+/// `None` when a quoted string is not terminated.
+fn split_quoted(text: &str, sep: char) -> Option<Vec<&str>> {
     let mut parts = Vec::new();
     let mut quoted = false;
+    let mut escaped = false;
     let mut start = 0;
     for (i, c) in text.char_indices() {
         match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
             c if c == sep && !quoted => {
                 parts.push(&text[start..i]);
@@ -123,22 +140,65 @@ fn split_quoted(text: &str, sep: char) -> Vec<&str> {
             _ => {}
         }
     }
+    if quoted {
+        return None;
+    }
     parts.push(&text[start..]);
-    parts
+    Some(parts)
 }
 
 /// The `for=` address of one `Forwarded` element; `None` for `unknown`, obfuscated
-/// identifiers (`_hidden`) or no `for=` at all (nothing to believe past that hop).
+/// identifiers (`_hidden`), no `for=` at all, or an element that is not
+/// `token=value *(";" token=value)` with each parameter at most once (RFC 7239
+/// section 4): nothing to believe past that hop.
 fn forwarded_for(element: &str) -> Option<IpAddr> {
-    split_quoted(element, ';').into_iter().find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        if !key.trim().eq_ignore_ascii_case("for") {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut address = None;
+    for pair in split_quoted(element, ';')? {
+        // Whitespace around `;` and `,` is tolerated, as most parsers do; inside a
+        // pair there is none in the grammar.
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        let (key, value) = pair.split_once('=')?;
+        if key.is_empty() || !key.bytes().all(is_tchar) || value.is_empty() || value.starts_with([' ', '\t']) {
             return None;
         }
-        let value = value.trim();
-        let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
-        parse_address(value)
-    })
+        // Parameter names are case-insensitive.
+        if seen.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            return None;
+        }
+        seen.push(key);
+        let value = match value.strip_prefix('"') {
+            Some(rest) => unquote(rest.strip_suffix('"')?)?,
+            None => value.to_owned(),
+        };
+        if key.eq_ignore_ascii_case("for") {
+            address = parse_address(&value);
+        }
+    }
+    address
+}
+
+/// The content of a quoted string (between its quotes): `None` when a quote in it is not
+/// escaped.
+fn unquote(inner: &str) -> Option<String> {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?),
+            '"' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// A character of an RFC 9110 token.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -195,6 +255,60 @@ mod tests {
         assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.3.3.3"), "an obfuscated hop ends the walk");
         let mut h = headers(&[("forwarded", r#"by=10.0.0.1;for="198.51.100.2;x""#)]);
         assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.0.0.2"), "invalid address: not believed");
+    }
+
+    #[test]
+    fn a_forwarded_element_with_a_parameter_twice_is_not_believed() {
+        let r = rule(Header::Forwarded);
+        for value in [
+            "for=198.51.100.2;for=6.6.6.6",
+            "for=198.51.100.2;FOR=6.6.6.6",
+            "for=198.51.100.2;For=198.51.100.2",
+            "proto=http;for=198.51.100.2;proto=https",
+        ] {
+            let mut h = headers(&[("forwarded", value)]);
+            assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.0.0.2"), "{value}");
+        }
+        let mut h = headers(&[("forwarded", "for=6.6.6.6;for=7.7.7.7, for=10.3.3.3")]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.3.3.3"), "the walk ends at the bad element");
+        let mut h = headers(&[("forwarded", "for=198.51.100.2;proto=https;by=10.0.0.1;host=example.com")]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("198.51.100.2"), "distinct parameters are fine");
+    }
+
+    #[test]
+    fn a_forwarded_element_with_spaces_around_equals_is_not_believed() {
+        let r = rule(Header::Forwarded);
+        for value in ["for = 198.51.100.2", "for =198.51.100.2", "for= 198.51.100.2", "proto=https;for =198.51.100.2"] {
+            let mut h = headers(&[("forwarded", value)]);
+            assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.0.0.2"), "{value}");
+        }
+        for value in ["for", "for=", "=198.51.100.2", "f(r)=198.51.100.2;for=198.51.100.3"] {
+            let mut h = headers(&[("forwarded", value)]);
+            assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.0.0.2"), "{value}");
+        }
+        let mut h = headers(&[("forwarded", "for=198.51.100.2 ; proto=https , for=10.3.3.3")]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("198.51.100.2"), "spaces around separators are tolerated");
+    }
+
+    #[test]
+    fn an_unterminated_quote_does_not_swallow_the_elements_appended_after_it() {
+        let r = rule(Header::Forwarded);
+        // The client sent `for=6.6.6.6;x="`; its proxy appended `, for=198.51.100.2`.
+        let mut h = headers(&[("forwarded", r#"for=6.6.6.6;x=", for=198.51.100.2"#)]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.0.0.2"));
+        let mut h = headers(&[("forwarded", r#"for=6.6.6.6;x="\", for=198.51.100.2"#)]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.0.0.2"), "an escaped quote does not end the string");
+        let mut h = headers(&[("forwarded", r#"for=6.6.6.6, for="198.51.100.2";x="a\"b,c;d""#)]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("198.51.100.2"), "escapes inside quotes are understood");
+    }
+
+    #[test]
+    fn a_single_address_header_sent_twice_is_not_believed() {
+        let r = rule(Header::Single(HeaderName::from_static("x-real-ip")));
+        let mut h = headers(&[("x-real-ip", "6.6.6.6"), ("x-real-ip", "198.51.100.3")]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.0.0.2"));
+        let mut h = headers(&[("x-real-ip", "198.51.100.3"), ("x-real-ip", "198.51.100.3")]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &mut h), ip("10.0.0.2"), "even when both agree");
     }
 
     #[test]

@@ -25,15 +25,34 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
-    fn matches(&self, path: &str) -> bool {
+    fn matches(&self, path: &str, case_insensitive: bool) -> bool {
+        let same = |a: &str, b: &str| if case_insensitive { a.eq_ignore_ascii_case(b) } else { a == b };
         match self {
-            PathMatch::Exact(p) => p == path,
+            PathMatch::Exact(p) => same(p, path),
             PathMatch::Prefix(p) => {
-                path.starts_with(p.as_str())
+                path.get(..p.len()).is_some_and(|start| same(start, p))
                     && (path.len() == p.len() || p.ends_with('/') || path.as_bytes()[p.len()] == b'/')
             }
         }
     }
+}
+
+/// The path without `;parameters` in its segments (`/admin;x/y` is `/admin/y`): servlet
+/// containers and other frameworks strip them, so a route on `/admin` must match
+/// `/admin;x` too or its rules could be walked around. Only routing uses it; the origin
+/// gets the path as sent.
+fn without_parameters(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') {
+        return path.into();
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(segment.split(';').next().unwrap_or(""));
+    }
+    out.into()
 }
 
 /// Where a `proxy` route sends requests, and how it rewrites them.
@@ -230,12 +249,25 @@ impl Router {
 
     /// Routes a request.
     pub fn find(&self, listener: usize, host: Option<&str>, path: &str, method: &Method) -> Option<Matched> {
+        self.find_with(listener, host, path, method, false)
+    }
+
+    /// Routes a request, matching paths without regard to ASCII case if asked to.
+    pub fn find_with(
+        &self,
+        listener: usize,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        case_insensitive: bool,
+    ) -> Option<Matched> {
         let site = self.find_site(listener, host)?;
         let routes = &self.sites[site].routes;
+        let path = without_parameters(path);
         let method_ok = |r: &Route| r.methods.is_empty() || r.methods.contains(method);
         let mut best: Option<(usize, usize)> = None; // (score, index)
         for (i, r) in routes.iter().enumerate() {
-            if !method_ok(r) || !r.path.matches(path) {
+            if !method_ok(r) || !r.path.matches(&path, case_insensitive) {
                 continue;
             }
             let score = match &r.path {

@@ -38,7 +38,13 @@ use crate::Session;
 pub(crate) fn request(session: &mut Session) -> Result<()> {
     let protocol = session.protocol();
     let allow_underscores = session.connection().underscores_in_headers;
-    let req = &mut session.req;
+    head(&mut session.req, protocol, allow_underscores)
+}
+
+/// Checks (and normalizes) a request head received over `protocol`; `allow_underscores`
+/// keeps header names with `_`. What [`Session`]s go through before any filter; public
+/// for fuzzing and for proxies built on the engine's parts.
+pub fn head(req: &mut http::request::Parts, protocol: HttpProtocol, allow_underscores: bool) -> Result<()> {
     target_form(&req.method, &req.uri)?;
     match protocol {
         HttpProtocol::Http1 => host_http1(req)?,

@@ -216,6 +216,45 @@ fn percent_decode(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether the request names the admin listener itself in Host: its own address, a
+/// loopback address or `localhost` (with any port).
+fn local_host(req: &Request<Incoming>, conn: &ConnectionInfo) -> bool {
+    let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        // HTTP/1.0 without Host: nothing a browser sends.
+        return req.version() == http::Version::HTTP_10;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !host.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip == conn.local_addr.ip(),
+        Err(_) => false,
+    }
+}
+
+/// Whether a browser says the request comes from another site: `Sec-Fetch-Site` other
+/// than `same-origin` or `none`, or an `Origin` whose host is not the request's Host. A
+/// `no-cors` form post or fetch from `evil.example` carries one of them; curl and
+/// scripts send neither.
+fn cross_site(req: &Request<Incoming>) -> bool {
+    if let Some(site) = req.headers().get("sec-fetch-site") {
+        if site != "same-origin" && site != "none" {
+            return true;
+        }
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return false;
+    };
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    origin == "null" || !origin_host.eq_ignore_ascii_case(host)
+}
+
 /// Compares without stopping at the first difference (the token is a secret).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -224,7 +263,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl HttpService for AdminService {
     type Body = Body;
 
-    async fn call(&self, req: Request<Incoming>, _conn: &Arc<ConnectionInfo>) -> Response<Body> {
+    async fn call(&self, req: Request<Incoming>, conn: &Arc<ConnectionInfo>) -> Response<Body> {
+        let has_token = self.0.current().config.server.admin.as_ref().is_some_and(|a| a.token.is_some());
+        if !has_token && !local_host(&req, conn) {
+            // DNS rebinding: a page on `evil.example` that resolves to 127.0.0.1 reads
+            // the API with its own name in Host.
+            return json(
+                StatusCode::MISDIRECTED_REQUEST,
+                "{\"error\":\"without a token the admin API answers only to its own address or a loopback name in Host; set admin token=... to reach it by another name\"}".into(),
+            );
+        }
+        if req.method() == Method::POST && cross_site(&req) {
+            return json(StatusCode::FORBIDDEN, "{\"error\":\"cross-site requests are refused\"}".into());
+        }
         if !self.authorized(&req) {
             let mut r = json(StatusCode::UNAUTHORIZED, "{\"error\":\"a bearer token is required\"}".into());
             r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));

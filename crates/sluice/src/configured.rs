@@ -158,7 +158,9 @@ impl Proxy for ConfiguredProxy {
             session.set_client_ip(client);
         }
         // Route (and forward) the normalized path: `/%61dmin` and `/a/../admin` are `/admin`.
-        if let std::borrow::Cow::Owned(normal) = sluice_filters::normalize::path(session.req.uri.path()) {
+        let normalized = sluice_filters::normalize::checked(session.req.uri.path(), policy.escaped_slashes)
+            .map_err(|why| Error::explain(ErrorKind::InvalidRequest, why))?;
+        if let std::borrow::Cow::Owned(normal) = normalized {
             let path_and_query = match session.req.uri.query() {
                 Some(q) => format!("{normal}?{q}"),
                 None => normal,
@@ -171,7 +173,7 @@ impl Proxy for ConfiguredProxy {
         }
         let matched = self
             .router
-            .find(listener, session.host(), session.path(), &session.req.method)
+            .find_with(listener, session.host(), session.path(), &session.req.method, policy.case_insensitive_paths)
             .ok_or_else(|| Error::explain(ErrorKind::NoRoute, "no site or route matches"))?;
         ctx.matched = Some(matched);
         let route = self.router.route(matched);

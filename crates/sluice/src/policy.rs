@@ -39,11 +39,21 @@ pub struct ListenerPolicy {
     pub body_read_timeout: std::time::Duration,
     /// The real client behind trusted proxies.
     pub real_ip: Option<RealIp>,
+    /// What to do with escaped slashes and backslashes in paths.
+    pub escaped_slashes: sluice_filters::normalize::EscapedSlashes,
+    /// Route paths match without regard to ASCII case.
+    pub case_insensitive_paths: bool,
 }
 
 impl Default for ListenerPolicy {
     fn default() -> Self {
-        Self { max_uri_length: 8192, body_read_timeout: std::time::Duration::from_secs(60), real_ip: None }
+        Self {
+            max_uri_length: 8192,
+            body_read_timeout: std::time::Duration::from_secs(60),
+            real_ip: None,
+            escaped_slashes: Default::default(),
+            case_insensitive_paths: false,
+        }
     }
 }
 
@@ -74,6 +84,12 @@ pub fn listener_policy(l: &config::ListenerConfig) -> ListenerPolicy {
     ListenerPolicy {
         max_uri_length: l.max_uri_length,
         body_read_timeout: l.body_read_timeout,
+        escaped_slashes: match l.escaped_slashes {
+            config::EscapedSlashes::Reject => sluice_filters::normalize::EscapedSlashes::Reject,
+            config::EscapedSlashes::Decode => sluice_filters::normalize::EscapedSlashes::Decode,
+            config::EscapedSlashes::Keep => sluice_filters::normalize::EscapedSlashes::Keep,
+        },
+        case_insensitive_paths: l.case_insensitive_paths,
         real_ip: l.real_ip.as_ref().map(|r| {
             let header = match &r.header {
                 config::RealIpHeader::XForwardedFor => real_ip::Header::XForwardedFor,

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 
 async fn admin_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, http::HeaderMap, Bytes) {
     let mut c = h1_client(addr).await;
-    let mut req = Request::get(path).header("host", "admin");
+    let mut req = Request::get(path).header("host", "localhost");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -183,7 +183,7 @@ async fn the_one_liner_serves_the_admin_api_with_admin() {
 
 async fn admin_post(addr: SocketAddr, path: &str) -> (u16, Bytes) {
     let mut c = h1_client(addr).await;
-    let req = Request::post(path).header("host", "admin").body(full("")).unwrap();
+    let req = Request::post(path).header("host", "localhost").body(full("")).unwrap();
     let resp = c.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.into_body().collect().await.unwrap().to_bytes())
@@ -216,4 +216,53 @@ async fn an_operator_can_drain_a_server_and_put_it_back() {
     assert_eq!(admin_post(admin, "/drain?upstream=origins").await.0, 400);
     assert_eq!(admin_get(admin, "/drain", None).await.0, 405);
     proxy.shutdown().await;
+}
+
+/// `method path` on the admin API with these headers; the status.
+async fn admin_status(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut c = h1_client(addr).await;
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    c.send_request(req.body(full("")).unwrap()).await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_requests_and_foreign_hosts_are_refused() {
+    let origin = Origin::named("a").await;
+    let config = simple_config(&[origin.addr], "")
+        .replace("server { access-log \"off\" }", "server {\n    access-log \"off\"\n    admin \"127.0.0.1:0\"\n}");
+    let proxy = Proxy::start(&config).await;
+    let admin = proxy.admin();
+    let own = admin.to_string();
+    // A browser's no-cors POST from another site.
+    for headers in [
+        vec![("host", own.as_str()), ("origin", "http://evil.example"), ("content-type", "text/plain")],
+        vec![("host", own.as_str()), ("sec-fetch-site", "cross-site")],
+        vec![("host", "localhost"), ("origin", "null")],
+    ] {
+        for path in
+            ["/reload", "/drain?upstream=origins&server=x", "/undrain?upstream=origins&server=x", "/cache/purge"]
+        {
+            assert_eq!(admin_status(admin, "POST", path, &headers).await, 403, "{path} {headers:?}");
+        }
+    }
+    // DNS rebinding: a foreign name in Host cannot read anything without a token.
+    for path in ["/config", "/metrics", "/upstreams"] {
+        assert_eq!(admin_status(admin, "GET", path, &[("host", "evil.example:9901")]).await, 421, "{path}");
+        assert_eq!(admin_status(admin, "GET", path, &[("host", own.as_str())]).await, 200, "{path}");
+        assert_eq!(admin_status(admin, "GET", path, &[("host", "[::1]:9901")]).await, 200, "{path}");
+    }
+    // A same-origin request from the admin's own page, and curl, still work.
+    let same = [("host", own.as_str()), ("origin", &format!("http://{own}")), ("sec-fetch-site", "same-origin")];
+    assert_ne!(admin_status(admin, "POST", "/drain?upstream=origins&server=x", &same).await, 403);
+    // With a token, any name may be used.
+    let config = simple_config(&[origin.addr], "").replace(
+        "server { access-log \"off\" }",
+        "server {\n    access-log \"off\"\n    admin \"127.0.0.1:0\" token=\"t\"\n}",
+    );
+    let proxy = Proxy::start(&config).await;
+    let headers = [("host", "admin.internal"), ("authorization", "Bearer t")];
+    assert_eq!(admin_status(proxy.admin(), "GET", "/config", &headers).await, 200);
 }

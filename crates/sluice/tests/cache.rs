@@ -348,7 +348,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
 
 async fn admin_post(admin: SocketAddr, path: &str) -> (u16, String) {
     let mut c = h1_client(admin).await;
-    let resp = c.send_request(Request::post(path).header("host", "admin").body(full("")).unwrap()).await.unwrap();
+    let resp = c.send_request(Request::post(path).header("host", "localhost").body(full("")).unwrap()).await.unwrap();
     let status = resp.status().as_u16();
     (status, String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
 }
@@ -376,7 +376,8 @@ async fn purges_by_key_and_by_tag() {
     assert_eq!(admin_post(admin, "/cache/purge").await.0, 400);
     // The cache's counters are in /metrics.
     let mut c = h1_client(admin).await;
-    let resp = c.send_request(Request::get("/metrics").header("host", "admin").body(full("")).unwrap()).await.unwrap();
+    let resp =
+        c.send_request(Request::get("/metrics").header("host", "localhost").body(full("")).unwrap()).await.unwrap();
     let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(text.contains("sluice_cache_lookups_total{tier=\"memory\",result=\"hit\"}"), "{text}");
     proxy.shutdown().await;

@@ -75,7 +75,7 @@ fn body(answer: &str) -> &str {
 
 async fn metric(proxy: &Proxy, series: &str) -> String {
     let admin = proxy.server.as_ref().unwrap().admin_addr().unwrap();
-    let text = String::from_utf8(get(admin, "/metrics").await.2.to_vec()).unwrap();
+    let text = admin_text(admin, "/metrics").await;
     text.lines().find(|l| l.starts_with(series)).map(|l| l.rsplit(' ').next().unwrap().to_owned()).unwrap_or_default()
 }
 

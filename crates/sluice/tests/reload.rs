@@ -266,7 +266,7 @@ fn post(addr: SocketAddr, path: &str) -> impl std::future::Future<Output = (u16,
     let path = path.to_owned();
     async move {
         let mut c = h1_client(addr).await;
-        let req = Request::post(path).header("host", "admin").body(full("")).unwrap();
+        let req = Request::post(path).header("host", "localhost").body(full("")).unwrap();
         let resp = c.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         (status, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
@@ -319,11 +319,13 @@ async fn the_binary_reloads_through_the_admin_api_and_on_sighup() {
     .unwrap();
     assert_eq!(get(addr, "/v").await.2, "four");
     let mut c = h1_client(admin).await;
-    let resp = c.send_request(Request::get("/config").header("host", "admin").body(full("")).unwrap()).await.unwrap();
+    let resp =
+        c.send_request(Request::get("/config").header("host", "localhost").body(full("")).unwrap()).await.unwrap();
     let config = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
     assert!(config.contains("\"version\":3") && config.contains("\"succeeded\":2,\"failed\":1"), "{config}");
     let mut c = h1_client(admin).await;
-    let resp = c.send_request(Request::get("/metrics").header("host", "admin").body(full("")).unwrap()).await.unwrap();
+    let resp =
+        c.send_request(Request::get("/metrics").header("host", "localhost").body(full("")).unwrap()).await.unwrap();
     let metrics = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
     assert!(metrics.contains("sluice_config_reloads_total{result=\"success\"} 2"), "{metrics}");
     assert!(metrics.contains("sluice_config_reloads_total{result=\"failure\"} 1"), "{metrics}");

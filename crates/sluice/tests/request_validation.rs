@@ -360,3 +360,56 @@ async fn a_websocket_tunnel_passes_the_origins_close_on() {
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
     assert!(text.ends_with("bye"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_that_spell_a_protected_route_differently_cannot_walk_around_it() {
+    let origin = echo_origin().await;
+    let config = |listener: &str| {
+        format!(
+            r#"
+server {{ access-log "off" }}
+listener "127.0.0.1:0" {{
+{listener}
+}}
+upstream "origin" {{ server "{}" }}
+site "*" {{
+    route "/admin" {{ respond 403 "blocked" }}
+    route "/" {{ proxy "origin" }}
+}}
+"#,
+            origin.addr
+        )
+    };
+    let status = |addr: SocketAddr, path: &'static str| async move {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        status_of(&raw(addr, request.as_bytes()).await).to_owned()
+    };
+    let strict = Proxy::start(&config("")).await;
+    for (path, want) in [
+        ("/admin;x", "403"),
+        ("/admin;x/y", "403"),
+        ("/admin%2f", "400"),
+        ("/%2fadmin", "400"),
+        ("/x/..%2fadmin", "400"),
+        ("/\\admin", "400"),
+        ("/%5cadmin", "400"),
+        ("/admin%00", "400"),
+        ("/ADMIN", "200"),
+    ] {
+        assert_eq!(status(strict.addr(), path).await, want, "{path}");
+    }
+    let decoding = Proxy::start(&config("escaped-slashes \"decode\"\ncase-insensitive-paths #true")).await;
+    for (path, want) in [
+        ("/admin%2f", "403"),
+        ("/%2fadmin", "403"),
+        ("/x/..%2fadmin", "403"),
+        ("/\\admin", "403"),
+        ("/ADMIN", "403"),
+        ("/admin%00", "400"),
+    ] {
+        assert_eq!(status(decoding.addr(), path).await, want, "{path}");
+    }
+    let keeping = Proxy::start(&config("escaped-slashes \"keep\"")).await;
+    assert_eq!(status(keeping.addr(), "/%2fadmin").await, "200");
+    assert_eq!(origin.last_head().uri.path(), "/%2Fadmin", "forwarded as sent (escape upper-cased)");
+}

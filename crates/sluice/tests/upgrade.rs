@@ -190,7 +190,7 @@ async fn sigusr2_hands_the_sockets_to_a_new_process_without_failing_a_request() 
     assert_eq!(load.failed.load(Ordering::Relaxed), 0, "no request failed during the upgrade");
     assert_eq!(get(addr, "/v").await.2, "new");
     let mut c = h1_client(admin).await;
-    let resp = c.send_request(Request::get("/live").header("host", "admin").body(full("")).unwrap()).await.unwrap();
+    let resp = c.send_request(Request::get("/live").header("host", "localhost").body(full("")).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200, "the admin socket was handed over too");
 
     let lines: Vec<String> = log.try_iter().collect();

@@ -6,7 +6,9 @@ use std::time::Duration;
 use kdl::{KdlEntry, KdlNode};
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{Http2Limits, ListenerConfig, ProxyProtocolConfig, Rate, RealIpConfig, RealIpHeader};
+use crate::model::{
+    EscapedSlashes, Http2Limits, ListenerConfig, ProxyProtocolConfig, Rate, RealIpConfig, RealIpHeader,
+};
 use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::value::{boolean, cidr, cidr_file, duration, integer, non_empty_string, rate, size};
 
@@ -14,6 +16,8 @@ use crate::value::{boolean, cidr, cidr_file, duration, integer, non_empty_string
 pub(super) const NODES: &[&str] = &[
     "max-headers",
     "underscores-in-headers",
+    "escaped-slashes",
+    "case-insensitive-paths",
     "max-uri-length",
     "send-timeout",
     "body-read-timeout",
@@ -40,6 +44,26 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode, config: &mut Listene
         "underscores-in-headers" => {
             if let Some(allow) = single(d, node, "underscores-in-headers #true").and_then(|e| boolean(d, e)) {
                 config.underscores_in_headers = allow;
+            }
+        }
+        "escaped-slashes" => {
+            let usage = "escaped-slashes \"reject\"";
+            if let Some(entry) = single(d, node, usage) {
+                match entry.value().as_string() {
+                    Some("reject") => config.escaped_slashes = EscapedSlashes::Reject,
+                    Some("decode") => config.escaped_slashes = EscapedSlashes::Decode,
+                    Some("keep") => config.escaped_slashes = EscapedSlashes::Keep,
+                    _ => {
+                        d.error(entry.span(), "`escaped-slashes` is \"reject\", \"decode\" or \"keep\"")
+                            .label("unknown policy")
+                            .help("reject (the default) answers 400; decode routes %2F, %5C and \\ as /; keep forwards them as sent");
+                    }
+                }
+            }
+        }
+        "case-insensitive-paths" => {
+            if let Some(on) = single(d, node, "case-insensitive-paths #true").and_then(|e| boolean(d, e)) {
+                config.case_insensitive_paths = on;
             }
         }
         "max-uri-length" => {

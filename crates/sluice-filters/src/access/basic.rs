@@ -9,12 +9,15 @@
 //!   `2 × cores` at once (more wait their turn);
 //! - a successful check is remembered for five minutes (a keyed hash of the exact
 //!   credentials, bounded to 4,096 entries), so a logged-in browser's every request does
-//!   not pay for bcrypt again;
+//!   not pay for bcrypt again; a remembered success holds only for the version of the
+//!   file it was checked against, so a removed user or a changed password fails as soon
+//!   as the file is re-read;
 //! - an unknown user is checked against a dummy hash, so timing does not reveal which
 //!   user names exist.
 //!
-//! The file is re-read when its modification time changes (looked at once a second at
-//! most): adding a user needs no reload, as with nginx's `auth_basic_user_file`.
+//! The file is re-read when its modification time or size changes (looked at once a
+//! second at most, remembered credentials or not): adding a user needs no reload, as with
+//! nginx's `auth_basic_user_file`. A request with two Authorization fields is refused.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -23,13 +26,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
-use http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
+use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use sluice_core::Body;
 use sluice_proxy::Session;
 use tokio::sync::Semaphore;
 
 const REMEMBER: Duration = Duration::from_secs(300);
+/// How often the file's modification time and size are looked at.
+const RECHECK: Duration = Duration::from_secs(1);
 const REMEMBERED_MAX: usize = 4096;
 
 /// A bcrypt hash of a random password, checked for unknown users (the cost of
@@ -115,11 +120,17 @@ pub fn check_file(path: &Path) -> Result<usize, FileError> {
     parse(path, &text).map(|users| users.len())
 }
 
+/// What tells a changed file from an unchanged one: its modification time and size (a
+/// removed line changes the size even within one tick of a coarse file-system clock).
+type Stamp = (Option<SystemTime>, Option<u64>);
+
 #[derive(Debug)]
 struct Users {
     /// Shared between checks of an unchanged file (a re-check copies no entries).
     users: Arc<HashMap<String, Hash>>,
-    modified: Option<SystemTime>,
+    /// Counts the loads of the file; remembered successes hold for one generation only.
+    generation: u64,
+    stamp: Stamp,
     checked: Instant,
 }
 
@@ -129,7 +140,11 @@ pub struct BasicAuth {
     path: PathBuf,
     challenge: HeaderValue,
     users: RwLock<Arc<Users>>,
-    remembered: Mutex<HashMap<u64, Instant>>,
+    /// Keyed hash of the credentials -> the generation of the users they were checked
+    /// against, and when.
+    remembered: Mutex<HashMap<u64, (u64, Instant)>>,
+    /// How often the file is looked at (`RECHECK`; tests look every time).
+    recheck: Duration,
     hasher: std::collections::hash_map::RandomState,
     checks: Arc<Semaphore>,
 }
@@ -137,14 +152,20 @@ pub struct BasicAuth {
 impl BasicAuth {
     /// Loads `path`; `realm` is shown by browsers.
     pub fn new(path: &Path, realm: &str) -> Result<Self, FileError> {
-        let (users, modified) = load(path)?;
+        let (users, stamp) = load(path)?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             path: path.to_owned(),
             challenge: HeaderValue::try_from(format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
                 .unwrap_or(HeaderValue::from_static("Basic realm=\"restricted\"")),
-            users: RwLock::new(Arc::new(Users { users: Arc::new(users), modified, checked: Instant::now() })),
+            users: RwLock::new(Arc::new(Users {
+                users: Arc::new(users),
+                generation: 0,
+                stamp,
+                checked: Instant::now(),
+            })),
             remembered: Mutex::new(HashMap::new()),
+            recheck: RECHECK,
             hasher: Default::default(),
             checks: Arc::new(Semaphore::new(cores * 2)),
         })
@@ -153,26 +174,34 @@ impl BasicAuth {
     /// The users now (re-reading the file when it changed).
     fn users(&self) -> Arc<Users> {
         let current = self.users.read().map(|u| u.clone()).unwrap_or_else(|e| e.into_inner().clone());
-        if current.checked.elapsed() < Duration::from_secs(1) {
+        if current.checked.elapsed() < self.recheck {
             return current;
         }
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
-        let next = if modified != current.modified {
+        let stamp = stamp_of(&self.path);
+        let unchanged = |stamp| Users {
+            users: current.users.clone(),
+            generation: current.generation,
+            stamp,
+            checked: Instant::now(),
+        };
+        let next = if stamp != current.stamp {
             match load(&self.path) {
-                Ok((users, modified)) => {
+                Ok((users, stamp)) => {
                     tracing::info!(file = %self.path.display(), users = users.len(), "password file re-read");
+                    // The generation alone already retires the old successes; clearing
+                    // frees their memory.
                     if let Ok(mut r) = self.remembered.lock() {
                         r.clear();
                     }
-                    Users { users: Arc::new(users), modified, checked: Instant::now() }
+                    Users { users: Arc::new(users), generation: current.generation + 1, stamp, checked: Instant::now() }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "password file changed but cannot be used; keeping the previous users");
-                    Users { users: current.users.clone(), modified, checked: Instant::now() }
+                    unchanged(stamp)
                 }
             }
         } else {
-            Users { users: current.users.clone(), modified, checked: Instant::now() }
+            unchanged(stamp)
         };
         let next = Arc::new(next);
         if let Ok(mut slot) = self.users.write() {
@@ -183,9 +212,32 @@ impl BasicAuth {
 
     /// `None` when the request carries valid credentials; otherwise the 401 answer.
     pub async fn check(&self, session: &Session) -> Option<Response<Body>> {
-        let Some((user, password)) = credentials(session.req.headers.get(AUTHORIZATION)) else {
-            return Some(self.challenge());
-        };
+        match self.authenticate(&session.req.headers).await {
+            Ok(()) => None,
+            Err(user) => {
+                if let Some(user) = user {
+                    tracing::info!(
+                        client = %session.client_addr(),
+                        user = %user.escape_debug(),
+                        "basic authentication failed"
+                    );
+                }
+                Some(self.challenge())
+            }
+        }
+    }
+
+    /// Checks the credentials in `headers`: `Err(None)` when there are none (or two
+    /// Authorization fields), `Err(Some(user))` when they are wrong.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<(), Option<String>> {
+        let mut fields = headers.get_all(AUTHORIZATION).iter();
+        let first = fields.next();
+        // Two sets of credentials are refused, not one picked: a proxy in front may have
+        // looked at the other one.
+        if fields.next().is_some() {
+            return Err(None);
+        }
+        let (user, password) = credentials(first).ok_or(None)?;
         let key = {
             let mut h = self.hasher.build_hasher();
             h.write(user.as_bytes());
@@ -193,15 +245,22 @@ impl BasicAuth {
             h.write(password.as_bytes());
             h.finish()
         };
-        let fresh =
-            self.remembered.lock().ok().and_then(|r| r.get(&key).copied()).is_some_and(|at| at.elapsed() < REMEMBER);
+        // The file is looked at before the remembered successes, so that a change to it
+        // (a removed user, a new password) counts for remembered credentials too.
+        let users = self.users();
+        let fresh = self
+            .remembered
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&key).copied())
+            .is_some_and(|(generation, at)| generation == users.generation && at.elapsed() < REMEMBER);
         if fresh {
-            return None;
+            return Ok(());
         }
-        let hash = self.users().users.get(&user).cloned();
+        let hash = users.users.get(&user).cloned();
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| Hash::Bcrypt(dummy()));
-        let Ok(permit) = self.checks.clone().acquire_owned().await else { return Some(self.challenge()) };
+        let Ok(permit) = self.checks.clone().acquire_owned().await else { return Err(Some(user)) };
         let verified = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             match hash {
@@ -217,17 +276,18 @@ impl BasicAuth {
         if verified && known {
             if let Ok(mut r) = self.remembered.lock() {
                 if r.len() >= REMEMBERED_MAX {
-                    r.retain(|_, at| at.elapsed() < REMEMBER);
+                    r.retain(|_, (_, at)| at.elapsed() < REMEMBER);
                     if r.len() >= REMEMBERED_MAX {
                         r.clear();
                     }
                 }
-                r.insert(key, Instant::now());
+                // Checked against `users.generation`: if the file was re-read meanwhile,
+                // this success is already stale and is not believed.
+                r.insert(key, (users.generation, Instant::now()));
             }
-            return None;
+            return Ok(());
         }
-        tracing::info!(client = %session.client_addr(), user = %user.escape_debug(), "basic authentication failed");
-        Some(self.challenge())
+        Err(Some(user))
     }
 
     fn challenge(&self) -> Response<Body> {
@@ -237,10 +297,18 @@ impl BasicAuth {
     }
 }
 
-fn load(path: &Path) -> Result<(HashMap<String, Hash>, Option<SystemTime>), FileError> {
+fn load(path: &Path) -> Result<(HashMap<String, Hash>, Stamp), FileError> {
+    // The stamp is taken first: a write racing the read then shows as a change next time.
+    let stamp = stamp_of(path);
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read { path: path.to_owned(), source })?;
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    Ok((parse(path, &text)?, modified))
+    Ok((parse(path, &text)?, stamp))
+}
+
+fn stamp_of(path: &Path) -> Stamp {
+    match std::fs::metadata(path) {
+        Ok(m) => (m.modified().ok(), Some(m.len())),
+        Err(_) => (None, None),
+    }
 }
 
 /// `Authorization: Basic base64(user:password)`.
@@ -288,5 +356,101 @@ mod tests {
     #[test]
     fn the_dummy_hash_is_a_valid_bcrypt_hash() {
         assert_eq!(bcrypt::verify("anything", &dummy()).ok(), Some(false));
+    }
+
+    /// A password file in a fresh temporary directory, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(text: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("sluice-basic-{}-{:x}", std::process::id(), fastrand::u64(..)));
+            std::fs::create_dir(&dir).unwrap();
+            let file = Self(dir.join("users"));
+            file.write(text, SystemTime::now());
+            file
+        }
+
+        /// Writes `text` with modification time `at`, so that a change never hides within
+        /// one tick of the file system's clock.
+        fn write(&self, text: &str, at: SystemTime) {
+            std::fs::write(&self.0, text).unwrap();
+            std::fs::File::options().write(true).open(&self.0).unwrap().set_modified(at).unwrap();
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn line(user: &str, password: &str) -> String {
+        format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())
+    }
+
+    fn basic(user: &str, password: &str) -> HeaderMap {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::try_from(format!("Basic {encoded}")).unwrap());
+        headers
+    }
+
+    /// A rule over `file` that looks at the file on every check.
+    fn rule(file: &TempFile) -> BasicAuth {
+        BasicAuth { recheck: Duration::ZERO, ..BasicAuth::new(&file.0, "test").unwrap() }
+    }
+
+    #[tokio::test]
+    async fn a_removed_user_fails_at_once_even_when_remembered() {
+        let file = TempFile::new(&(line("alice", "secret") + &line("bob", "hunter2")));
+        let auth = rule(&file);
+        assert_eq!(auth.authenticate(&basic("alice", "secret")).await, Ok(()));
+        assert_eq!(auth.authenticate(&basic("alice", "secret")).await, Ok(()), "remembered");
+        file.write(&line("bob", "hunter2"), SystemTime::now() + Duration::from_secs(10));
+        assert_eq!(auth.authenticate(&basic("alice", "secret")).await, Err(Some("alice".to_owned())));
+        assert_eq!(auth.authenticate(&basic("bob", "hunter2")).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_changed_password_fails_at_once_even_when_remembered() {
+        let file = TempFile::new(&line("alice", "old"));
+        let auth = rule(&file);
+        assert_eq!(auth.authenticate(&basic("alice", "old")).await, Ok(()));
+        file.write(&line("alice", "new"), SystemTime::now() + Duration::from_secs(10));
+        assert_eq!(auth.authenticate(&basic("alice", "old")).await, Err(Some("alice".to_owned())));
+        assert_eq!(auth.authenticate(&basic("alice", "new")).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_success_checked_against_an_older_file_is_not_believed() {
+        let file = TempFile::new(&line("alice", "secret"));
+        let auth = rule(&file);
+        let key = {
+            let mut h = auth.hasher.build_hasher();
+            h.write(b"alice");
+            h.write_u8(0);
+            h.write(b"secret");
+            h.finish()
+        };
+        file.write("", SystemTime::now() + Duration::from_secs(10));
+        assert_eq!(auth.users().generation, 1);
+        // A check that began before the re-read and finished after it.
+        auth.remembered.lock().unwrap().insert(key, (0, Instant::now()));
+        assert_eq!(auth.authenticate(&basic("alice", "secret")).await, Err(Some("alice".to_owned())));
+    }
+
+    #[tokio::test]
+    async fn two_authorization_fields_are_refused() {
+        let file = TempFile::new(&line("alice", "secret"));
+        let auth = rule(&file);
+        let mut headers = basic("alice", "secret");
+        assert_eq!(auth.authenticate(&headers).await, Ok(()));
+        headers.append(AUTHORIZATION, headers.get(AUTHORIZATION).unwrap().clone());
+        assert_eq!(auth.authenticate(&headers).await, Err(None), "even when both are valid and remembered");
+        let mut headers = basic("alice", "secret");
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(auth.authenticate(&headers).await, Err(None));
     }
 }

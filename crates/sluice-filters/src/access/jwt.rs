@@ -3,6 +3,13 @@
 //! periodically), PEM public keys or HMAC secrets; `exp` (required), `nbf`, `iss` and
 //! `aud` checks with a leeway; selected claims copied into request headers.
 //!
+//! A configured issuer or audience is a required claim: a token without it is refused.
+//! The registered claims are checked again on the verified JSON, because `jsonwebtoken`
+//! skips a claim it cannot parse (a string `nbf`, a numeric `aud`) instead of refusing
+//! the token. A token whose header has `crit` is refused: no extension is understood
+//! here (RFC 7515 section 4.1.11). A request with two tokens (two Authorization fields,
+//! two cookies of the name) is refused rather than one of them picked.
+//!
 //! The algorithm of a token must be one the rule accepts *and* match its key's type, so
 //! the classic confusions (`alg: none`, an RSA public key used as an HMAC secret) cannot
 //! happen. The claim headers are always removed from the client's request first, so a
@@ -19,7 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::header::{HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use base64::Engine as _;
+use http::header::{HeaderMap, HeaderName, HeaderValue, COOKIE, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -147,6 +155,15 @@ impl JwtAuth {
         validation.leeway = settings.leeway.as_secs();
         validation.validate_nbf = true;
         validation.validate_exp = true;
+        // Configured claims are required claims; `accepted_claims` checks them again.
+        let mut required = vec!["exp"];
+        if settings.issuer.is_some() {
+            required.push("iss");
+        }
+        if !settings.audience.is_empty() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &settings.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
@@ -261,55 +278,83 @@ impl JwtAuth {
     /// `None` when the request carries a valid token (its claim headers are then set);
     /// otherwise the 401 answer.
     pub fn check(&self, session: &mut Session) -> Option<Response<Body>> {
-        for (_, header) in &self.settings.claim_headers {
-            session.req.headers.remove(header);
-        }
-        let Some(token) = self.token_of(session) else {
-            return Some(challenge(None));
-        };
         let now = jsonwebtoken::get_current_timestamp();
+        match self.authorize(&mut session.req.headers, now) {
+            Ok(()) => None,
+            Err(why) => {
+                if let Some(why) = why {
+                    tracing::debug!(client = %session.client_addr(), why, "JWT refused");
+                }
+                Some(challenge(why))
+            }
+        }
+    }
+
+    /// Removes the claim headers the client sent, then checks the token in `headers` at
+    /// `now` (seconds since the epoch) and sets the claim headers from it. `Err(None)`:
+    /// there is no token; `Err(Some(why))`: the token is refused.
+    fn authorize(&self, headers: &mut HeaderMap, now: u64) -> Result<(), Option<&'static str>> {
+        for (_, header) in &self.settings.claim_headers {
+            headers.remove(header);
+        }
+        let token = self.token_of(headers).map_err(Some)?.ok_or(None)?;
         let key = {
             let mut h = self.hasher.build_hasher();
             h.write(token.as_bytes());
             h.finish()
         };
-        let leeway = self.validation.leeway;
         let remembered = self.remembered.lock().ok().and_then(|r| r.get(&key).cloned());
         let granted = match remembered {
-            Some(g) if now < g.exp.saturating_add(leeway) && now.saturating_add(leeway) >= g.nbf => g,
-            Some(_) => return Some(challenge(Some("the token is expired or not yet valid"))),
-            None => match self.verify(&token) {
-                Ok(g) => {
-                    if let Ok(mut r) = self.remembered.lock() {
-                        if r.len() >= REMEMBERED_MAX {
-                            r.clear();
-                        }
-                        r.insert(key, g.clone());
+            Some(g) => g,
+            None => {
+                let g = self.verify(&token).map_err(Some)?;
+                if let Ok(mut r) = self.remembered.lock() {
+                    if r.len() >= REMEMBERED_MAX {
+                        r.clear();
                     }
-                    g
+                    r.insert(key, g.clone());
                 }
-                Err(why) => {
-                    tracing::debug!(client = %session.client_addr(), why, "JWT refused");
-                    return Some(challenge(Some(why)));
-                }
-            },
+                g
+            }
         };
-        for (name, value) in granted.headers {
-            session.req.headers.insert(name, value);
+        // The window is checked here for fresh and remembered tokens alike, on the times
+        // `grant` rounded towards refusal (jsonwebtoken rounds fractional times to nearest).
+        let leeway = self.validation.leeway;
+        if now >= granted.exp.saturating_add(leeway) {
+            return Err(Some("the token is expired"));
         }
-        None
+        if now.saturating_add(leeway) < granted.nbf {
+            return Err(Some("the token is not valid yet"));
+        }
+        for (name, value) in granted.headers {
+            headers.insert(name, value);
+        }
+        Ok(())
     }
 
-    fn token_of(&self, session: &Session) -> Option<String> {
+    /// The token of the request: `Ok(None)` when there is none, `Err` when there are two.
+    fn token_of(&self, headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+        // Two tokens are refused, not one picked: a proxy in front may have looked at the
+        // other one.
+        const TWO: &str = "the request carries more than one token";
         match &self.settings.token {
             Token::Bearer(header) => {
-                let value = session.req.headers.get(header)?.to_str().ok()?.trim();
-                let (scheme, token) = value.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+                let mut fields = headers.get_all(header).iter();
+                let Some(value) = fields.next() else { return Ok(None) };
+                if fields.next().is_some() {
+                    return Err(TWO);
+                }
+                let Some(value) = value.to_str().ok().map(str::trim) else { return Ok(None) };
+                let Some((scheme, token)) = value.split_once(' ') else { return Ok(None) };
+                Ok(scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()))
             }
             Token::Cookie(name) => {
-                let value = crate::affinity::cookie_in(&session.req.headers, name)?;
-                std::str::from_utf8(value).ok().map(str::to_owned)
+                let mut found = cookies_named(headers, name);
+                let Some(value) = found.next() else { return Ok(None) };
+                if found.next().is_some() {
+                    return Err(TWO);
+                }
+                Ok(std::str::from_utf8(value).ok().map(str::to_owned))
             }
         }
     }
@@ -317,6 +362,10 @@ impl JwtAuth {
     /// Checks a token's signature and claims.
     fn verify(&self, token: &str) -> Result<Granted, &'static str> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| "the token is malformed")?;
+        // jsonwebtoken's `Header` drops the parameters it does not know, `crit` among them.
+        if protected_header(token)?.contains_key("crit") {
+            return Err("the token has critical header parameters (crit) that are not understood");
+        }
         if !self.settings.algorithms.contains(&header.alg) {
             return Err("the token's algorithm is not accepted");
         }
@@ -332,7 +381,7 @@ impl JwtAuth {
         let mut last = "no key can verify the token";
         for key in candidates {
             match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation) {
-                Ok(data) => return Ok(self.grant(&data.claims)),
+                Ok(data) => return self.grant(&data.claims),
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind as K;
                     last = match e.kind() {
@@ -341,7 +390,13 @@ impl JwtAuth {
                         K::ImmatureSignature => return Err("the token is not valid yet"),
                         K::InvalidIssuer => return Err("the token's issuer is not accepted"),
                         K::InvalidAudience => return Err("the token's audience is not accepted"),
-                        K::MissingRequiredClaim(_) => return Err("the token has no expiry (exp)"),
+                        K::MissingRequiredClaim(claim) => {
+                            return Err(match claim.as_str() {
+                                "iss" => "the token has no issuer (iss)",
+                                "aud" => "the token has no audience (aud)",
+                                _ => "the token has no expiry (exp)",
+                            })
+                        }
                         _ => "the token is invalid",
                     };
                 }
@@ -350,8 +405,9 @@ impl JwtAuth {
         Err(last)
     }
 
-    fn grant(&self, claims: &serde_json::Value) -> Granted {
-        let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
+    /// What verified claims grant, once the registered claims pass `accepted_claims`.
+    fn grant(&self, claims: &serde_json::Value) -> Result<Granted, &'static str> {
+        let (exp, nbf) = self.accepted_claims(claims)?;
         let headers = self
             .settings
             .claim_headers
@@ -369,8 +425,105 @@ impl JwtAuth {
                 Some((header.clone(), HeaderValue::try_from(text).ok()?))
             })
             .collect();
-        Granted { exp: time("exp").unwrap_or(u64::MAX), nbf: time("nbf").unwrap_or(0), headers }
+        Ok(Granted { exp, nbf, headers })
     }
+
+    /// Checks the registered claims of verified claims and returns `(exp, nbf)`.
+    ///
+    /// jsonwebtoken already checked them, but it treats a claim it cannot parse as absent
+    /// (a string `nbf` is not checked at all) and takes an array for `iss`, so the rules
+    /// of RFC 7519 section 4.1 are applied here to the JSON itself.
+    fn accepted_claims(&self, claims: &serde_json::Value) -> Result<(u64, u64), &'static str> {
+        use serde_json::Value;
+        let claims = claims.as_object().ok_or("the token's claims are not a JSON object")?;
+        let exp = match claims.get("exp") {
+            None => return Err("the token has no expiry (exp)"),
+            Some(v) => numeric_date(v, Round::Down).ok_or("the token's expiry (exp) is not a number")?,
+        };
+        let nbf = match claims.get("nbf") {
+            None => 0,
+            Some(v) => numeric_date(v, Round::Up).ok_or("the token's start (nbf) is not a number")?,
+        };
+        if let Some(issuer) = &self.settings.issuer {
+            match claims.get("iss") {
+                None => return Err("the token has no issuer (iss)"),
+                Some(Value::String(iss)) if iss == issuer => {}
+                Some(Value::String(_)) => return Err("the token's issuer is not accepted"),
+                Some(_) => return Err("the token's issuer (iss) is not a string"),
+            }
+        }
+        if !self.settings.audience.is_empty() {
+            const NOT_STRINGS: &str = "the token's audience (aud) is not a string or an array of strings";
+            let accepted = |aud: &String| self.settings.audience.contains(aud);
+            let matched = match claims.get("aud") {
+                None => return Err("the token has no audience (aud)"),
+                Some(Value::String(aud)) => accepted(aud),
+                Some(Value::Array(items)) => {
+                    let mut matched = false;
+                    for item in items {
+                        let Value::String(aud) = item else { return Err(NOT_STRINGS) };
+                        matched |= accepted(aud);
+                    }
+                    matched
+                }
+                Some(_) => return Err(NOT_STRINGS),
+            };
+            if !matched {
+                return Err("the token's audience is not accepted");
+            }
+        }
+        Ok((exp, nbf))
+    }
+}
+
+/// Which way a fractional time is rounded: towards refusing the token.
+#[derive(Debug, Clone, Copy)]
+enum Round {
+    /// For `exp`: the token ends no later than it says.
+    Down,
+    /// For `nbf`: the token starts no earlier than it says.
+    Up,
+}
+
+/// A NumericDate (RFC 7519 section 2): seconds since the epoch, maybe fractional; `None`
+/// when the value is not a JSON number. A time before 1970 is 0.
+fn numeric_date(value: &serde_json::Value, round: Round) -> Option<u64> {
+    let serde_json::Value::Number(n) = value else { return None };
+    if let Some(seconds) = n.as_u64() {
+        return Some(seconds);
+    }
+    let seconds = n.as_f64()?;
+    let seconds = match round {
+        Round::Down => seconds.floor(),
+        Round::Up => seconds.ceil(),
+    };
+    // `as` saturates: negative times become 0, times past u64::MAX become u64::MAX.
+    Some(seconds as u64)
+}
+
+/// The JOSE header of a compact token as JSON.
+fn protected_header(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, &'static str> {
+    const MALFORMED: &str = "the token is malformed";
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(MALFORMED);
+    };
+    // The same alphabet and padding rule as jsonwebtoken, so both read the same bytes.
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).map_err(|_| MALFORMED)?;
+    match serde_json::from_slice(&json) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        _ => Err(MALFORMED),
+    }
+}
+
+/// The values of every cookie called `name`, in all `Cookie` fields (HTTP/2 sends one
+/// field per cookie).
+fn cookies_named<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h [u8]> + 'h {
+    headers.get_all(COOKIE).iter().flat_map(|v| v.as_bytes().split(|&b| b == b';')).filter_map(move |pair| {
+        let pair = pair.trim_ascii();
+        let at = pair.iter().position(|&b| b == b'=')?;
+        (&pair[..at] == name.as_bytes()).then(|| &pair[at + 1..])
+    })
 }
 
 fn refresh_of(source: &KeySource) -> Duration {
@@ -481,3 +634,7 @@ async fn fetch(url: &str) -> Result<bytes::Bytes, String> {
 pub fn algorithm(name: &str) -> Option<Algorithm> {
     name.parse().ok()
 }
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+mod tests;

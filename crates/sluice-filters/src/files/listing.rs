@@ -5,8 +5,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// The listing page of `dir`, shown at `uri` (decoded, ends with `/`).
-pub fn render(dir: &Path, uri: &str) -> std::io::Result<String> {
+/// The listing page of `dir`, shown at `uri` (decoded, ends with `/`). Symbolic links are
+/// not followed: with `follow_symlinks` off they are left out (they cannot be fetched), and
+/// otherwise listed by name only, so a link that leaves the root does not show the size and
+/// modification time of what it points to (`/etc/passwd`'s, say).
+pub fn render(dir: &Path, uri: &str, follow_symlinks: bool) -> std::io::Result<String> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -14,10 +17,15 @@ pub fn render(dir: &Path, uri: &str) -> std::io::Result<String> {
         if name.starts_with('.') {
             continue;
         }
-        // Follows symlinks for the kind and size; a broken link is listed as a file.
-        let meta = std::fs::metadata(entry.path()).ok();
+        let meta = std::fs::symlink_metadata(entry.path()).ok();
+        if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+            if follow_symlinks {
+                entries.push((true, name, None, None));
+            }
+            continue;
+        }
         let is_dir = meta.as_ref().is_some_and(std::fs::Metadata::is_dir);
-        let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+        let size = meta.as_ref().map(std::fs::Metadata::len);
         let modified = meta.and_then(|m| m.modified().ok());
         entries.push((!is_dir, name, size, modified));
     }
@@ -31,7 +39,10 @@ pub fn render(dir: &Path, uri: &str) -> std::io::Result<String> {
     }
     for (is_file, name, size, modified) in entries {
         let slash = if is_file { "" } else { "/" };
-        let size = if is_file { size.to_string() } else { "-".to_owned() };
+        let size = match size {
+            Some(size) if is_file => size.to_string(),
+            _ => "-".to_owned(),
+        };
         let modified = modified.map(httpdate::fmt_http_date).unwrap_or_default();
         let _ = writeln!(
             out,
@@ -76,5 +87,21 @@ mod tests {
         assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
         assert_eq!(encode("a b/c?.txt"), "a%20b%2Fc%3F.txt");
         assert_eq!(encode("café"), "caf%C3%A9");
+    }
+
+    #[test]
+    fn symlinks_show_no_size_or_date_of_their_target() {
+        let dir = std::env::temp_dir().join(format!("sluice-listing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("own.txt"), "12345").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+        let followed = render(&dir, "/", true).unwrap();
+        let line = followed.lines().find(|l| l.contains("passwd")).unwrap();
+        assert!(line.ends_with("<td>-</td><td></td></tr>"), "{line}");
+        assert!(followed.lines().any(|l| l.contains("own.txt") && l.contains("<td>5</td>")), "{followed}");
+        let hidden = render(&dir, "/", false).unwrap();
+        assert!(!hidden.contains("passwd"), "{hidden}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -198,7 +198,7 @@ impl StaticFiles {
         if !self.settings.listing {
             return text(StatusCode::FORBIDDEN, "directory listing is off\n");
         }
-        match listing::render(&self.root.join(dir), &normalized.uri()) {
+        match listing::render(&self.root.join(dir), &normalized.uri(), self.settings.follow_symlinks) {
             Ok(html) => {
                 let mut r = if request.method == Method::HEAD {
                     Response::new(Body::empty())

@@ -212,12 +212,21 @@ impl Proxy {
 /// The value of the first `/metrics` line of the admin listener at `admin` that starts
 /// with `line_start` (a series with its labels); panics with the whole text if none does.
 pub async fn metric(admin: SocketAddr, line_start: &str) -> u64 {
-    let text = String::from_utf8(get(admin, "/metrics").await.2.to_vec()).unwrap();
+    let text = admin_text(admin, "/metrics").await;
     text.lines()
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no `{line_start}` in\n{text}"))
+}
+
+/// GET `path` from the admin API at `admin` (Host `localhost`: without a token it answers
+/// only to its own address or a loopback name); the body as text.
+pub async fn admin_text(admin: SocketAddr, path: &str) -> String {
+    let mut c = h1_client(admin).await;
+    let req = Request::get(path).header("host", "localhost").body(full("")).unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
 /// A simple config: one listener, one upstream of `origins`, everything proxied.
