@@ -476,6 +476,26 @@ pub struct UpstreamConfig {
     pub sticky_cookie: Option<String>,
     /// Connections to the servers start with a PROXY protocol header naming the client.
     pub proxy_protocol: Option<ProxyProtocolVersion>,
+    /// Largest response head, and largest trailer block, accepted from the servers.
+    pub max_header_size: u64,
+}
+
+impl ProxyAction {
+    /// The default `grpc-timeout-max`.
+    pub const GRPC_TIMEOUT_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
+    /// Proxies to `upstream` with every other setting at its default.
+    pub fn to(upstream: impl Into<String>) -> Self {
+        Self {
+            upstream: upstream.into(),
+            strip_prefix: false,
+            rewrite_prefix: None,
+            host: None,
+            retry_non_idempotent: false,
+            streaming: false,
+            grpc_timeout_max: Self::GRPC_TIMEOUT_MAX,
+        }
+    }
 }
 
 /// Which PROXY protocol version to send to an upstream group (`proxy-protocol "v2"`).
@@ -724,6 +744,7 @@ impl UpstreamConfig {
             retry: None,
             sticky_cookie: None,
             proxy_protocol: None,
+            max_header_size: 64 * 1024,
         }
     }
 }
@@ -1018,4 +1039,10 @@ pub struct ProxyAction {
     /// This route's requests with non-idempotent methods (and no body) may be retried under
     /// the upstream's `retry` policy.
     pub retry_non_idempotent: bool,
+    /// Long-lived streams (gRPC streaming, server-sent events): the upstream group's
+    /// `first-byte` and `read-idle` timeouts do not apply (the client ends the call).
+    pub streaming: bool,
+    /// A gRPC request's `grpc-timeout` replaces the group's `first-byte` and `read-idle`
+    /// timeouts, up to this long.
+    pub grpc_timeout_max: std::time::Duration,
 }

@@ -136,7 +136,7 @@ fn full_example_parses_to_the_expected_model() {
             strip_prefix: false,
             rewrite_prefix: Some("/v2".into()),
             host: Some("api.internal".into()),
-            retry_non_idempotent: false,
+            ..ProxyAction::to("origins")
         })
     );
     assert_eq!(api.request_headers.edits, vec![HeaderEdit::Set(header("x-route"), value("api"))]);

@@ -72,6 +72,10 @@ pub struct ProxyTarget {
     pub retry: Option<Arc<sluice_proxy::retry::RetryPolicy>>,
     /// Sticky sessions: the cookie that names the server, when enabled.
     pub sticky_cookie: Option<Arc<str>>,
+    /// Long-lived streams: no first-byte or read-idle timeout.
+    pub streaming: bool,
+    /// A gRPC request's `grpc-timeout`, up to this, replaces those timeouts.
+    pub grpc_timeout_max: std::time::Duration,
 }
 
 /// One route.
@@ -357,6 +361,8 @@ mod tests {
             affinity: None,
             retry: None,
             sticky_cookie: None,
+            streaming: false,
+            grpc_timeout_max: std::time::Duration::from_secs(300),
         };
         let mut r = route(PathMatch::Prefix("/api".into()), vec![]);
         r.proxy = Some(target(true, None));

@@ -42,6 +42,11 @@ impl<P: Proxy> ProxyBody<P> {
         Self { inner: Inner::Upstream(body), finish: Some(finish), failed: None, ended: false }
     }
 
+    /// An empty body with nothing to log (the engine's fallback that cannot happen).
+    pub(crate) fn empty() -> Self {
+        Self { inner: Inner::Local(Body::empty()), finish: None, failed: None, ended: false }
+    }
+
     pub(crate) fn local(body: Body, finish: Box<Finish<P>>) -> Self {
         Self { inner: Inner::Local(body), finish: Some(finish), failed: None, ended: false }
     }
@@ -118,7 +123,8 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
                     Err(e) => Error::because(ErrorKind::UpstreamReset, "streaming the response body", e),
                 };
                 let msg = error.to_string();
-                if let Some(trailers) = this.finish.as_deref().and_then(|f| grpc_unavailable(&f.session, &msg)) {
+                let kind = error.kind();
+                if let Some(trailers) = this.finish.as_deref().and_then(|f| grpc_failure(&f.session, kind, &msg)) {
                     // A gRPC call whose origin went away mid-stream ends with the status a
                     // client talking to the origin directly would see (UNAVAILABLE), not a
                     // stream reset that gRPC reads as INTERNAL.
@@ -166,9 +172,11 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
     }
 }
 
-/// Trailers `grpc-status: 14` (UNAVAILABLE) for a gRPC request over HTTP/2 whose upstream
-/// body failed; `None` for anything else.
-fn grpc_unavailable(session: &Session, why: &str) -> Option<http::HeaderMap> {
+/// The trailers that end a gRPC call over HTTP/2 whose upstream body failed: `grpc-status`
+/// 14 (UNAVAILABLE) when the origin went away or timed out, 13 (INTERNAL) when it sent
+/// something the proxy refused (trailers over `max-header-size`); `None` for anything
+/// that is not gRPC over HTTP/2.
+fn grpc_failure(session: &Session, kind: ErrorKind, why: &str) -> Option<http::HeaderMap> {
     let grpc = session
         .req
         .headers
@@ -178,8 +186,12 @@ fn grpc_unavailable(session: &Session, why: &str) -> Option<http::HeaderMap> {
         return None;
     }
     let mut trailers = http::HeaderMap::with_capacity(2);
-    trailers.insert("grpc-status", http::HeaderValue::from_static("14"));
-    let message: String = format!("upstream went away: {why}")
+    let (status, what) = match kind {
+        ErrorKind::UpstreamProtocol => ("13", "upstream response refused"),
+        _ => ("14", "upstream went away"),
+    };
+    trailers.insert("grpc-status", http::HeaderValue::from_static(status));
+    let message: String = format!("{what}: {why}")
         .chars()
         .map(|c| if (c.is_ascii_graphic() && c != '%') || c == ' ' { c } else { '?' })
         .take(200)

@@ -120,7 +120,9 @@ impl<P: Proxy> HttpProxy<P> {
             let policy_replayable =
                 !upgrade && !session.has_body() && policy.as_ref().is_some_and(|p| idempotent || p.non_idempotent);
             let body = session.take_body();
-            let send = conn.send(Request::from_parts(parts, body), replayable);
+            let request = Request::from_parts(parts, body);
+            let timeouts = session.upstream_timeouts().unwrap_or_else(|| backend.settings().timeouts.into());
+            let send = conn.send_with(request, replayable, timeouts);
             let sent = match policy.as_ref().and_then(|p| p.per_try_timeout) {
                 Some(limit) => match tokio::time::timeout(limit, send).await {
                     Ok(r) => r,
@@ -236,14 +238,40 @@ fn tunnel(session: &mut Session, upstream: &mut http::response::Parts) {
     });
 }
 
+/// A request without a response yet (see `HttpProxy::call`).
+struct Unanswered<P: Proxy> {
+    proxy: Arc<P>,
+    state: Option<(Session, P::Ctx)>,
+}
+
+impl<P: Proxy> Drop for Unanswered<P> {
+    fn drop(&mut self) {
+        if let Some((mut session, mut ctx)) = self.state.take() {
+            session.status = Some(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST));
+            let error = Error::explain(ErrorKind::ClientGone, "client went away before the response head");
+            self.proxy.logging(&session, Some(&error), &mut ctx);
+        }
+    }
+}
+
 impl<P: Proxy> HttpService for HttpProxy<P> {
     type Body = ProxyBody<P>;
 
     async fn call(&self, request: Request<Incoming>, conn: &Arc<ConnectionInfo>) -> Response<ProxyBody<P>> {
         let (parts, body) = request.into_parts();
-        let mut session = Session::new(parts, body, conn.clone());
-        let mut ctx = self.proxy.new_ctx();
-        let outcome = self.run(&mut session, &mut ctx).await;
+        let session = Session::new(parts, body, conn.clone());
+        let ctx = self.proxy.new_ctx();
+        // Until a response exists, the request is logged by this guard if the client goes
+        // away (an HTTP/2 reset, a closed connection) and the future is dropped: every
+        // request gets exactly one log line.
+        let mut pending = Unanswered { proxy: self.proxy.clone(), state: Some((session, ctx)) };
+        let outcome = match pending.state.as_mut() {
+            Some((session, ctx)) => self.run(session, ctx).await,
+            None => return Response::new(ProxyBody::empty()),
+        };
+        let Some((mut session, mut ctx)) = pending.state.take() else {
+            return Response::new(ProxyBody::empty());
+        };
         let proxy = self.proxy.clone();
         match outcome {
             Ok(Outcome::Upstream(response)) => {

@@ -36,6 +36,7 @@ pub struct Session {
     pub(crate) status: Option<StatusCode>,
     pub(crate) bytes_out: u64,
     pub(crate) body_rewritten: bool,
+    upstream_timeouts: Option<sluice_upstream::RequestTimeouts>,
 }
 
 impl Session {
@@ -66,6 +67,7 @@ impl Session {
             body_rewritten: false,
             status: None,
             bytes_out: 0,
+            upstream_timeouts: None,
         }
     }
 
@@ -133,6 +135,17 @@ impl Session {
             Some(h) => h.to_str().ok(),
             None => self.req.uri.authority().map(|a| a.as_str()),
         }
+    }
+
+    /// Gives this request its own upstream response timeouts instead of its group's (a
+    /// long-lived stream, a gRPC call's deadline). Call it before the upstream is chosen.
+    pub fn set_upstream_timeouts(&mut self, timeouts: sluice_upstream::RequestTimeouts) {
+        self.upstream_timeouts = Some(timeouts);
+    }
+
+    /// The request's own upstream response timeouts, if a phase set them.
+    pub fn upstream_timeouts(&self) -> Option<sluice_upstream::RequestTimeouts> {
+        self.upstream_timeouts
     }
 
     /// The request path.

@@ -60,6 +60,23 @@ pub struct Timeouts {
     pub read_idle: Duration,
 }
 
+/// The response timeouts of one request, when they differ from its group's: `None` is no
+/// limit. A long-lived stream (gRPC streaming, server-sent events) has neither; a gRPC call
+/// has its `grpc-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimeouts {
+    /// Request sent until response head received.
+    pub first_byte: Option<Duration>,
+    /// Longest pause between two reads of the response body.
+    pub read_idle: Option<Duration>,
+}
+
+impl From<Timeouts> for RequestTimeouts {
+    fn from(t: Timeouts) -> Self {
+        Self { first_byte: Some(t.first_byte), read_idle: Some(t.read_idle) }
+    }
+}
+
 /// Everything about how to talk to a backend.
 #[derive(Debug, Clone)]
 pub struct BackendSettings {
@@ -73,6 +90,9 @@ pub struct BackendSettings {
     pub tls: Option<Arc<TlsConnector>>,
     /// Connections start with a PROXY protocol header of this version (before TLS).
     pub proxy_protocol: Option<ProxyVersion>,
+    /// Largest response head and trailer block accepted (RFC 9113 §6.5.2 size: names,
+    /// values and 32 bytes per field); larger ones fail the request visibly.
+    pub max_header_size: usize,
 }
 
 impl Default for BackendSettings {
@@ -87,6 +107,7 @@ impl Default for BackendSettings {
             },
             tls: None,
             proxy_protocol: None,
+            max_header_size: 64 * 1024,
         }
     }
 }
@@ -539,6 +560,10 @@ impl Backend {
             .timer(TokioTimer::new())
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(2 << 20)
+            // h2 drops (silently) the fields of a trailer block past this limit and only
+            // fails a response head over it. It is set well above `max-header-size`,
+            // which Sluice checks itself on heads and trailers and fails visibly.
+            .max_header_list_size(h2_header_list_limit(self.settings.max_header_size))
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| Error::because(ErrorKind::ConnectFailed, format!("HTTP/2 handshake with {}", self.addr), e))?;
@@ -600,8 +625,19 @@ impl UpstreamConn {
     /// connection before any response is marked retryable when `replayable` (the request
     /// had no body), since the origin most likely closed the idle connection first.
     pub async fn send(self, request: Request<Body>, replayable: bool) -> Result<Response<UpstreamBody>> {
+        let timeouts = self.backend.settings.timeouts.into();
+        self.send_with(request, replayable, timeouts).await
+    }
+
+    /// [`send`](Self::send) with this request's own response timeouts.
+    pub async fn send_with(
+        self,
+        request: Request<Body>,
+        replayable: bool,
+        timeouts: RequestTimeouts,
+    ) -> Result<Response<UpstreamBody>> {
         let backend = self.backend.clone();
-        let mut result = self.send_inner(request, replayable).await;
+        let mut result = self.send_inner(request, replayable, timeouts).await;
         match &mut result {
             Ok(response) if response.status().is_server_error() => backend.record(Outcome::ServerError),
             Ok(response) if response.body().is_end_stream() => backend.record(Outcome::Success),
@@ -615,15 +651,20 @@ impl UpstreamConn {
         result
     }
 
-    async fn send_inner(self, request: Request<Body>, replayable: bool) -> Result<Response<UpstreamBody>> {
+    async fn send_inner(
+        self,
+        request: Request<Body>,
+        replayable: bool,
+        timeouts: RequestTimeouts,
+    ) -> Result<Response<UpstreamBody>> {
         let UpstreamConn { backend, kind, reused, outstanding } = self;
         backend.stats.requests.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
         if reused {
             backend.stats.reused.fetch_add(1, Ordering::Relaxed);
         }
-        let timeouts = backend.settings.timeouts;
         let body = request.body().stats().cloned();
+        let max_header = backend.settings.max_header_size;
         let classify = |e: hyper::Error| upstream_error(e, &backend, reused && replayable);
         match kind {
             Kind::H1(mut h1) => {
@@ -645,7 +686,11 @@ impl UpstreamConn {
                             return Poll::Pending;
                         }
                         armed = true;
-                        h1.deadline.set(Instant::now() + timeouts.first_byte);
+                        let Some(limit) = timeouts.first_byte else { return Poll::Pending };
+                        h1.deadline.set(Instant::now() + limit);
+                    }
+                    if timeouts.first_byte.is_none() {
+                        return Poll::Pending;
                     }
                     h1.deadline.poll_expired(cx).map(|()| None)
                 })
@@ -653,8 +698,12 @@ impl UpstreamConn {
                 h1.deadline.clear();
                 let response = match waited {
                     Some(r) => r.map_err(classify)?,
-                    None => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
+                    None => return Err(first_byte_timeout(&backend, timeouts.first_byte.unwrap_or_default())),
                 };
+                let head = header_list_size(response.headers());
+                if head > max_header {
+                    return Err(oversized(&backend, "response head", head));
+                }
                 backend.stats.observe_latency_at(sent_at.into_std(), std::time::Instant::now());
                 let mut driver = (!conn_done).then(|| H1Driver { h1, backend: backend.clone() });
                 if response.body().is_end_stream() {
@@ -669,7 +718,8 @@ impl UpstreamConn {
                         }
                     }
                 }
-                Ok(response.map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr, outstanding)))
+                Ok(response
+                    .map(|b| UpstreamBody::new(b, driver, timeouts.read_idle, backend.addr, outstanding, max_header)))
             }
             Kind::H2(mut sender) => {
                 let fut = sender.send_request(request);
@@ -683,17 +733,23 @@ impl UpstreamConn {
                         if body.as_ref().is_some_and(|b| b.poll_done(cx).is_pending()) {
                             return Poll::Pending;
                         }
-                        timer = Some(Box::pin(tokio::time::sleep(timeouts.first_byte)));
+                        let Some(limit) = timeouts.first_byte else { return Poll::Pending };
+                        timer = Some(Box::pin(tokio::time::sleep(limit)));
                     }
                     timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx).map(|()| None))
                 })
                 .await;
                 let response = match waited {
                     Some(r) => r.map_err(classify)?,
-                    None => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
+                    None => return Err(first_byte_timeout(&backend, timeouts.first_byte.unwrap_or_default())),
                 };
+                let head = header_list_size(response.headers());
+                if head > max_header {
+                    return Err(oversized(&backend, "response head", head));
+                }
                 backend.stats.observe_latency_at(sent_at.into_std(), std::time::Instant::now());
-                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, outstanding)))
+                Ok(response
+                    .map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, outstanding, max_header)))
             }
             Kind::Upgrade(h1) => {
                 let addr = backend.addr;
@@ -703,17 +759,40 @@ impl UpstreamConn {
                         tracing::debug!(upstream = %addr, error = %e, "upgraded connection ended");
                     }
                 });
-                let waited = tokio::time::timeout(timeouts.first_byte, sender.send_request(request)).await;
+                let limit = timeouts.first_byte.unwrap_or(backend.settings.timeouts.first_byte);
+                let waited = tokio::time::timeout(limit, sender.send_request(request)).await;
                 let response = match waited {
                     Ok(r) => r.map_err(classify)?,
-                    Err(_) => return Err(first_byte_timeout(&backend, timeouts.first_byte)),
+                    Err(_) => return Err(first_byte_timeout(&backend, limit)),
                 };
                 // A tunnel is not a request in flight: it may last for hours.
                 drop(outstanding);
-                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, None)))
+                Ok(response.map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, None, max_header)))
             }
         }
     }
+}
+
+/// What the HTTP/2 client advertises and enforces: four times the configured size, at
+/// least 256 KiB (see `connect_h2`).
+fn h2_header_list_limit(max: usize) -> u32 {
+    u32::try_from(max.saturating_mul(4).max(256 * 1024)).unwrap_or(u32::MAX)
+}
+
+/// The size of a header block by RFC 9113 §6.5.2: each field's name and value plus 32.
+pub fn header_list_size(headers: &http::HeaderMap) -> usize {
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum()
+}
+
+fn oversized(backend: &Backend, what: &str, size: usize) -> Box<Error> {
+    tracing::warn!(upstream = %backend.addr, size, max = backend.settings.max_header_size, "{what} too large");
+    Error::explain(
+        ErrorKind::UpstreamProtocol,
+        format!(
+            "{what} of {size} bytes from {} is over max-header-size {}",
+            backend.addr, backend.settings.max_header_size
+        ),
+    )
 }
 
 fn first_byte_timeout(backend: &Backend, after: Duration) -> Box<Error> {

@@ -35,7 +35,8 @@ pub(crate) struct H1Driver {
 pub struct UpstreamBody {
     incoming: Incoming,
     driver: Option<H1Driver>,
-    read_idle: Duration,
+    /// `None`: no limit (a long-lived stream).
+    read_idle: Option<Duration>,
     /// For bodies without a driver (HTTP/2); HTTP/1 uses its connection's deadline.
     deadline: Deadline,
     addr: SocketAddr,
@@ -44,6 +45,8 @@ pub struct UpstreamBody {
     outstanding: Option<Outstanding>,
     /// Record a success for passive health checking when the body completes.
     success_at_end: bool,
+    /// Largest trailer block accepted (`BackendSettings::max_header_size`).
+    max_trailers: usize,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -56,9 +59,10 @@ impl UpstreamBody {
     pub(crate) fn new(
         incoming: Incoming,
         driver: Option<H1Driver>,
-        read_idle: Duration,
+        read_idle: Option<Duration>,
         addr: SocketAddr,
         outstanding: Option<Outstanding>,
+        max_trailers: usize,
     ) -> Self {
         let mut body = Self {
             incoming,
@@ -69,6 +73,7 @@ impl UpstreamBody {
             done: false,
             outstanding,
             success_at_end: false,
+            max_trailers,
         };
         if body.incoming.is_end_stream() {
             body.finish(None);
@@ -152,6 +157,23 @@ impl http_body::Body for UpstreamBody {
         match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.deadline_mut().clear();
+                if let Some(size) = frame.trailers_ref().map(crate::backend::header_list_size) {
+                    if size > this.max_trailers {
+                        // Failed visibly: passing a block the HTTP/2 client may have cut
+                        // would end a gRPC call "OK" without the fields that followed.
+                        this.driver = None;
+                        this.done = true;
+                        this.body_failed();
+                        tracing::warn!(upstream = %this.addr, size, max = this.max_trailers, "trailers too large");
+                        return Poll::Ready(Some(Err(Error::explain(
+                            ErrorKind::UpstreamProtocol,
+                            format!(
+                                "trailers of {size} bytes from {} are over max-header-size {}",
+                                this.addr, this.max_trailers
+                            ),
+                        ))));
+                    }
+                }
                 if this.incoming.is_end_stream() {
                     this.finish(Some(cx));
                 }
@@ -169,7 +191,7 @@ impl http_body::Body for UpstreamBody {
                 Poll::Ready(Some(Err(Error::because(kind, format!("reading the response body from {}", this.addr), e))))
             }
             Poll::Pending => {
-                let read_idle = this.read_idle;
+                let Some(read_idle) = this.read_idle else { return Poll::Pending };
                 let deadline = this.deadline_mut();
                 if deadline.get().is_none() {
                     deadline.set(Instant::now() + read_idle);
@@ -180,7 +202,7 @@ impl http_body::Body for UpstreamBody {
                     this.body_failed();
                     return Poll::Ready(Some(Err(Error::explain(
                         ErrorKind::UpstreamReadTimeout,
-                        format!("{} sent nothing for {:?}", this.addr, this.read_idle),
+                        format!("{} sent nothing for {read_idle:?}", this.addr),
                     ))));
                 }
                 Poll::Pending

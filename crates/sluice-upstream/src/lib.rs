@@ -30,7 +30,9 @@ pub mod limits;
 pub mod selection;
 mod tls;
 
-pub use backend::{Backend, BackendSettings, BackendStats, PoolSettings, Timeouts, UpstreamConn, UpstreamProtocol};
+pub use backend::{
+    Backend, BackendSettings, BackendStats, PoolSettings, RequestTimeouts, Timeouts, UpstreamConn, UpstreamProtocol,
+};
 pub use body::UpstreamBody;
 pub use group::{Policies, Upstream};
 pub use tls::{Stream, TlsConnector, UpstreamTlsSettings};

@@ -166,6 +166,7 @@ pub async fn build(config: &Config, slots: &[usize], previous: Option<Previous<'
                     read_idle: u.timeouts.read_idle,
                 },
                 tls,
+                max_header_size: usize::try_from(u.max_header_size).unwrap_or(64 * 1024),
                 proxy_protocol: u.proxy_protocol.map(|v| match v {
                     sluice_config::model::ProxyProtocolVersion::V1 => sluice_core::proxy_protocol::Version::V1,
                     sluice_config::model::ProxyProtocolVersion::V2 => sluice_core::proxy_protocol::Version::V2,
@@ -770,6 +771,8 @@ fn build_route(
                     other => other.clone(),
                 },
                 sticky_cookie: sticky_cookie.clone(),
+                streaming: p.streaming,
+                grpc_timeout_max: p.grpc_timeout_max,
             });
         }
         config::RouteAction::Respond { status, body, headers } => {

@@ -367,13 +367,7 @@ pub fn one_liner(listen: SocketAddr, to: &[String], access_log: &str) -> anyhow:
         routes: vec![RouteConfig {
             path: PathMatch::Prefix("/".into()),
             methods: Vec::new(),
-            action: RouteAction::Proxy(ProxyAction {
-                upstream: "origins".into(),
-                strip_prefix: false,
-                rewrite_prefix: None,
-                host: None,
-                retry_non_idempotent: false,
-            }),
+            action: RouteAction::Proxy(ProxyAction::to("origins")),
             request_headers: Default::default(),
             response_headers: Default::default(),
             compress: None,

@@ -186,6 +186,24 @@ impl Proxy for ConfiguredProxy {
                 "TRACE is refused (name it in the route's `methods` to allow it)",
             ));
         }
+        if let Some(target) = &route.proxy {
+            // A gRPC call's deadline replaces the group's response timeouts (up to
+            // `grpc-timeout-max`); a streaming route has none of its own.
+            let deadline = sluice_filters::grpc::is_grpc(&session.req.headers)
+                .then(|| sluice_filters::grpc::timeout(&session.req.headers))
+                .flatten()
+                .map(|t| t.min(target.grpc_timeout_max));
+            let timeouts = match deadline {
+                Some(t) => Some(sluice_upstream::RequestTimeouts { first_byte: Some(t), read_idle: Some(t) }),
+                None if target.streaming => {
+                    Some(sluice_upstream::RequestTimeouts { first_byte: None, read_idle: None })
+                }
+                None => None,
+            };
+            if let Some(t) = timeouts {
+                session.set_upstream_timeouts(t);
+            }
+        }
         if let Some(max) = route.max_body_size {
             let declared = session
                 .req

@@ -392,3 +392,121 @@ async fn websocket_tunnels_keep_working_through_the_drain_and_are_waited_for() {
     drop(s);
     assert!(shutdown.await.unwrap(), "drained in time once the tunnel closed");
 }
+
+/// An h2c client that accepts header blocks up to 1 MiB (the default is 16 KiB).
+async fn roomy_h2_client(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<OriginBody> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .max_header_list_size(1 << 20)
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_grpc_trailers_and_heads_pass_whole_or_fail_visibly() {
+    // The origin sends a head field and a trailer field of the size the path asks for.
+    let origin = Origin::start(
+        true,
+        Arc::new(|req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                let kib: usize = req.uri().path().trim_start_matches('/').parse().unwrap();
+                let big = "t".repeat(kib * 1024);
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("x-big", big.parse().unwrap());
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                let body = frames(vec![Frame::data(Bytes::from_static(b"\0\0\0\0\x00")), Frame::trailers(trailers)]);
+                let mut resp = Response::new(body);
+                resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                if req.headers().contains_key("x-big-head") {
+                    resp.headers_mut().insert("x-big-head", big.parse().unwrap());
+                }
+                resp
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "protocol \"h2c\"")).await;
+    let mut client = roomy_h2_client(proxy.addr()).await;
+    let call = |kib: usize, big_head: bool| {
+        let mut req = Request::post(format!("http://example.test/{kib}"))
+            .header("te", "trailers")
+            .header("content-type", "application/grpc");
+        if big_head {
+            req = req.header("x-big-head", "1");
+        }
+        req.body(full(&b"\0\0\0\0\x00"[..])).unwrap()
+    };
+    // 20 KiB of trailers (over h2's 16 KiB default): every field arrives.
+    let resp = client.send_request(call(20, false)).await.unwrap();
+    let trailers = resp.into_body().collect().await.unwrap().trailers().cloned().unwrap();
+    assert_eq!(trailers["x-big"].len(), 20 * 1024);
+    assert_eq!(trailers["grpc-status"], "0");
+    // 100 KiB (over max-header-size): not cut silently, the call fails.
+    let resp = client.send_request(call(100, false)).await.unwrap();
+    let trailers = resp.into_body().collect().await.unwrap().trailers().cloned().unwrap();
+    assert_eq!(trailers["grpc-status"], "13", "{trailers:?}");
+    assert!(trailers.get("x-big").is_none());
+    // A 20 KiB response head is passed (it used to be a 502); 100 KiB is a 502.
+    let resp = client.send_request(call(20, true)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-big-head"].len(), 20 * 1024);
+    let resp = client.send_request(call(100, true)).await.unwrap();
+    assert_eq!(resp.status(), 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_deadlines_and_streaming_routes_replace_the_upstream_timeouts() {
+    // The origin waits 1.5 s before its head, and 1.5 s more before the last message.
+    let origin = Origin::start(
+        true,
+        Arc::new(|_req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                let (tx, rx) = tokio::sync::mpsc::channel::<Frame<Bytes>>(2);
+                tokio::spawn(async move {
+                    let _ = tx.send(Frame::data(Bytes::from_static(b"\0\0\0\0\x00"))).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    let _ = tx.send(Frame::trailers(trailers)).await;
+                });
+                let mut resp = Response::new(channel_body(rx));
+                resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                resp
+            })
+        }),
+    )
+    .await;
+    let config = simple_config(&[origin.addr], "protocol \"h2c\"\n    timeouts first-byte=\"1s\" read-idle=\"1s\"")
+        .replace(
+            "route \"/\" { proxy \"origins\" }",
+            "route \"/stream\" { proxy \"origins\" streaming=#true }\n    route \"/\" { proxy \"origins\" grpc-timeout-max=\"30s\" }",
+        );
+    let proxy = Proxy::start(&config).await;
+    let mut client = h2_client(proxy.addr()).await;
+    let call = |path: &str, deadline: Option<&str>| {
+        let mut req = Request::post(format!("http://example.test{path}"))
+            .header("te", "trailers")
+            .header("content-type", "application/grpc");
+        if let Some(d) = deadline {
+            req = req.header("grpc-timeout", d);
+        }
+        req.body(full(&b"\0\0\0\0\x00"[..])).unwrap()
+    };
+    // The group's timeouts alone: the slow head is a 504.
+    let resp = client.send_request(call("/pkg.Svc/Call", None)).await.unwrap();
+    assert_eq!(resp.status(), 504);
+    // The client's deadline allows it: the whole call passes, quiet gap included.
+    let resp = client.send_request(call("/pkg.Svc/Call", Some("10S"))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let trailers = resp.into_body().collect().await.unwrap().trailers().cloned().unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+    // A streaming route: no first-byte or idle timeout at all.
+    let resp = client.send_request(call("/stream/Call", None)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let trailers = resp.into_body().collect().await.unwrap().trailers().cloned().unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+}

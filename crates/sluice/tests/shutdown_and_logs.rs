@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use http::Request;
+use std::sync::Arc;
+
+use http::{Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -92,4 +94,35 @@ async fn access_log_lines_have_the_documented_fields() {
             assert!(first.contains("bytes_in=5"), "{first}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_before_its_response_head_is_logged_once() {
+    // The origin never answers; the client resets its HTTP/2 stream.
+    let origin = Origin::start(
+        false,
+        Arc::new(|_req| {
+            Box::pin(async move {
+                std::future::pending::<()>().await;
+                Response::new(full(""))
+            })
+        }),
+    )
+    .await;
+    let path = std::env::temp_dir().join(format!("sluice-cancel-log-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let config = simple_config(&[origin.addr], "").replace(
+        "server { access-log \"off\" }",
+        &format!("server {{ access-log \"{}\" format=\"json\" }}", path.display()),
+    );
+    let proxy = Proxy::start(&config).await;
+    let mut h2 = h2_client(proxy.addr()).await;
+    let call = h2.send_request(Request::post("http://grpc.example/pkg.Svc/Call").body(full("x")).unwrap());
+    until("the origin has the request", || origin.requests() == 1).await;
+    drop(call);
+    assert!(proxy.shutdown().await);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("\"status\":499") && lines[0].contains("client_gone"), "{}", lines[0]);
 }

@@ -159,7 +159,7 @@ fn read_proxy(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<(ProxyAction, S
         d,
         node,
         Arity::Exactly(1),
-        &["strip-prefix", "rewrite-prefix", "host", "retry-non-idempotent"],
+        &["strip-prefix", "rewrite-prefix", "host", "retry-non-idempotent", "streaming", "grpc-timeout-max"],
         PROXY_USAGE,
     );
     let upstream = args.first().and_then(|entry| Some((non_empty_string(d, entry, PROXY_USAGE)?, entry.span())));
@@ -201,10 +201,31 @@ fn read_proxy(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<(ProxyAction, S
         }),
         None => false,
     };
+    let streaming = match props.get("streaming") {
+        Some(entry) => boolean(d, entry).unwrap_or_else(|| {
+            ok = false;
+            false
+        }),
+        None => false,
+    };
+    let grpc_timeout_max = match props.get("grpc-timeout-max") {
+        Some(entry) => crate::value::duration(d, entry, false).unwrap_or_else(|| {
+            ok = false;
+            ProxyAction::GRPC_TIMEOUT_MAX
+        }),
+        None => ProxyAction::GRPC_TIMEOUT_MAX,
+    };
     let (upstream, span) = upstream?;
     ok.then(|| {
-        let action =
-            ProxyAction { upstream: upstream.to_owned(), strip_prefix, rewrite_prefix, host, retry_non_idempotent };
+        let action = ProxyAction {
+            upstream: upstream.to_owned(),
+            strip_prefix,
+            rewrite_prefix,
+            host,
+            retry_non_idempotent,
+            streaming,
+            grpc_timeout_max,
+        };
         (action, span)
     })
 }

@@ -12,7 +12,7 @@ use crate::model::{
 use crate::reader::{children, leaf, name, name_span, single, take_args, take_props, unknown_node, Arity, Once};
 use crate::sections::tls::read_upstream_tls;
 use crate::sections::RawUpstream;
-use crate::value::{boolean, choice, duration, integer, non_empty_string, string};
+use crate::value::{boolean, choice, duration, integer, non_empty_string, size, string};
 
 const NODES: &[&str] = &[
     "server",
@@ -29,6 +29,7 @@ const NODES: &[&str] = &[
     "retry",
     "sticky",
     "proxy-protocol",
+    "max-header-size",
 ];
 const RETRY_PROPS: &[&str] = &[
     "attempts",
@@ -93,6 +94,22 @@ pub(super) fn read(d: &mut Diagnostics<'_>, node: &KdlNode) -> Option<RawUpstrea
                         Some("h2c") => config.protocol = UpstreamProtocol::H2c,
                         Some("h2") => config.protocol = UpstreamProtocol::H2,
                         Some(_) => config.protocol = UpstreamProtocol::Http1,
+                        None => {}
+                    }
+                }
+            }
+            "max-header-size" => {
+                if let Some(entry) = single(d, child, "max-header-size \"64KiB\"") {
+                    match size(d, entry) {
+                        Some(n) if (1024..=16 << 20).contains(&n) => config.max_header_size = n,
+                        Some(n) => {
+                            d.error(
+                                entry.span(),
+                                format!("`max-header-size` must be between 1 KiB and 16 MiB, found {n}"),
+                            )
+                            .label("out of range")
+                            .help("the default is \"64KiB\", as on listeners");
+                        }
                         None => {}
                     }
                 }

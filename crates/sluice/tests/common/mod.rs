@@ -45,6 +45,22 @@ pub fn frames(frames: Vec<hyper::body::Frame<Bytes>>) -> OriginBody {
     Frames(frames.into()).boxed()
 }
 
+/// A body whose frames come from a channel (ends when the sender is dropped).
+pub fn channel_body(rx: tokio::sync::mpsc::Receiver<hyper::body::Frame<Bytes>>) -> OriginBody {
+    struct Channel(tokio::sync::mpsc::Receiver<hyper::body::Frame<Bytes>>);
+    impl http_body::Body for Channel {
+        type Data = Bytes;
+        type Error = Box<dyn std::error::Error + Send + Sync>;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|f| f.map(Ok))
+        }
+    }
+    Channel(rx).boxed()
+}
+
 /// A body of `len` bytes generated in 64 KiB chunks as it is read (never held in memory).
 pub fn generated(len: u64) -> OriginBody {
     struct Gen {
