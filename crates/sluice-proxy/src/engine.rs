@@ -73,6 +73,9 @@ impl<P: Proxy> HttpProxy<P> {
         }
         let upgrade = session.protocol() == HttpProtocol::Http1 && forwarding::is_upgrade_request(&session.req);
         if !upgrade {
+            if session.has_body() {
+                session.compact_head();
+            }
             session.read_body_start().await?;
         }
         let policy = self.proxy.retry_policy(session, ctx);

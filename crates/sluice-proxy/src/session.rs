@@ -234,6 +234,37 @@ impl Session {
         self.first_frame.is_some() || self.body.as_ref().is_some_and(|b| !b.is_end_stream())
     }
 
+    /// Copies the head's target and field values out of the connection's read buffer, which
+    /// they otherwise share: the buffer (8 KiB or more) then is not held for as long as the
+    /// request lives beside the one the connection reads the body into. Worth one small
+    /// copy for requests with a body, which may take long to arrive (slow uploads);
+    /// a bodiless request is usually answered before it matters.
+    pub(crate) fn compact_head(&mut self) {
+        let headers = &mut self.req.headers;
+        let total: usize = headers.values().map(HeaderValue::len).sum::<usize>() + self.request_id.len();
+        let mut buf = bytes::BytesMut::with_capacity(total);
+        for value in headers.values() {
+            buf.extend_from_slice(value.as_bytes());
+        }
+        buf.extend_from_slice(self.request_id.as_bytes());
+        let buf = buf.freeze();
+        let mut at = 0;
+        for value in headers.values_mut() {
+            let end = at + value.len();
+            if let Ok(mut copy) = HeaderValue::from_maybe_shared(buf.slice(at..end)) {
+                copy.set_sensitive(value.is_sensitive());
+                *value = copy;
+            }
+            at = end;
+        }
+        if let Ok(id) = HeaderValue::from_maybe_shared(buf.slice(at..)) {
+            self.request_id = id;
+        }
+        if let Ok(uri) = http::Uri::try_from(self.req.uri.to_string()) {
+            self.req.uri = uri;
+        }
+    }
+
     /// Waits for the first chunk of the request body (if there is a body), so that a
     /// body whose framing is broken from the start (an invalid first chunk size) is
     /// rejected with 400 before any origin is contacted. Answers `100 Continue` to a

@@ -398,8 +398,11 @@ impl Backend {
                         return Ok(self.h1_conn(idle.h1, true));
                     }
                 }
-                let h1 =
-                    self.connect_h1_with(false, proxy_header).await.inspect_err(|_| self.record(Outcome::Failure))?;
+                // Connecting (TCP, TLS, PROXY header) is boxed: its large future is paid
+                // for only when the pool has nothing, not in every request's future.
+                let h1 = Box::pin(self.connect_h1_with(false, proxy_header))
+                    .await
+                    .inspect_err(|_| self.record(Outcome::Failure))?;
                 Ok(self.h1_conn(h1, false))
             }
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
@@ -408,7 +411,7 @@ impl Backend {
                     let kind = Kind::H2(sender.clone());
                     return Ok(UpstreamConn { backend: self.clone(), kind, reused: true, outstanding: None });
                 }
-                let sender = self.connect_h2().await.inspect_err(|_| self.record(Outcome::Failure))?;
+                let sender = Box::pin(self.connect_h2()).await.inspect_err(|_| self.record(Outcome::Failure))?;
                 *slot = Some(sender.clone());
                 Ok(UpstreamConn { backend: self.clone(), kind: Kind::H2(sender), reused: false, outstanding: None })
             }
@@ -419,7 +422,8 @@ impl Backend {
     /// `proxy_header` is as for [`checkout_for`](Self::checkout_for).
     pub async fn connect_for_upgrade(self: &Arc<Self>, proxy_header: Option<&[u8]>) -> Result<UpstreamConn> {
         let proxy_header = proxy_header.filter(|_| self.settings.proxy_protocol.is_some());
-        let h1 = self.connect_h1_with(true, proxy_header).await.inspect_err(|_| self.record(Outcome::Failure))?;
+        let h1 =
+            Box::pin(self.connect_h1_with(true, proxy_header)).await.inspect_err(|_| self.record(Outcome::Failure))?;
         Ok(UpstreamConn { backend: self.clone(), kind: Kind::Upgrade(h1), reused: false, outstanding: None })
     }
 

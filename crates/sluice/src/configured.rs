@@ -225,12 +225,15 @@ impl Proxy for ConfiguredProxy {
         // The rate limit comes before the in-flight limit: requests it delays or holds
         // (tarpit) must not take the slots of requests that are being served.
         if let Some(limit) = &route.rate_limit {
-            match limit.decide(session.client_addr().ip(), &session.req.headers, matched.route).await {
+            // The sub-futures of this phase that only some routes need are boxed: the
+            // request's future (held for its whole life, slow uploads included) then has the
+            // size of the common path, not of its largest branch.
+            match Box::pin(limit.decide(session.client_addr().ip(), &session.req.headers, matched.route)).await {
                 RateDecision::Allow { .. } => {}
-                RateDecision::Delay(wait) => tokio::time::sleep(wait).await,
+                RateDecision::Delay(wait) => Box::pin(tokio::time::sleep(wait)).await,
                 RateDecision::Reject(retry_after) => {
                     tracing::debug!(limit = %limit.name, client = %session.client_addr(), "rate limited");
-                    let held = tarpit(session, limit).await;
+                    let held = Box::pin(tarpit(session, limit)).await;
                     return Ok(Flow::Respond(limit.reject(retry_after.saturating_sub(held))));
                 }
             }
@@ -247,7 +250,7 @@ impl Proxy for ConfiguredProxy {
             }
         }
         if let Some(access) = &route.access {
-            if let Some(refusal) = access.check(session).await? {
+            if let Some(refusal) = Box::pin(access.check(session)).await? {
                 return Ok(Flow::Respond(refusal));
             }
         }
@@ -269,7 +272,7 @@ impl Proxy for ConfiguredProxy {
             // response made for `victim.example:1337` must not answer `victim.example`.
             let host = session.authority().unwrap_or("").to_owned();
             let req = &session.req;
-            match rule.lookup(&req.method, &req.uri, session.scheme(), &host, &req.headers).await {
+            match Box::pin(rule.lookup(&req.method, &req.uri, session.scheme(), &host, &req.headers)).await {
                 Lookup::Respond(mut response, hit) => {
                     // The stored response's request id was another request's.
                     response.headers_mut().insert("x-request-id", session.request_id().clone());
