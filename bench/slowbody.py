@@ -27,6 +27,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as rb  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -36,24 +39,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def rss_kib(pid):
-    """VmRSS of `pid` and of its children (nginx workers), in KiB."""
-    total = 0
-    pids = [pid]
-    try:
-        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-        pids += [int(p) for p in out.split()]
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+def rss_kib(sid):
+    """VmRSS of every process of the session `sid` (nginx: master and workers), in KiB."""
+    return rb.session_mem_kb(sid)[0]
 
 
 def open_connections(port):
@@ -146,21 +134,12 @@ site "*" {{
 
 
 def nginx_conf(d, port, origin, buffering):
-    os.makedirs(os.path.join(d, "tmp"), exist_ok=True)
     path = os.path.join(d, "nginx.conf")
     with open(path, "w") as f:
-        f.write(f"""daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile 20000;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 20000; }}
+        f.write(f"""{rb.nginx_common(d, 20000)}events {{ worker_connections 20000; }}
 http {{
     access_log off;
-    client_body_temp_path {d}/tmp;
-    proxy_temp_path {d}/tmp;
-    client_body_timeout 60s;
+{rb.nginx_temp_paths(d)}    client_body_timeout 60s;
     upstream origin {{ server 127.0.0.1:{origin}; keepalive 128; }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;

@@ -22,7 +22,6 @@ pub mod affinity;
 pub mod cache;
 pub mod compress;
 pub mod files;
-pub mod grpc;
 pub mod headers;
 pub mod limits;
 pub mod normalize;

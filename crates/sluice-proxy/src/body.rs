@@ -177,12 +177,7 @@ impl<P: Proxy> http_body::Body for ProxyBody<P> {
 /// something the proxy refused (trailers over `max-header-size`); `None` for anything
 /// that is not gRPC over HTTP/2.
 fn grpc_failure(session: &Session, kind: ErrorKind, why: &str) -> Option<http::HeaderMap> {
-    let grpc = session
-        .req
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
-    if !grpc || session.req.version != http::Version::HTTP_2 {
+    if !crate::grpc::is_grpc(&session.req.headers) || session.req.version != http::Version::HTTP_2 {
         return None;
     }
     let mut trailers = http::HeaderMap::with_capacity(2);

@@ -20,6 +20,7 @@ mod body;
 mod engine;
 mod error_response;
 pub mod forwarding;
+pub mod grpc;
 mod phase;
 pub mod proxy_protocol;
 pub mod retry;

@@ -94,34 +94,23 @@ fn target_form(method: &Method, uri: &Uri) -> Result<()> {
 /// HTTP/1: exactly one valid Host in HTTP/1.1 (at most one in HTTP/1.0); the authority of
 /// an absolute-form target replaces it (RFC 9112 §3.2.2).
 fn host_http1(req: &mut http::request::Parts) -> Result<()> {
-    let mut hosts = req.headers.get_all(header::HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
-        return Err(invalid("more than one Host field"));
-    }
-    let Some(host) = first else {
-        if req.version == Version::HTTP_11 {
-            return Err(invalid("HTTP/1.1 request without Host"));
+    let value = {
+        let mut hosts = req.headers.get_all(header::HOST).iter();
+        let first = hosts.next();
+        if hosts.next().is_some() {
+            return Err(invalid("more than one Host field"));
         }
-        // HTTP/1.0 may omit Host; an absolute-form target still names the authority.
-        if let Some(authority) = req.uri.authority() {
-            let value = lower(authority.as_str().as_bytes())?;
-            req.headers.insert(header::HOST, value);
+        match (req.uri.authority(), first) {
+            (_, None) if req.version == Version::HTTP_11 => return Err(invalid("HTTP/1.1 request without Host")),
+            // The target's authority decides; the Host field is ignored, and replaced so
+            // that the origin and everything in between see one authority. (HTTP/1.0 may
+            // omit Host.)
+            (Some(authority), _) => host_to_set(authority.as_str().as_bytes(), true)?,
+            (None, Some(host)) => host_to_set(checked_host(host)?, false)?,
+            (None, None) => None,
         }
-        return Ok(());
     };
-    if let Some(authority) = req.uri.authority() {
-        // The target's authority decides; the Host field is ignored (but replaced, so the
-        // origin and everything in between see one authority).
-        let value = lower(authority.as_str().as_bytes())?;
-        req.headers.insert(header::HOST, value);
-        return Ok(());
-    }
-    if !valid_authority(host.as_bytes()) {
-        return Err(invalid(format!("invalid Host {:?}", String::from_utf8_lossy(host.as_bytes()))));
-    }
-    if host.as_bytes().iter().any(u8::is_ascii_uppercase) {
-        let value = lower(host.as_bytes())?;
+    if let Some(value) = value {
         req.headers.insert(header::HOST, value);
     }
     Ok(())
@@ -130,43 +119,52 @@ fn host_http1(req: &mut http::request::Parts) -> Result<()> {
 /// HTTP/2: `:authority` (or, without it, one `host` field) must name the authority; a
 /// `host` that names another one makes the request malformed (RFC 9113 §8.3.1).
 fn host_http2(req: &mut http::request::Parts) -> Result<()> {
-    let mut hosts = req.headers.get_all(header::HOST).iter();
-    let first = hosts.next().cloned();
-    if hosts.next().is_some() {
-        return Err(invalid("more than one host field"));
-    }
-    match (req.uri.authority(), first) {
-        (Some(authority), Some(host)) => {
-            if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+    let value = {
+        let mut hosts = req.headers.get_all(header::HOST).iter();
+        let first = hosts.next();
+        if hosts.next().is_some() {
+            return Err(invalid("more than one host field"));
+        }
+        let name = match (req.uri.authority(), first) {
+            (Some(authority), Some(host)) if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
                 return Err(invalid(format!(
                     "host {:?} differs from :authority {:?}",
                     String::from_utf8_lossy(host.as_bytes()),
                     authority.as_str()
                 )));
             }
-            if host.as_bytes().iter().any(u8::is_ascii_uppercase) {
-                let value = lower(host.as_bytes())?;
-                req.headers.insert(header::HOST, value);
-            }
-        }
-        (Some(authority), None) => {
-            if authority.as_str().bytes().any(|b| b.is_ascii_uppercase()) {
-                let value = lower(authority.as_str().as_bytes())?;
-                req.headers.insert(header::HOST, value);
-            }
-        }
-        (None, Some(host)) => {
-            if !valid_authority(host.as_bytes()) {
-                return Err(invalid(format!("invalid host {:?}", String::from_utf8_lossy(host.as_bytes()))));
-            }
-            if host.as_bytes().iter().any(u8::is_ascii_uppercase) {
-                let value = lower(host.as_bytes())?;
-                req.headers.insert(header::HOST, value);
-            }
-        }
-        (None, None) => return Err(invalid("HTTP/2 request without :authority or host")),
+            // The same authority: the Host field is what must end up lower-cased.
+            (Some(_), Some(host)) => host.as_bytes(),
+            (Some(authority), None) => authority.as_str().as_bytes(),
+            (None, Some(host)) => checked_host(host)?,
+            (None, None) => return Err(invalid("HTTP/2 request without :authority or host")),
+        };
+        host_to_set(name, false)?
+    };
+    if let Some(value) = value {
+        req.headers.insert(header::HOST, value);
     }
     Ok(())
+}
+
+/// A Host field's bytes, if they are a valid authority.
+fn checked_host(host: &HeaderValue) -> Result<&[u8]> {
+    if valid_authority(host.as_bytes()) {
+        Ok(host.as_bytes())
+    } else {
+        Err(invalid(format!("invalid Host {:?}", String::from_utf8_lossy(host.as_bytes()))))
+    }
+}
+
+/// The Host value to set so that routing, cache keys and the origin see the authority
+/// `name` in one spelling: lower-cased, when `replace` or when it has upper case; `None`
+/// when the Host field already says it.
+fn host_to_set(name: &[u8], replace: bool) -> Result<Option<HeaderValue>> {
+    if replace || name.iter().any(u8::is_ascii_uppercase) {
+        lower(name).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 fn lower(bytes: &[u8]) -> Result<HeaderValue> {
@@ -234,19 +232,19 @@ fn transfer_encoding(headers: &HeaderMap, version: Version) -> Result<()> {
     if version != Version::HTTP_11 {
         return Err(invalid("Transfer-Encoding outside HTTP/1.1"));
     }
-    let codings: Vec<&[u8]> = value.as_bytes().split(|b| *b == b',').map(trim_ows).collect();
-    let last = codings.len() - 1;
+    let mut codings = value.as_bytes().split(|b| *b == b',').map(trim_ows).peekable();
     let mut unimplemented = None;
-    for (i, coding) in codings.iter().enumerate() {
+    while let Some(coding) = codings.next() {
+        let last = codings.peek().is_none();
         let name = coding.split(|b| *b == b';').next().map(trim_ows).unwrap_or_default();
         if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
             return Err(invalid(format!("invalid Transfer-Encoding {:?}", String::from_utf8_lossy(value.as_bytes()))));
         }
         let chunked = name.eq_ignore_ascii_case(b"chunked");
-        if chunked && (i != last || coding.len() != name.len()) {
+        if chunked && (!last || coding.len() != name.len()) {
             return Err(invalid("chunked applied more than once, not last, or with parameters"));
         }
-        if i == last && !chunked {
+        if last && !chunked {
             return Err(invalid("Transfer-Encoding does not end in chunked"));
         }
         if !chunked && unimplemented.is_none() {

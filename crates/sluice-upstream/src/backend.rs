@@ -642,6 +642,12 @@ impl UpstreamConn {
     ) -> Result<Response<UpstreamBody>> {
         let backend = self.backend.clone();
         let mut result = self.send_inner(request, replayable, timeouts).await;
+        if let Ok(response) = &result {
+            let size = header_list_size(response.headers());
+            if size > backend.settings.max_header_size {
+                result = Err(oversized(backend.addr, backend.settings.max_header_size, "response head", size));
+            }
+        }
         match &mut result {
             Ok(response) if response.status().is_server_error() => backend.record(Outcome::ServerError),
             Ok(response) if response.body().is_end_stream() => backend.record(Outcome::Success),
@@ -675,9 +681,7 @@ impl UpstreamConn {
                 let mut conn_done = false;
                 let fut = h1.sender.send_request(request);
                 let mut fut = std::pin::pin!(fut);
-                // The first-byte timer starts once the request has been sent in full: a
-                // slow upload is bounded by the body timeout, not by the origin's.
-                let mut armed = false;
+                let mut timer = FirstByte::new(body, timeouts.first_byte);
                 let waited = poll_fn(|cx| {
                     if !conn_done && Pin::new(&mut h1.conn).poll(cx).is_ready() {
                         conn_done = true;
@@ -685,18 +689,7 @@ impl UpstreamConn {
                     if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                         return Poll::Ready(Some(r));
                     }
-                    if !armed {
-                        if body.as_ref().is_some_and(|b| b.poll_done(cx).is_pending()) && !conn_done {
-                            return Poll::Pending;
-                        }
-                        armed = true;
-                        let Some(limit) = timeouts.first_byte else { return Poll::Pending };
-                        h1.deadline.set(Instant::now() + limit);
-                    }
-                    if timeouts.first_byte.is_none() {
-                        return Poll::Pending;
-                    }
-                    h1.deadline.poll_expired(cx).map(|()| None)
+                    timer.poll_expired(&mut h1.deadline, conn_done, cx).map(|()| None)
                 })
                 .await;
                 h1.deadline.clear();
@@ -704,10 +697,6 @@ impl UpstreamConn {
                     Some(r) => r.map_err(classify)?,
                     None => return Err(first_byte_timeout(&backend, timeouts.first_byte.unwrap_or_default())),
                 };
-                let head = header_list_size(response.headers());
-                if head > max_header {
-                    return Err(oversized(&backend, "response head", head));
-                }
                 backend.stats.observe_latency_at(sent_at.into_std(), std::time::Instant::now());
                 let mut driver = (!conn_done).then(|| H1Driver { h1, backend: backend.clone() });
                 if response.body().is_end_stream() {
@@ -728,29 +717,19 @@ impl UpstreamConn {
             Kind::H2(mut sender) => {
                 let fut = sender.send_request(request);
                 let mut fut = std::pin::pin!(fut);
-                let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+                let mut timer = FirstByte::new(body, timeouts.first_byte);
+                let mut deadline = Deadline::default();
                 let waited = poll_fn(|cx| {
                     if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                         return Poll::Ready(Some(r));
                     }
-                    if timer.is_none() {
-                        if body.as_ref().is_some_and(|b| b.poll_done(cx).is_pending()) {
-                            return Poll::Pending;
-                        }
-                        let Some(limit) = timeouts.first_byte else { return Poll::Pending };
-                        timer = Some(Box::pin(tokio::time::sleep(limit)));
-                    }
-                    timer.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx).map(|()| None))
+                    timer.poll_expired(&mut deadline, false, cx).map(|()| None)
                 })
                 .await;
                 let response = match waited {
                     Some(r) => r.map_err(classify)?,
                     None => return Err(first_byte_timeout(&backend, timeouts.first_byte.unwrap_or_default())),
                 };
-                let head = header_list_size(response.headers());
-                if head > max_header {
-                    return Err(oversized(&backend, "response head", head));
-                }
                 backend.stats.observe_latency_at(sent_at.into_std(), std::time::Instant::now());
                 Ok(response
                     .map(|b| UpstreamBody::new(b, None, timeouts.read_idle, backend.addr, outstanding, max_header)))
@@ -788,15 +767,45 @@ pub fn header_list_size(headers: &http::HeaderMap) -> usize {
     headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum()
 }
 
-fn oversized(backend: &Backend, what: &str, size: usize) -> Box<Error> {
-    tracing::warn!(upstream = %backend.addr, size, max = backend.settings.max_header_size, "{what} too large");
+/// A response head or trailer block from `addr` over `max-header-size` (logged: the
+/// request fails visibly, and the operator should know which origin did it).
+pub(crate) fn oversized(addr: SocketAddr, max: usize, what: &str, size: usize) -> Box<Error> {
+    tracing::warn!(upstream = %addr, size, max, "{what} too large");
     Error::explain(
         ErrorKind::UpstreamProtocol,
-        format!(
-            "{what} of {size} bytes from {} is over max-header-size {}",
-            backend.addr, backend.settings.max_header_size
-        ),
+        format!("{what} of {size} bytes from {addr} is over max-header-size {max}"),
     )
+}
+
+/// The first-byte timer of one request: armed once the request has been sent in full (a
+/// slow upload is bounded by the body timeout, not by the origin's), never when the
+/// request has no limit (a long-lived stream).
+struct FirstByte {
+    body: Option<Arc<sluice_core::body::BodyStats>>,
+    limit: Option<Duration>,
+    armed: bool,
+}
+
+impl FirstByte {
+    fn new(body: Option<Arc<sluice_core::body::BodyStats>>, limit: Option<Duration>) -> Self {
+        Self { body, limit, armed: false }
+    }
+
+    /// Ready when the limit has passed since the body ended; `force` arms it at once (the
+    /// connection ended, so the body will not).
+    fn poll_expired(&mut self, deadline: &mut Deadline, force: bool, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if !self.armed {
+            if !force && self.body.as_ref().is_some_and(|b| b.poll_done(cx).is_pending()) {
+                return Poll::Pending;
+            }
+            self.armed = true;
+            match self.limit {
+                Some(limit) => deadline.set(Instant::now() + limit),
+                None => deadline.clear(),
+            }
+        }
+        deadline.poll_expired(cx)
+    }
 }
 
 fn first_byte_timeout(backend: &Backend, after: Duration) -> Box<Error> {

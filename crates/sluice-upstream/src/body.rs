@@ -164,14 +164,8 @@ impl http_body::Body for UpstreamBody {
                         this.driver = None;
                         this.done = true;
                         this.body_failed();
-                        tracing::warn!(upstream = %this.addr, size, max = this.max_trailers, "trailers too large");
-                        return Poll::Ready(Some(Err(Error::explain(
-                            ErrorKind::UpstreamProtocol,
-                            format!(
-                                "trailers of {size} bytes from {} are over max-header-size {}",
-                                this.addr, this.max_trailers
-                            ),
-                        ))));
+                        let error = crate::backend::oversized(this.addr, this.max_trailers, "trailers", size);
+                        return Poll::Ready(Some(Err(error)));
                     }
                 }
                 if this.incoming.is_end_stream() {

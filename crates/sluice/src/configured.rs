@@ -189,8 +189,8 @@ impl Proxy for ConfiguredProxy {
         if let Some(target) = &route.proxy {
             // A gRPC call's deadline replaces the group's response timeouts (up to
             // `grpc-timeout-max`); a streaming route has none of its own.
-            let deadline = sluice_filters::grpc::is_grpc(&session.req.headers)
-                .then(|| sluice_filters::grpc::timeout(&session.req.headers))
+            let deadline = sluice_proxy::grpc::is_grpc(&session.req.headers)
+                .then(|| sluice_proxy::grpc::timeout(&session.req.headers))
                 .flatten()
                 .map(|t| t.min(target.grpc_timeout_max));
             let timeouts = match deadline {

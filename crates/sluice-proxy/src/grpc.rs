@@ -1,7 +1,8 @@
-//! gRPC over the proxy: the call's deadline from `grpc-timeout`, which replaces the
-//! upstream group's response timeouts for the call (as Envoy does with
-//! `grpc_timeout_header_max`), so a slow server stream or a quiet bidi stream is not cut
-//! before the client's own deadline.
+//! gRPC over the proxy: telling a call from other requests, and the call's deadline from
+//! `grpc-timeout`, which may replace the upstream group's response timeouts for the call
+//! (as Envoy does with `grpc_timeout_header_max`), so a slow server stream or a quiet bidi
+//! stream is not cut before the client's own deadline. The engine uses the first to end a
+//! failed call with a gRPC status (`body.rs`).
 
 use std::time::Duration;
 
