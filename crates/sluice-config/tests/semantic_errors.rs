@@ -374,3 +374,37 @@ site "*" {
     let all = text.replace("        methods \"GET\" \"POST\"\n", "");
     assert!(sluice_config::parse("sluice.kdl", &all).unwrap().warnings.is_empty());
 }
+
+#[test]
+fn issue_15_options_with_bad_values_point_at_the_value() {
+    let text = lines(&["listener \"127.0.0.1:8080\" {", "    escaped-slashes \"maybe\"", "}"]);
+    let problem = expect_only(&text, "`escaped-slashes` is \"reject\", \"decode\" or \"keep\"", 2, 21);
+    assert!(help(&problem).contains("decode routes %2F"), "{problem:?}");
+    let text = lines(&[
+        LISTENER,
+        "upstream \"origins\" {",
+        "    server \"127.0.0.1:9000\"",
+        "    max-header-size \"100\"",
+        "}",
+    ]);
+    expect_only(&text, "`max-header-size` must be between 1 KiB and 16 MiB, found 100", 4, 21);
+    let text = lines(&[
+        LISTENER,
+        UPSTREAM,
+        "site \"*\" {",
+        "    route \"/\" { proxy \"origins\" grpc-timeout-max=\"0s\"; }",
+        "}",
+    ]);
+    expect_only(&text, "the duration must be greater than zero", 4, 33);
+    let text = lines(&[LISTENER, UPSTREAM, "site \"*\" {", "    route \"/\" { proxy \"origins\" streaming=1; }", "}"]);
+    expect_only(&text, "expected a boolean (#true or #false)", 4, 33);
+    let text = lines(&[
+        LISTENER,
+        UPSTREAM,
+        "site \"*\" {",
+        "    cache { targeted-cache-control \"not a name\"; }",
+        "    route \"/\" { proxy \"origins\"; }",
+        "}",
+    ]);
+    expect_only(&text, "`not a name` is not a header name", 4, 36);
+}

@@ -483,7 +483,7 @@ async fn grpc_deadlines_and_streaming_routes_replace_the_upstream_timeouts() {
     let config = simple_config(&[origin.addr], "protocol \"h2c\"\n    timeouts first-byte=\"1s\" read-idle=\"1s\"")
         .replace(
             "route \"/\" { proxy \"origins\" }",
-            "route \"/stream\" { proxy \"origins\" streaming=#true }\n    route \"/\" { proxy \"origins\" grpc-timeout-max=\"30s\" }",
+            "route \"/stream\" { proxy \"origins\" streaming=#true }\n    route \"/capped\" { proxy \"origins\" grpc-timeout-max=\"1s\" }\n    route \"/\" { proxy \"origins\" grpc-timeout-max=\"30s\" }",
         );
     let proxy = Proxy::start(&config).await;
     let mut client = h2_client(proxy.addr()).await;
@@ -504,9 +504,31 @@ async fn grpc_deadlines_and_streaming_routes_replace_the_upstream_timeouts() {
     assert_eq!(resp.status(), 200);
     let trailers = resp.into_body().collect().await.unwrap().trailers().cloned().unwrap();
     assert_eq!(trailers["grpc-status"], "0");
+    // The deadline counts only up to the route's grpc-timeout-max (1 s here).
+    let resp = client.send_request(call("/capped/Call", Some("10S"))).await.unwrap();
+    assert_eq!(resp.status(), 504);
     // A streaming route: no first-byte or idle timeout at all.
     let resp = client.send_request(call("/stream/Call", None)).await.unwrap();
     assert_eq!(resp.status(), 200);
     let trailers = resp.into_body().collect().await.unwrap().trailers().cloned().unwrap();
     assert_eq!(trailers["grpc-status"], "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_groups_max_header_size_bounds_response_heads() {
+    let origin = Origin::start(
+        false,
+        Arc::new(|req: Request<hyper::body::Incoming>| {
+            Box::pin(async move {
+                let kib: usize = req.uri().path().trim_start_matches('/').parse().unwrap();
+                let mut resp = Response::new(full("ok"));
+                resp.headers_mut().insert("x-big", "h".repeat(kib * 1024).parse().unwrap());
+                resp
+            })
+        }),
+    )
+    .await;
+    let proxy = Proxy::start(&simple_config(&[origin.addr], "max-header-size \"16KiB\"")).await;
+    assert_eq!(get(proxy.addr(), "/10").await.0, 200);
+    assert_eq!(get(proxy.addr(), "/20").await.0, 502);
 }
