@@ -45,13 +45,22 @@ pub fn cookie<'s>(session: &'s Session, name: &str) -> Option<&'s [u8]> {
 
 /// The value of cookie `name` in a request's `Cookie` fields.
 pub fn cookie_in<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h [u8]> {
-    headers.get_all(http::header::COOKIE).iter().find_map(|v| {
-        v.as_bytes().split(|&b| b == b';').find_map(|pair| {
+    cookies_named(headers, name).next()
+}
+
+/// The values of every cookie called `name`, in all `Cookie` fields (HTTP/2 may send one
+/// field per cookie), in order: for callers that must notice a cookie sent twice.
+pub fn cookies_named<'h, 'n>(
+    headers: &'h http::HeaderMap,
+    name: &'n str,
+) -> impl Iterator<Item = &'h [u8]> + use<'h, 'n> {
+    headers.get_all(http::header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|&b| b == b';')).filter_map(
+        move |pair| {
             let pair = pair.trim_ascii();
             let (k, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
             (k == name.as_bytes()).then(|| &value[1..])
-        })
-    })
+        },
+    )
 }
 
 fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q [u8]> {

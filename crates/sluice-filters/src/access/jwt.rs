@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
-use http::header::{HeaderMap, HeaderName, HeaderValue, COOKIE, WWW_AUTHENTICATE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -349,7 +349,7 @@ impl JwtAuth {
                 Ok(scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()))
             }
             Token::Cookie(name) => {
-                let mut found = cookies_named(headers, name);
+                let mut found = crate::affinity::cookies_named(headers, name);
                 let Some(value) = found.next() else { return Ok(None) };
                 if found.next().is_some() {
                     return Err(TWO);
@@ -514,16 +514,6 @@ fn protected_header(token: &str) -> Result<serde_json::Map<String, serde_json::V
         Ok(serde_json::Value::Object(map)) => Ok(map),
         _ => Err(MALFORMED),
     }
-}
-
-/// The values of every cookie called `name`, in all `Cookie` fields (HTTP/2 sends one
-/// field per cookie).
-fn cookies_named<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h [u8]> + 'h {
-    headers.get_all(COOKIE).iter().flat_map(|v| v.as_bytes().split(|&b| b == b';')).filter_map(move |pair| {
-        let pair = pair.trim_ascii();
-        let at = pair.iter().position(|&b| b == b'=')?;
-        (&pair[..at] == name.as_bytes()).then(|| &pair[at + 1..])
-    })
 }
 
 fn refresh_of(source: &KeySource) -> Duration {

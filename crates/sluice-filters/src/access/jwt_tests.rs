@@ -177,7 +177,7 @@ fn two_cookies_with_the_token_name_are_refused() {
     let cookies = |fields: &[String]| {
         let mut headers = HeaderMap::new();
         for field in fields {
-            headers.append(COOKIE, HeaderValue::try_from(field.as_str()).unwrap());
+            headers.append(http::header::COOKIE, HeaderValue::try_from(field.as_str()).unwrap());
         }
         headers
     };
